@@ -1,0 +1,41 @@
+//! Connectors for grpc-lb.
+//!
+//! A connector is any `tower::Service<Target>` whose response is a connected
+//! service. The reconnect layer calls it once per connection attempt. This crate
+//! provides the one gRPC needs most, [`Http2Connector`]: TCP, then an HTTP/2
+//! handshake, reporting success only once the server's SETTINGS frame has arrived.
+//!
+//! Waiting for the server's SETTINGS is what the gRPC connection-backoff document
+//! means by a successful connection, and what grpc-go does (`NewHTTP2Client` blocks
+//! until the server preface is read). A TCP listener that accepts and then says
+//! nothing, or a server that is not speaking HTTP/2, therefore counts as a failed
+//! attempt and is backed off from, instead of resetting the backoff every time.
+//!
+//! The connected service, [`Http2Connection`], reports a lost connection as an
+//! error from `poll_ready` and wakes the task that last polled it when the
+//! connection closes, so that a reconnect layer notices a dead server even when no
+//! request is in flight.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), grpc_lb_core::BoxError> {
+//! use grpc_lb_connect::Http2Connector;
+//! use tower_service::Service;
+//!
+//! let mut connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new();
+//! let connection = connector.call("127.0.0.1:50051".parse()?).await?;
+//! # drop(connection);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod connection;
+mod connector;
+pub mod error;
+mod preface;
+
+pub use connection::{Http2Connection, ResponseFuture};
+pub use connector::{ConnectFuture, Http2Connector};

@@ -1,0 +1,33 @@
+//! The vocabulary shared by every grpc-lb crate.
+//!
+//! This crate is deliberately small, in the spirit of `tower-service`: it holds the
+//! types that the resolver, balancer and reconnect layers pass between each other,
+//! so that each of those crates can depend on it without depending on the others.
+//!
+//! - [`ConnectivityState`]: gRPC's five connectivity states, spelled as gRPC spells them.
+//! - [`Connectivity`]: a state plus the error that caused it, as published on a watch.
+//! - [`ResolveNow`]: the signal a subchannel raises when its name should be resolved again.
+//! - [`BoxError`] and [`SharedError`]: the error currency of the stack.
+//!
+//! # Examples
+//!
+//! ```
+//! use grpc_lb_core::ConnectivityState;
+//!
+//! let state = ConnectivityState::TransientFailure;
+//! assert_eq!(state.to_string(), "TRANSIENT_FAILURE");
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod connectivity;
+mod resolve_now;
+
+pub use connectivity::{Connectivity, ConnectivityState};
+pub use resolve_now::ResolveNow;
+
+/// The boxed error type used throughout the stack, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error that can be kept and handed to many readers (a state watch, a fail-fast RPC).
+pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
