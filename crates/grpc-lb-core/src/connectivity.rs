@@ -87,7 +87,13 @@ mod tests {
         .collect();
         assert_eq!(
             names,
-            ["IDLE", "CONNECTING", "READY", "TRANSIENT_FAILURE", "SHUTDOWN"]
+            [
+                "IDLE",
+                "CONNECTING",
+                "READY",
+                "TRANSIENT_FAILURE",
+                "SHUTDOWN"
+            ]
         );
     }
 }

@@ -31,3 +31,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error that can be kept and handed to many readers (a state watch, a fail-fast RPC).
 pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Allocates an id for a channel or subchannel, unique in this process.
+///
+/// Channels and subchannels share one id space, as in grpc-go's channelz, so that a
+/// log line such as `[Channel #1 SubChannel #2]` names each object unambiguously.
+pub fn next_channelz_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
