@@ -1,0 +1,287 @@
+//! Fail-fast: gRPC's default answer to an RPC made while the connection is down.
+//!
+//! gRPC's `doc/wait-for-ready.md`: an RPC issued while the channel is in
+//! `TRANSIENT_FAILURE` fails at once with `UNAVAILABLE` by default, and RPCs issued
+//! while `IDLE`, `CONNECTING` or `READY` wait for a connection. [`FailFast`] wraps a
+//! service whose `poll_ready` is `Pending` while it has no connection (such as
+//! grpc-lb-reconnect's `Reconnect`) and watches its connectivity: while the state
+//! is `TRANSIENT_FAILURE` and the service is not ready, the next call fails at once
+//! with a [`tonic::Status`] of code `UNAVAILABLE` whose message carries the last
+//! connection error.
+//!
+//! The failure is returned from `call`, never from `poll_ready`: an error from
+//! `poll_ready` would tell a balancer or a `Buffer` that the service is broken for
+//! good, when it is only waiting out a backoff.
+//!
+//! With [`FailFast::wait_for_ready`] set, calls never fail fast and wait for the
+//! connection instead (bound them with a deadline).
+//!
+//! # Examples
+//!
+//! ```
+//! use grpc_lb_core::{Connectivity, ConnectivityState};
+//! use grpc_lb_failfast::FailFastLayer;
+//! use tower::ServiceBuilder;
+//! # let service = tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(()) });
+//!
+//! let (_publisher, connectivity) =
+//!     tokio::sync::watch::channel(Connectivity::new(ConnectivityState::Idle));
+//! let service = ServiceBuilder::new()
+//!     .layer(FailFastLayer::new(connectivity))
+//!     .service(service);
+//! # drop(service);
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError};
+use pin_project_lite::pin_project;
+use tokio::sync::watch;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Fails calls fast with `UNAVAILABLE` while the watched connectivity is
+/// `TRANSIENT_FAILURE`. See the [crate docs](crate).
+#[derive(Debug, Clone)]
+pub struct FailFast<S> {
+    inner: S,
+    connectivity: watch::Receiver<Connectivity>,
+    wait_for_ready: bool,
+    /// Set by `poll_ready` when it let a call through only to fail it.
+    failing: Option<tonic::Status>,
+}
+
+impl<S> FailFast<S> {
+    /// Wraps `inner`, reading its state from `connectivity`.
+    pub fn new(inner: S, connectivity: watch::Receiver<Connectivity>) -> Self {
+        FailFast {
+            inner,
+            connectivity,
+            wait_for_ready: false,
+            failing: None,
+        }
+    }
+
+    /// Waits for a connection instead of failing fast (gRPC's wait-for-ready).
+    pub fn wait_for_ready(mut self, enabled: bool) -> Self {
+        self.wait_for_ready = enabled;
+        self
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The `UNAVAILABLE` status a fail-fast call gets, naming the cause.
+pub fn unavailable(cause: Option<&SharedError>) -> tonic::Status {
+    match cause {
+        Some(cause) => {
+            let mut status = tonic::Status::unavailable(format!("connection unavailable: {cause}"));
+            status.set_source(cause.clone());
+            status
+        }
+        None => tonic::Status::unavailable("connection unavailable: in TRANSIENT_FAILURE"),
+    }
+}
+
+impl<S, Req> Service<Req> for FailFast<S>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.failing = None;
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(Into::into)),
+            Poll::Pending if self.wait_for_ready => Poll::Pending,
+            Poll::Pending => {
+                let connectivity = self.connectivity.borrow();
+                if connectivity.state != ConnectivityState::TransientFailure {
+                    return Poll::Pending;
+                }
+                self.failing = Some(unavailable(connectivity.last_error.as_ref()));
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match self.failing.take() {
+            Some(status) => ResponseFuture::failed(status),
+            None => ResponseFuture::called(self.inner.call(request)),
+        }
+    }
+}
+
+/// Applies [`FailFast`] with a given connectivity watch.
+#[derive(Debug, Clone)]
+pub struct FailFastLayer {
+    connectivity: watch::Receiver<Connectivity>,
+    wait_for_ready: bool,
+}
+
+impl FailFastLayer {
+    /// A layer that fails fast while `connectivity` reads `TRANSIENT_FAILURE`.
+    pub fn new(connectivity: watch::Receiver<Connectivity>) -> Self {
+        FailFastLayer {
+            connectivity,
+            wait_for_ready: false,
+        }
+    }
+
+    /// Waits for a connection instead of failing fast.
+    pub fn wait_for_ready(mut self, enabled: bool) -> Self {
+        self.wait_for_ready = enabled;
+        self
+    }
+}
+
+impl<S> Layer<S> for FailFastLayer {
+    type Service = FailFast<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FailFast::new(inner, self.connectivity.clone()).wait_for_ready(self.wait_for_ready)
+    }
+}
+
+pin_project! {
+    /// Response future of [`FailFast`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Called { #[pin] future: F },
+        Failed { status: Option<tonic::Status> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn called(future: F) -> Self {
+        ResponseFuture {
+            kind: Kind::Called { future },
+        }
+    }
+
+    fn failed(status: tonic::Status) -> Self {
+        ResponseFuture {
+            kind: Kind::Failed {
+                status: Some(status),
+            },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Failed { status } => {
+                let status = status.take().expect("polled after completion");
+                Poll::Ready(Err(status.into()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_test::{assert_pending, assert_ready_ok};
+    use tower_test::mock;
+
+    use super::*;
+
+    fn connectivity(state: ConnectivityState, cause: Option<&str>) -> Connectivity {
+        Connectivity {
+            state,
+            last_error: cause.map(|c| Arc::new(std::io::Error::other(c.to_owned())) as SharedError),
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failure_fails_the_call_with_the_cause() {
+        let (publish, watch) = watch::channel(connectivity(ConnectivityState::Connecting, None));
+        let (inner, mut handle) = mock::pair::<(), ()>();
+        handle.allow(0);
+        let mut svc = mock::Spawn::new(FailFast::new(inner, watch));
+
+        // CONNECTING: wait.
+        assert_pending!(svc.poll_ready());
+        publish.send_replace(connectivity(
+            ConnectivityState::TransientFailure,
+            Some("tcp connect to 127.0.0.1:1 failed: Connection refused"),
+        ));
+        assert_ready_ok!(svc.poll_ready());
+        let error = svc.call(()).await.unwrap_err();
+        let status = error.downcast::<tonic::Status>().expect("a tonic Status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "connection unavailable: tcp connect to 127.0.0.1:1 failed: Connection refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_for_ready_waits_through_transient_failure() {
+        let (_publish, watch) =
+            watch::channel(connectivity(ConnectivityState::TransientFailure, Some("down")));
+        let (inner, mut handle) = mock::pair::<(), ()>();
+        handle.allow(0);
+        let mut svc = mock::Spawn::new(FailFast::new(inner, watch).wait_for_ready(true));
+        assert_pending!(svc.poll_ready());
+        handle.allow(1);
+        assert!(svc.is_woken());
+        assert_ready_ok!(svc.poll_ready());
+        let response = svc.call(());
+        let (_, respond) = handle.next_request().await.unwrap();
+        respond.send_response(());
+        response.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ready_inner_is_used_even_in_transient_failure() {
+        let (_publish, watch) =
+            watch::channel(connectivity(ConnectivityState::TransientFailure, Some("old")));
+        let (inner, mut handle) = mock::pair::<(), ()>();
+        let mut svc = mock::Spawn::new(FailFast::new(inner, watch));
+        assert_ready_ok!(svc.poll_ready());
+        let response = svc.call(());
+        let (_, respond) = handle.next_request().await.unwrap();
+        respond.send_response(());
+        response.await.unwrap();
+    }
+}
