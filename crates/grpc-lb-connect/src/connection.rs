@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
-use grpc_lb_core::{BoxError, SharedError};
+use grpc_lb_core::{BoxError, SharedError, TransportError};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
@@ -167,6 +167,13 @@ impl Future for ResponseFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx).map_err(Into::into)
+        self.inner.as_mut().poll(cx).map_err(|error| {
+            if error.is_user() {
+                error.into()
+            } else {
+                // Closed, reset or broken under the request: the transport failed.
+                TransportError::new(error).into()
+            }
+        })
     }
 }

@@ -206,5 +206,11 @@ where
         None => Authority::try_from(addr.to_string().as_str())
             .expect("a socket address is a valid authority"),
     };
-    Ok(Http2Connection::new(send, addr, Scheme::HTTP, authority, closed))
+    Ok(Http2Connection::new(
+        send,
+        addr,
+        Scheme::HTTP,
+        authority,
+        closed,
+    ))
 }

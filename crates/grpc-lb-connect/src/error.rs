@@ -56,9 +56,10 @@ impl fmt::Display for ConnectError {
         match self.step {
             Step::Tcp => write!(f, "tcp connect to {addr} failed")?,
             Step::Handshake => write!(f, "HTTP/2 handshake with {addr} failed")?,
-            Step::ClosedBeforePreface => {
-                write!(f, "connection to {addr} closed before the server preface was received")?
-            }
+            Step::ClosedBeforePreface => write!(
+                f,
+                "connection to {addr} closed before the server preface was received"
+            )?,
             Step::NotHttp2 => write!(
                 f,
                 "server at {addr} did not send an HTTP/2 SETTINGS frame as its preface"

@@ -90,7 +90,10 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                 }
             }
             Poll::Ready(Err(e)) => {
-                send(this.report, Preface::Closed(Some(io::Error::new(e.kind(), e.to_string()))));
+                send(
+                    this.report,
+                    Preface::Closed(Some(io::Error::new(e.kind(), e.to_string()))),
+                );
             }
             Poll::Pending => {}
         }
@@ -163,6 +166,9 @@ mod tests {
     #[tokio::test]
     async fn eof_before_header_is_closed() {
         let short: &'static [u8] = &[0, 0, 0];
-        assert!(matches!(first_frame(short, 64).await, Preface::Closed(None)));
+        assert!(matches!(
+            first_frame(short, 64).await,
+            Preface::Closed(None)
+        ));
     }
 }

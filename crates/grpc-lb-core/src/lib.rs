@@ -41,3 +41,35 @@ pub fn next_channelz_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// The transport failed under a request: the connection closed or broke before a
+/// response arrived.
+///
+/// Connectors wrap such failures in this type so that layers above can tell them
+/// from errors of the request itself: gRPC reports them as `UNAVAILABLE` (grpc-go:
+/// "transport is closing"), and a fail-fast layer converts them to that status.
+#[derive(Debug)]
+pub struct TransportError {
+    source: BoxError,
+}
+
+impl TransportError {
+    /// Wraps the underlying transport failure.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        TransportError {
+            source: source.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "transport error: {}", self.source)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}

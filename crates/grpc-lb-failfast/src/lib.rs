@@ -38,7 +38,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError};
+use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError, TransportError};
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tower_layer::Layer;
@@ -98,6 +98,22 @@ pub fn unavailable(cause: Option<&SharedError>) -> tonic::Status {
         }
         None => tonic::Status::unavailable("connection unavailable: in TRANSIENT_FAILURE"),
     }
+}
+
+/// A request that failed because its transport failed is `UNAVAILABLE` in gRPC;
+/// any other error is passed on as it is.
+fn transport_to_status(error: BoxError) -> BoxError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(current) = source {
+        if current.is::<tonic::Status>() {
+            break;
+        }
+        if current.is::<TransportError>() {
+            return tonic::Status::unavailable(current.to_string()).into();
+        }
+        source = current.source();
+    }
+    error
 }
 
 impl<S, Req> Service<Req> for FailFast<S>
@@ -207,7 +223,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Called { future } => {
+                future.poll(cx).map_err(|e| transport_to_status(e.into()))
+            }
             KindProj::Failed { status } => {
                 let status = status.take().expect("polled after completion");
                 Poll::Ready(Err(status.into()))
@@ -257,8 +275,10 @@ mod tests {
 
     #[tokio::test]
     async fn wait_for_ready_waits_through_transient_failure() {
-        let (_publish, watch) =
-            watch::channel(connectivity(ConnectivityState::TransientFailure, Some("down")));
+        let (_publish, watch) = watch::channel(connectivity(
+            ConnectivityState::TransientFailure,
+            Some("down"),
+        ));
         let (inner, mut handle) = mock::pair::<(), ()>();
         handle.allow(0);
         let mut svc = mock::Spawn::new(FailFast::new(inner, watch).wait_for_ready(true));
@@ -273,9 +293,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn transport_failures_become_unavailable() {
+        let (_publish, watch) = watch::channel(connectivity(ConnectivityState::Ready, None));
+        let (inner, mut handle) = mock::pair::<(), ()>();
+        let mut svc = mock::Spawn::new(FailFast::new(inner, watch));
+        assert_ready_ok!(svc.poll_ready());
+        let response = svc.call(());
+        let (_, respond) = handle.next_request().await.unwrap();
+        respond.send_error(TransportError::new("connection reset by peer"));
+        let status = response
+            .await
+            .unwrap_err()
+            .downcast::<tonic::Status>()
+            .unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "transport error: connection reset by peer"
+        );
+    }
+
+    #[tokio::test]
     async fn ready_inner_is_used_even_in_transient_failure() {
-        let (_publish, watch) =
-            watch::channel(connectivity(ConnectivityState::TransientFailure, Some("old")));
+        let (_publish, watch) = watch::channel(connectivity(
+            ConnectivityState::TransientFailure,
+            Some("old"),
+        ));
         let (inner, mut handle) = mock::pair::<(), ()>();
         let mut svc = mock::Spawn::new(FailFast::new(inner, watch));
         assert_ready_ok!(svc.poll_ready());
