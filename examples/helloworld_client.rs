@@ -7,7 +7,7 @@
 //! by the gRPC backoff, and calls succeed again once it is back.
 //!
 //! ```text
-//! cargo run -p grpc-lb-helloworld --bin greeter-server -- --listen 127.0.0.1:50051
+//! cargo run -p examples --example helloworld_server -- 127.0.0.1:50051
 //! cargo run -p examples --example helloworld_client -- 127.0.0.1:50051
 //! ```
 
