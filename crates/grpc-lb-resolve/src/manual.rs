@@ -1,0 +1,170 @@
+//! The manual resolver: a handle that pushes updates, as grpc-go's
+//! `resolver/manual` does. It is the workhorse of tests, and the way to feed a
+//! channel from discovery code of your own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use grpc_lb_core::{BoxError, ResolveNow};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::resolver::{Resolver, UpdateStream};
+use crate::target::Target;
+use crate::update::{Address, Endpoint, Update};
+
+/// A resolver whose updates come from a [`ManualHandle`].
+///
+/// Every stream it starts begins with the handle's current set (so a channel that
+/// rebuilds its resolver, as one leaving idle mode does, starts from the same
+/// state) and then receives each update pushed through the handle.
+///
+/// Updates are queued without a bound: this resolver is meant for tests and for
+/// code that pushes updates at human or control-plane rates, not per request.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use futures::StreamExt;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{ManualResolver, Registry, Endpoint, Update};
+///
+/// let (resolver, handle) = ManualResolver::new("test");
+/// let mut registry = Registry::with_defaults();
+/// registry.register(resolver);
+///
+/// let mut updates = registry.resolve("test:///greeter", ResolveNow::new()).unwrap();
+/// let addr: std::net::SocketAddr = "127.0.0.1:50051".parse().unwrap();
+/// handle.reset([Endpoint::new(addr)]);
+/// assert_eq!(updates.next().await.unwrap().unwrap(), Update::Reset(vec![Endpoint::new(addr)]));
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ManualResolver {
+    scheme: String,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// Pushes updates to every stream a [`ManualResolver`] has started.
+#[derive(Clone, Debug)]
+pub struct ManualHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// `None` until the first update: a new stream then starts with nothing.
+    current: Option<BTreeMap<Address, Endpoint>>,
+    subscribers: Vec<mpsc::UnboundedSender<Result<Update, BoxError>>>,
+    resolve_now: Vec<ResolveNow>,
+}
+
+impl Shared {
+    fn send(&mut self, item: impl Fn() -> Result<Update, BoxError>) {
+        self.subscribers.retain(|tx| tx.send(item()).is_ok());
+    }
+}
+
+impl ManualResolver {
+    /// A manual resolver for `scheme`, and the handle that drives it.
+    pub fn new(scheme: impl Into<String>) -> (ManualResolver, ManualHandle) {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let resolver = ManualResolver {
+            scheme: scheme.into(),
+            shared: shared.clone(),
+        };
+        (resolver, ManualHandle { shared })
+    }
+
+    /// A handle to this resolver.
+    pub fn handle(&self) -> ManualHandle {
+        ManualHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts a stream without going through a target, for code that feeds a
+    /// Discover adapter directly.
+    pub fn stream(&self, resolve_now: ResolveNow) -> UpdateStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut shared = lock(&self.shared);
+        if let Some(current) = &shared.current {
+            let _ = tx.send(Ok(Update::Reset(current.values().cloned().collect())));
+        }
+        shared.subscribers.push(tx);
+        shared.resolve_now.push(resolve_now);
+        UnboundedReceiverStream::new(rx).boxed()
+    }
+}
+
+impl Resolver for ManualResolver {
+    fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    fn resolve(&self, _target: &Target, resolve_now: ResolveNow) -> Result<UpdateStream, BoxError> {
+        Ok(self.stream(resolve_now))
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // A panic while holding this lock cannot leave the map half-updated in a way
+    // that matters more than losing every later update, so carry on.
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ManualHandle {
+    /// Replaces the whole set (grpc-go's `UpdateState`).
+    pub fn reset(&self, endpoints: impl IntoIterator<Item = Endpoint>) {
+        let current: BTreeMap<Address, Endpoint> = endpoints
+            .into_iter()
+            .map(|e| (e.address.clone(), e))
+            .collect();
+        let update: Vec<Endpoint> = current.values().cloned().collect();
+        let mut shared = lock(&self.shared);
+        shared.current = Some(current);
+        shared.send(|| Ok(Update::Reset(update.clone())));
+    }
+
+    /// Adds endpoints (or replaces their attributes).
+    pub fn add(&self, endpoints: impl IntoIterator<Item = Endpoint>) {
+        let added: Vec<Endpoint> = endpoints.into_iter().collect();
+        let mut shared = lock(&self.shared);
+        let current = shared.current.get_or_insert_with(BTreeMap::new);
+        for endpoint in &added {
+            current.insert(endpoint.address.clone(), endpoint.clone());
+        }
+        shared.send(|| Ok(Update::Add(added.clone())));
+    }
+
+    /// Removes endpoints.
+    pub fn remove(&self, addresses: impl IntoIterator<Item = Address>) {
+        let removed: Vec<Address> = addresses.into_iter().collect();
+        let mut shared = lock(&self.shared);
+        let current = shared.current.get_or_insert_with(BTreeMap::new);
+        for address in &removed {
+            current.remove(address);
+        }
+        shared.send(|| Ok(Update::Remove(removed.clone())));
+    }
+
+    /// Reports a resolution error (grpc-go's `ReportError`).
+    pub fn error(&self, message: impl Into<String>) {
+        let message = message.into();
+        lock(&self.shared).send(|| Err(message.clone().into()));
+    }
+
+    /// How many times the subchannels fed by this resolver asked for re-resolution.
+    pub fn resolve_now_requests(&self) -> u64 {
+        lock(&self.shared)
+            .resolve_now
+            .iter()
+            .map(ResolveNow::count)
+            .sum()
+    }
+}
