@@ -13,7 +13,7 @@
 //! - `Addr` is a socket address (`127.0.0.1:50051`, `[::1]:50051`), or a
 //!   `host:port` whose host is a name, which becomes an [`Address::Name`] for the
 //!   connector to resolve.
-//! - `Metadata` is optional. A JSON object becomes [`Attributes::metadata`]:
+//! - `Metadata` is optional. A JSON object becomes [`Attributes::metadata`](crate::Attributes::metadata):
 //!   string values as they are, other values as their JSON text. Any other JSON
 //!   value is kept whole, as JSON text, under the key `"metadata"`.
 //! - Field names match as Go's `encoding/json` matches them: exactly, or else

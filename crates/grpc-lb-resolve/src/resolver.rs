@@ -99,6 +99,12 @@ impl Registry {
         for scheme in crate::fixed::SCHEMES {
             registry.register(crate::fixed::FixedResolver::new(scheme));
         }
+        #[cfg(feature = "dns")]
+        registry.register(crate::dns::DnsResolver::default());
+        // With no endpoints of its own, it serves targets that name their etcd
+        // server (`etcd://host:port/prefix`) and refuses the others clearly.
+        #[cfg(feature = "etcd")]
+        registry.register(crate::etcd::EtcdResolver::new(Vec::<String>::new()));
         registry
     }
 
