@@ -8,10 +8,9 @@
 //!   stays quiet.
 //! - A name is looked up (A and AAAA), and the addresses, with the target's port,
 //!   are reported as a `Reset`, deduplicated and sorted.
-//! - After a good resolution the resolver waits for a
-//!   [`ResolveNow`](grpc_lb_core::ResolveNow) request (which subchannels raise on
-//!   every failed connection attempt and lost connection), but resolves no
-//!   sooner than [`min_resolution_interval`](DnsConfig::min_resolution_interval)
+//! - After a good resolution the resolver waits for a [`ResolveNow`] request
+//!   (which subchannels raise on every failed connection attempt and lost
+//!   connection), but resolves no sooner than [`min_resolution_interval`](DnsConfig::min_resolution_interval)
 //!   (30 s) after the last resolution; requests coalesce meanwhile. An optional
 //!   [`refresh_interval`](DnsConfig::refresh_interval) re-resolves periodically
 //!   as well.
@@ -36,7 +35,8 @@
 //! falls back to the A/AAAA lookup of `host`.
 //!
 //! Everything the stream does happens inside it: dropping the stream stops all
-//! lookups and closes every socket.
+//! lookups. The only tasks involved are hickory's per-connection I/O tasks,
+//! which the stream's hickory resolver owns and which end with it.
 //!
 //! # Examples
 //!
