@@ -794,17 +794,7 @@ fn parse_port(port: &str) -> Result<u16, Fail> {
 }
 
 fn parse_ipv4(rest: &str) -> Result<Target, Fail> {
-    if rest.is_empty() {
-        return Err(Fail::new(TargetErrorKind::EmptyAddressList));
-    }
-    let mut addrs = Vec::new();
-    for entry in rest.split(',') {
-        if entry.is_empty() {
-            return Err(Fail::with(
-                TargetErrorKind::InvalidIpv4(String::new()),
-                "empty entry in the address list",
-            ));
-        }
+    let addrs = parse_address_list(rest, TargetErrorKind::InvalidIpv4, |entry| {
         let (addr, port) = entry.split_once(':').unwrap_or((entry, ""));
         let Ok(ip) = addr.parse::<Ipv4Addr>() else {
             return Err(Fail::with(
@@ -817,27 +807,40 @@ fn parse_ipv4(rest: &str) -> Result<Target, Fail> {
         } else {
             parse_port(port)?
         };
-        addrs.push(SocketAddr::V4(SocketAddrV4::new(ip, port)));
-    }
+        Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+    })?;
     Ok(Target::Ipv4(addrs))
 }
 
 fn parse_ipv6(rest: &str) -> Result<Target, Fail> {
+    let addrs = parse_address_list(rest, TargetErrorKind::InvalidIpv6, |entry| {
+        let (ip, port) = parse_ipv6_entry(entry)?;
+        Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)))
+    })?;
+    Ok(Target::Ipv6(addrs))
+}
+
+/// The comma-separated list of an `ipv4:` or `ipv6:` target; `invalid` names the
+/// error kind for an empty entry.
+fn parse_address_list(
+    rest: &str,
+    invalid: fn(String) -> TargetErrorKind,
+    parse_entry: impl Fn(&str) -> Result<SocketAddr, Fail>,
+) -> Result<Vec<SocketAddr>, Fail> {
     if rest.is_empty() {
         return Err(Fail::new(TargetErrorKind::EmptyAddressList));
     }
-    let mut addrs = Vec::new();
-    for entry in rest.split(',') {
-        if entry.is_empty() {
-            return Err(Fail::with(
-                TargetErrorKind::InvalidIpv6(String::new()),
-                "empty entry in the address list",
-            ));
-        }
-        let (ip, port) = parse_ipv6_entry(entry)?;
-        addrs.push(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, 0)));
-    }
-    Ok(Target::Ipv6(addrs))
+    rest.split(',')
+        .map(|entry| {
+            if entry.is_empty() {
+                return Err(Fail::with(
+                    invalid(String::new()),
+                    "empty entry in the address list",
+                ));
+            }
+            parse_entry(entry)
+        })
+        .collect()
 }
 
 /// One entry of an `ipv6:` list: `[address]:port`, `[address]` or a bare
