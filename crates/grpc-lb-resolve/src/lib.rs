@@ -12,7 +12,9 @@
 //! - [`Resolver`] and [`Registry`]: resolvers chosen by scheme, extensible.
 //! - [`ResolverDiscover`]: any stream of updates as a tower `Discover` with stable
 //!   keys, so any tower balancer can consume it. A user's own `Stream` of updates
-//!   plugs in here; a user's own `Discover` plugs into the balancer directly.
+//!   plugs in here; a user's own `Discover` plugs in through [`discover_updates`]
+//!   (the stack then builds its own subchannels for its keys) or into a balancer
+//!   directly.
 //! - Resolvers: [`static_list`] and the `ipv4`/`ipv6`/`unix`/`passthrough`
 //!   schemes, and [`ManualResolver`], whose handle pushes updates.
 //!
@@ -47,6 +49,7 @@ pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod fixed;
+mod from_discover;
 mod manual;
 mod resolver;
 pub mod target;
@@ -54,6 +57,7 @@ mod update;
 
 pub use crate::discover::{ResolverDiscover, ResolverStatus};
 pub use crate::fixed::static_list;
+pub use crate::from_discover::discover_updates;
 pub use crate::manual::{ManualHandle, ManualResolver};
 pub use crate::resolver::{Registry, ResolveError, Resolver, UpdateStream};
 pub use crate::target::Target;
