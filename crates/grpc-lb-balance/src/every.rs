@@ -1,0 +1,128 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use grpc_lb_core::ConnectivityState;
+use grpc_lb_resolve::Address;
+
+use crate::aggregate::aggregate;
+use crate::pick::Pick;
+use crate::policy::{Helper, LoadBalancer};
+
+/// A policy that keeps a connection to every endpoint and picks among the ready
+/// ones with a [`Pick`]: `round_robin`, `p2c` and `least_request` are this with
+/// different picks.
+///
+/// It follows grpc-go's round_robin (endpointsharding with a pick_first child per
+/// endpoint):
+/// - every endpoint is connected, and a subchannel that reports IDLE (its
+///   connection lost, or its backoff over) is reconnected at once;
+/// - each subchannel is sticky in TRANSIENT_FAILURE: once failed it counts as
+///   failed until it reports READY again, ignoring CONNECTING in between
+///   (`doc/load-balancing.md`);
+/// - the channel state is the aggregate of those effective states.
+#[derive(Debug)]
+pub struct EveryEndpoint {
+    name: &'static str,
+    pick: Arc<dyn Pick>,
+    order: Vec<Address>,
+    children: HashMap<Address, Child>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Child {
+    state: ConnectivityState,
+    failed: bool,
+}
+
+impl Child {
+    fn effective(self) -> ConnectivityState {
+        if self.failed && self.state != ConnectivityState::Ready {
+            ConnectivityState::TransientFailure
+        } else {
+            self.state
+        }
+    }
+}
+
+impl EveryEndpoint {
+    /// A policy named `name` that picks with `pick`.
+    pub fn new(name: &'static str, pick: Arc<dyn Pick>) -> Self {
+        EveryEndpoint {
+            name,
+            pick,
+            order: Vec::new(),
+            children: HashMap::new(),
+        }
+    }
+}
+
+impl LoadBalancer for EveryEndpoint {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn update_addresses(&mut self, addresses: &[Address], helper: &mut dyn Helper) {
+        self.children.retain(|address, _| addresses.contains(address));
+        self.order.clear();
+        for address in addresses {
+            if self.children.contains_key(address) {
+                self.order.push(address.clone());
+                continue;
+            }
+            let state = helper.state(address).unwrap_or(ConnectivityState::Idle);
+            self.children.insert(
+                address.clone(),
+                Child {
+                    state,
+                    failed: state == ConnectivityState::TransientFailure,
+                },
+            );
+            self.order.push(address.clone());
+            if state == ConnectivityState::Idle {
+                helper.connect(address);
+            }
+        }
+    }
+
+    fn update_subchannel(
+        &mut self,
+        address: &Address,
+        state: ConnectivityState,
+        helper: &mut dyn Helper,
+    ) {
+        let Some(child) = self.children.get_mut(address) else {
+            return;
+        };
+        child.state = state;
+        match state {
+            ConnectivityState::Ready => child.failed = false,
+            ConnectivityState::TransientFailure => child.failed = true,
+            ConnectivityState::Idle => helper.connect(address),
+            ConnectivityState::Connecting | ConnectivityState::Shutdown => {}
+        }
+    }
+
+    fn exit_idle(&mut self, helper: &mut dyn Helper) {
+        for (address, child) in &self.children {
+            if child.state == ConnectivityState::Idle {
+                helper.connect(address);
+            }
+        }
+    }
+
+    fn state(&self) -> ConnectivityState {
+        aggregate(self.children.values().map(|c| c.effective()))
+    }
+
+    fn pickable(&self) -> Vec<Address> {
+        self.order
+            .iter()
+            .filter(|a| self.children[*a].state == ConnectivityState::Ready)
+            .cloned()
+            .collect()
+    }
+
+    fn pick(&self) -> Arc<dyn Pick> {
+        self.pick.clone()
+    }
+}
