@@ -52,6 +52,24 @@ pub struct Http2Connection<B> {
     scheme: Scheme,
     authority: Authority,
     closed: Arc<CloseSignal>,
+    /// Only the original, held by the subchannel, registers for the close wake-up:
+    /// clones handed to many callers must not take the one waker slot from it.
+    watcher: bool,
+}
+
+impl<B> Clone for Http2Connection<B> {
+    /// A handle on the same connection for sending requests from another task.
+    /// It reports the connection closed like the original but wakes no one.
+    fn clone(&self) -> Self {
+        Http2Connection {
+            send: self.send.clone(),
+            addr: self.addr,
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+            closed: self.closed.clone(),
+            watcher: false,
+        }
+    }
 }
 
 impl<B> Http2Connection<B> {
@@ -68,6 +86,7 @@ impl<B> Http2Connection<B> {
             scheme,
             authority,
             closed,
+            watcher: true,
         }
     }
 
@@ -127,10 +146,12 @@ where
         if self.closed.is_closed() {
             return Poll::Ready(Err(self.closed_error().into()));
         }
-        self.closed.waker.register(cx.waker());
-        // The connection may have closed between the check and the registration.
-        if self.closed.is_closed() {
-            return Poll::Ready(Err(self.closed_error().into()));
+        if self.watcher {
+            self.closed.waker.register(cx.waker());
+            // The connection may have closed between the check and the registration.
+            if self.closed.is_closed() {
+                return Poll::Ready(Err(self.closed_error().into()));
+            }
         }
         match self.send.poll_ready(cx) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),

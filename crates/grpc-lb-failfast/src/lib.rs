@@ -102,7 +102,7 @@ pub fn unavailable(cause: Option<&SharedError>) -> tonic::Status {
 
 /// A request that failed because its transport failed is `UNAVAILABLE` in gRPC;
 /// any other error is passed on as it is.
-fn transport_to_status(error: BoxError) -> BoxError {
+pub fn transport_to_status(error: BoxError) -> BoxError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
     while let Some(current) = source {
         if current.is::<tonic::Status>() {

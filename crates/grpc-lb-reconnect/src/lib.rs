@@ -398,6 +398,25 @@ impl<C, T, R> Reconnect<C, T, R>
 where
     C: Service<T>,
 {
+    /// The connected service while READY: a balancer clones it to send requests
+    /// from many tasks (an HTTP/2 connection multiplexes them).
+    pub fn connection(&self) -> Option<&C::Response> {
+        match &self.state {
+            State::Ready(service) => Some(service),
+            _ => None,
+        }
+    }
+
+    /// Drops the connection or the attempt in progress and goes IDLE, as a
+    /// policy does with the subchannels it is not using. A subchannel backing
+    /// off keeps its backoff.
+    pub fn disconnect(&mut self) {
+        if matches!(self.state, State::Ready(_) | State::Connecting(_)) {
+            self.state = State::Idle;
+            self.publish_keeping_error(ConnectivityState::Idle);
+        }
+    }
+
     fn timer_mut(&mut self) -> Pin<&mut Sleep> {
         self.timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)))

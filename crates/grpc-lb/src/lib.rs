@@ -1,0 +1,53 @@
+//! gRPC client channels for tower, tonic, hyper and axum: name resolution,
+//! client-side load balancing and reconnection with backoff, as grpc-go's
+//! `ClientConn` provides them.
+//!
+//! A [`Channel`] is built from a target and a policy name, and is a clonable
+//! `tower::Service<http::Request<_>>`: hand it to any tonic-generated client.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use grpc_lb::Channel;
+//!
+//! let channel = Channel::builder("ipv4:127.0.0.1:50051,127.0.0.1:50052")
+//!     .policy("round_robin")
+//!     .build()?;
+//! // let mut client = GreeterClient::new(channel.clone());
+//! channel.connect();
+//! let state = channel.wait_for_state_change(grpc_lb::ConnectivityState::Idle).await;
+//! println!("channel is {state}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Underneath, each stage is a crate of its own, re-exported here: the
+//! resolvers ([`resolve`]), the policies ([`balance`]), the reconnecting
+//! subchannel ([`reconnect`]), its backoff ([`backoff`]), the connectors
+//! ([`connect`]) and fail-fast for a single subchannel ([`failfast`]). They
+//! compose by hand too: a [`ResolverDiscover`](resolve::ResolverDiscover) of
+//! [`Reconnect`](reconnect::Reconnect) subchannels and a policy make a channel
+//! with [`Channel::pair`].
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod builder;
+mod channel;
+mod connector;
+mod snapshot;
+mod worker;
+
+pub use crate::builder::{BuildError, Builder};
+pub use crate::channel::{
+    Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
+};
+pub use crate::connector::{ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::worker::Worker;
+pub use grpc_lb_core::{Connectivity, ConnectivityState};
+
+pub use grpc_lb_backoff as backoff;
+pub use grpc_lb_balance as balance;
+pub use grpc_lb_connect as connect;
+pub use grpc_lb_core as core;
+pub use grpc_lb_failfast as failfast;
+pub use grpc_lb_reconnect as reconnect;
+pub use grpc_lb_resolve as resolve;

@@ -1,0 +1,97 @@
+//! What the worker publishes and every caller reads: the picker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use futures::task::AtomicWaker;
+use grpc_lb_balance::{EndpointLoad, Pick, SingleReady};
+use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
+use grpc_lb_resolve::Address;
+use tokio::sync::{watch, Semaphore};
+use tower_service::Service;
+
+/// An immutable picker: the ready connections and how to choose among them.
+/// Replaced as a whole by the worker; read without a lock by every caller.
+pub(crate) struct Snapshot<S> {
+    pub(crate) addresses: Vec<Address>,
+    pub(crate) connections: Vec<S>,
+    pub(crate) loads: Vec<Arc<EndpointLoad>>,
+    pub(crate) pick: Arc<dyn Pick>,
+    pub(crate) state: ConnectivityState,
+    pub(crate) last_error: Option<SharedError>,
+}
+
+impl<S> Snapshot<S> {
+    pub(crate) fn empty(state: ConnectivityState) -> Self {
+        Snapshot {
+            addresses: Vec::new(),
+            connections: Vec::new(),
+            loads: Vec::new(),
+            pick: Arc::new(SingleReady),
+            state,
+            last_error: None,
+        }
+    }
+}
+
+impl<S: Clone> Snapshot<S> {
+    /// Picks a connection that is still open. A closed one is skipped (the worker
+    /// will publish a picker without it); after as many tries as there are
+    /// connections, gives up.
+    pub(crate) fn pick<Req>(&self, cx: &mut Context<'_>) -> Option<(S, Arc<EndpointLoad>)>
+    where
+        S: Service<Req>,
+    {
+        if self.connections.is_empty() {
+            return None;
+        }
+        for _ in 0..self.connections.len() {
+            let index = self.pick.pick(&self.loads);
+            let mut connection = self.connections[index].clone();
+            if let Poll::Ready(Ok(())) = connection.poll_ready(cx) {
+                return Some((connection, self.loads[index].clone()));
+            }
+        }
+        None
+    }
+}
+
+/// State shared by the worker and every clone of the channel.
+pub(crate) struct Shared<S> {
+    pub(crate) channel_id: u64,
+    pub(crate) snapshot: ArcSwap<Snapshot<S>>,
+    /// Bumped on every new snapshot, for callers waiting for a pick.
+    pub(crate) version: watch::Sender<u64>,
+    pub(crate) connectivity: watch::Sender<Connectivity>,
+    pub(crate) exit_idle: AtomicBool,
+    pub(crate) worker: AtomicWaker,
+    pub(crate) waiting: Arc<Semaphore>,
+    pub(crate) max_waiting: usize,
+    pub(crate) wait_for_ready: bool,
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn new(channel_id: u64, max_waiting: usize, wait_for_ready: bool) -> Self {
+        let (version, _) = watch::channel(0);
+        let (connectivity, _) = watch::channel(Connectivity::new(ConnectivityState::Idle));
+        Shared {
+            channel_id,
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(ConnectivityState::Idle)),
+            version,
+            connectivity,
+            exit_idle: AtomicBool::new(false),
+            worker: AtomicWaker::new(),
+            waiting: Arc::new(Semaphore::new(max_waiting)),
+            max_waiting,
+            wait_for_ready,
+        }
+    }
+
+    pub(crate) fn request_exit_idle(&self) {
+        if !self.exit_idle.swap(true, Ordering::AcqRel) {
+            self.worker.wake();
+        }
+    }
+}

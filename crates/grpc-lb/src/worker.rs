@@ -1,0 +1,364 @@
+//! The task that runs a channel: discovery, subchannels and the policy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use grpc_lb_backoff::Rng;
+use grpc_lb_balance::{EndpointLoad, Helper, LoadBalancer};
+use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, ResolveNow, SharedError};
+use grpc_lb_reconnect::{Reconnect, SubchannelHandle};
+use grpc_lb_resolve::{Address, ResolverStatus};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Sleep;
+use tower::discover::{Change, Discover};
+use tower_service::Service;
+
+use crate::snapshot::{Shared, Snapshot};
+
+struct Subchannel<C: Service<T>, T, R> {
+    reconnect: Reconnect<C, T, R>,
+    handle: SubchannelHandle,
+    state: ConnectivityState,
+    load: Arc<EndpointLoad>,
+}
+
+/// Drives one channel: polls discovery continuously (with or without traffic),
+/// drives every subchannel, feeds the policy, and publishes the picker and the
+/// channel state. It ends when every clone of its channel has been dropped.
+///
+/// [`Builder::build`](crate::Builder::build) spawns it; [`Channel::pair`](crate::Channel::pair)
+/// hands it to you to spawn.
+#[must_use = "the worker does nothing unless spawned or awaited"]
+pub struct Worker<D, C, T, R, Req>
+where
+    C: Service<T>,
+{
+    discover: D,
+    discover_ended: bool,
+    resolver_status: Option<watch::Receiver<ResolverStatus>>,
+    subchannels: HashMap<Address, Subchannel<C, T, R>>,
+    order: Vec<Address>,
+    policy: Box<dyn LoadBalancer>,
+    shared: Arc<Shared<C::Response>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    resolve_now: ResolveNow,
+    shutdown: oneshot::Receiver<()>,
+    _request: PhantomData<fn(Req)>,
+}
+
+impl<D, C, T, R, Req> Worker<D, C, T, R, Req>
+where
+    D: Discover<Key = Address, Service = Reconnect<C, T, R>> + Unpin,
+    D::Error: Into<BoxError>,
+    C: Service<T>,
+    C::Error: Into<BoxError>,
+    C::Response: Service<Req> + Clone,
+    <C::Response as Service<Req>>::Error: Into<BoxError>,
+    T: Clone + fmt::Debug,
+    R: Rng,
+{
+    pub(crate) fn new(
+        discover: D,
+        resolver_status: Option<watch::Receiver<ResolverStatus>>,
+        policy: Box<dyn LoadBalancer>,
+        shared: Arc<Shared<C::Response>>,
+        resolve_now: ResolveNow,
+        shutdown: oneshot::Receiver<()>,
+    ) -> Self {
+        Worker {
+            discover,
+            discover_ended: false,
+            resolver_status,
+            subchannels: HashMap::new(),
+            order: Vec::new(),
+            policy,
+            shared,
+            timer: None,
+            resolve_now,
+            shutdown,
+            _request: PhantomData,
+        }
+    }
+
+    fn poll_discovery(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut changed = false;
+        while !self.discover_ended {
+            match Pin::new(&mut self.discover).poll_discover(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => self.discover_ended = true,
+                Poll::Ready(Some(Err(error))) => {
+                    let error: BoxError = error.into();
+                    tracing::warn!(channel = self.shared.channel_id, %error, "discovery error");
+                }
+                Poll::Ready(Some(Ok(Change::Insert(address, reconnect)))) => {
+                    let handle = reconnect.handle();
+                    let subchannel = Subchannel {
+                        state: reconnect.state(),
+                        reconnect,
+                        handle,
+                        load: Arc::new(EndpointLoad::default()),
+                    };
+                    if self
+                        .subchannels
+                        .insert(address.clone(), subchannel)
+                        .is_none()
+                    {
+                        self.order.push(address);
+                    }
+                    changed = true;
+                }
+                Poll::Ready(Some(Ok(Change::Remove(address)))) => {
+                    // Dropping the subchannel closes its connection once the
+                    // requests already on it have finished.
+                    if self.subchannels.remove(&address).is_some() {
+                        self.order.retain(|a| *a != address);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn poll_worker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if Pin::new(&mut self.shutdown).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        self.shared.worker.register(cx.waker());
+        let mut timer_request = None;
+        loop {
+            let mut events = self.poll_discovery(cx);
+            let list_changed = events;
+            let mut helper = WorkerHelper {
+                subchannels: &mut self.subchannels,
+                timer: &mut timer_request,
+                resolve_now: &self.resolve_now,
+            };
+            if list_changed {
+                self.policy.update_addresses(&self.order, &mut helper);
+            }
+            if self.shared.exit_idle.swap(false, Ordering::AcqRel) {
+                self.policy.exit_idle(&mut helper);
+                events = true;
+            }
+            if let Some(timer) = &mut self.timer {
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timer = None;
+                    self.policy.timer_fired(&mut helper);
+                    events = true;
+                }
+            }
+            let mut changes = Vec::new();
+            for address in &self.order {
+                let Some(subchannel) = helper.subchannels.get_mut(address) else {
+                    continue;
+                };
+                let state = subchannel.reconnect.drive::<Req>(cx);
+                if state != subchannel.state {
+                    subchannel.state = state;
+                    changes.push((address.clone(), state));
+                }
+            }
+            for (address, state) in changes {
+                self.policy.update_subchannel(&address, state, &mut helper);
+                events = true;
+            }
+            if let Some(after) = timer_request.take() {
+                let mut timer = Box::pin(tokio::time::sleep(after));
+                // Poll once so the timer wakes this task.
+                let _ = timer.as_mut().poll(cx);
+                self.timer = Some(timer);
+            }
+            // A policy's connect() is seen by the subchannel on its next drive.
+            if !events {
+                break;
+            }
+        }
+        self.publish();
+        Poll::Pending
+    }
+
+    fn channel_state(&self) -> (ConnectivityState, Option<SharedError>) {
+        if let Some(status) = &self.resolver_status {
+            let status = status.borrow();
+            if !status.resolved {
+                return match &status.last_error {
+                    Some(error) => (
+                        ConnectivityState::TransientFailure,
+                        Some(Arc::new(ResolverFailed(error.to_string())) as SharedError),
+                    ),
+                    None => (ConnectivityState::Connecting, None),
+                };
+            }
+        }
+        if self.order.is_empty() {
+            let resolved = self
+                .resolver_status
+                .as_ref()
+                .is_none_or(|s| s.borrow().resolved);
+            if resolved {
+                return (
+                    ConnectivityState::TransientFailure,
+                    Some(Arc::new(ResolverFailed(
+                        "name resolver produced zero addresses".into(),
+                    ))),
+                );
+            }
+            return (ConnectivityState::Connecting, None);
+        }
+        let state = self.policy.state();
+        let error = if state == ConnectivityState::TransientFailure {
+            self.order.iter().find_map(|address| {
+                let connectivity = self.subchannels[address].handle.connectivity();
+                connectivity.last_error
+            })
+        } else {
+            None
+        };
+        (state, error)
+    }
+
+    fn publish(&mut self) {
+        let (state, last_error) = self.channel_state();
+        let pickable = self.policy.pickable();
+        let current = self.shared.snapshot.load();
+        let mut addresses = Vec::with_capacity(pickable.len());
+        let mut connections = Vec::with_capacity(pickable.len());
+        let mut loads = Vec::with_capacity(pickable.len());
+        for address in pickable {
+            let Some(subchannel) = self.subchannels.get(&address) else {
+                continue;
+            };
+            if let Some(connection) = subchannel.reconnect.connection() {
+                connections.push(connection.clone());
+                loads.push(subchannel.load.clone());
+                addresses.push(address);
+            }
+        }
+        let same_error = match (&current.last_error, &last_error) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
+            _ => false,
+        };
+        let same_loads = current.loads.len() == loads.len()
+            && current
+                .loads
+                .iter()
+                .zip(&loads)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if current.state == state && current.addresses == addresses && same_loads && same_error {
+            return;
+        }
+        drop(current);
+        let previous = self.shared.connectivity.borrow().state;
+        if previous != state {
+            tracing::info!(
+                "[Channel #{}] Channel Connectivity change to {state}",
+                self.shared.channel_id
+            );
+        }
+        self.shared.snapshot.store(Arc::new(Snapshot {
+            addresses,
+            connections,
+            loads,
+            pick: self.policy.pick(),
+            state,
+            last_error: last_error.clone(),
+        }));
+        self.shared.connectivity.send_if_modified(|c| {
+            let changed = c.state != state || !same_error;
+            *c = Connectivity { state, last_error };
+            changed
+        });
+        self.shared.version.send_modify(|v| *v += 1);
+    }
+}
+
+impl<D, C, T, R, Req> Future for Worker<D, C, T, R, Req>
+where
+    D: Discover<Key = Address, Service = Reconnect<C, T, R>> + Unpin,
+    D::Error: Into<BoxError>,
+    C: Service<T>,
+    C::Error: Into<BoxError>,
+    C::Response: Service<Req> + Clone,
+    <C::Response as Service<Req>>::Error: Into<BoxError>,
+    T: Clone + fmt::Debug,
+    R: Rng,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let result = this.poll_worker(cx);
+        if result.is_ready() {
+            this.shared
+                .connectivity
+                .send_replace(Connectivity::new(ConnectivityState::Shutdown));
+        }
+        result
+    }
+}
+
+// No field is ever pinned in place: futures inside are boxed or polled by `&mut`.
+impl<D, C: Service<T>, T, R, Req> Unpin for Worker<D, C, T, R, Req> {}
+
+impl<D, C: Service<T>, T, R, Req> fmt::Debug for Worker<D, C, T, R, Req> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("channel_id", &self.shared.channel_id)
+            .field("policy", &self.policy.name())
+            .field("subchannels", &self.order)
+            .finish()
+    }
+}
+
+/// The resolver's failure, as the cause of a channel in TRANSIENT_FAILURE.
+#[derive(Debug)]
+struct ResolverFailed(String);
+
+impl fmt::Display for ResolverFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "name resolver error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ResolverFailed {}
+
+struct WorkerHelper<'a, C: Service<T>, T, R> {
+    subchannels: &'a mut HashMap<Address, Subchannel<C, T, R>>,
+    timer: &'a mut Option<Duration>,
+    resolve_now: &'a ResolveNow,
+}
+
+impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
+    fn state(&self, address: &Address) -> Option<ConnectivityState> {
+        self.subchannels.get(address).map(|s| s.state)
+    }
+
+    fn connect(&mut self, address: &Address) {
+        if let Some(subchannel) = self.subchannels.get(address) {
+            subchannel.handle.connect();
+        }
+    }
+
+    fn disconnect(&mut self, address: &Address) {
+        if let Some(subchannel) = self.subchannels.get_mut(address) {
+            subchannel.reconnect.disconnect();
+        }
+    }
+
+    fn set_timer(&mut self, after: Duration) {
+        *self.timer = Some(after);
+    }
+
+    fn resolve_now(&mut self) {
+        self.resolve_now.request();
+    }
+}
