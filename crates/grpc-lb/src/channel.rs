@@ -194,6 +194,12 @@ impl<S> Channel<S> {
         self.handle.shared.request_exit_idle();
     }
 
+    /// A watch whose value changes every time the worker publishes a new picker:
+    /// the ready set, the state or the last error changed.
+    pub fn watch_picker(&self) -> watch::Receiver<u64> {
+        self.handle.shared.version.subscribe()
+    }
+
     /// The addresses currently picked from.
     pub fn ready_addresses(&self) -> Vec<Address> {
         self.handle.shared.snapshot.load().addresses.clone()

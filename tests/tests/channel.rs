@@ -1,0 +1,331 @@
+//! The Channel against real server processes on loopback: black-box ports of
+//! grpc-go's round_robin, pick_first and wait-for-ready tests (named after them).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grpc_lb::resolve::{Address, Endpoint, ManualResolver, Registry};
+use grpc_lb::{Channel, ConnectivityState, WaitForReady};
+use grpc_lb_backoff::BackoffConfig;
+use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+use integration_tests::GreeterProcess;
+use tokio::time::timeout;
+
+type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_test-greeter-server");
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn fast_backoff() -> BackoffConfig {
+    BackoffConfig::try_new(
+        Duration::from_millis(50),
+        1.6,
+        0.2,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+    )
+    .unwrap()
+}
+
+fn servers(names: &[&str]) -> Vec<GreeterProcess> {
+    names
+        .iter()
+        .map(|name| GreeterProcess::start(SERVER, "127.0.0.1:0", name))
+        .collect()
+}
+
+fn ipv4_target(servers: &[GreeterProcess]) -> String {
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr().to_string()).collect();
+    format!("ipv4:{}", addrs.join(","))
+}
+
+async fn hello(channel: &GrpcChannel, wait_for_ready: bool) -> Result<String, tonic::Status> {
+    let mut client = GreeterClient::new(channel.clone());
+    let mut request = tonic::Request::new(HelloRequest { name: "t".into() });
+    if wait_for_ready {
+        request.extensions_mut().insert(WaitForReady(true));
+    }
+    let reply = timeout(LIMIT, client.say_hello(request))
+        .await
+        .expect("the call ends");
+    reply.map(|r| r.into_inner().message)
+}
+
+fn backend(message: &str) -> String {
+    message.rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
+async fn wait_for_state(channel: &GrpcChannel, want: ConnectivityState) {
+    let mut watch = channel.watch_state();
+    timeout(LIMIT, watch.wait_for(|c| c.state == want))
+        .await
+        .unwrap_or_else(|_| panic!("channel never reached {want}, still {}", channel.state()))
+        .unwrap();
+}
+
+async fn wait_for_ready_count(channel: &GrpcChannel, count: usize) {
+    let mut watch = channel.watch_picker();
+    timeout(LIMIT, async {
+        while channel.ready_addresses().len() != count {
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never {count} ready: {:?}", channel.ready_addresses()));
+}
+
+// grpc-go test/roundrobin_test.go: TestRoundRobin_Basic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_basic_spreads_evenly() {
+    let servers = servers(&["a", "b", "c"]);
+    let channel = Channel::builder(ipv4_target(&servers))
+        .policy("round_robin")
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    // Discovery and connections happen with no request made.
+    wait_for_ready_count(&channel, 3).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        *counts
+            .entry(backend(&hello(&channel, false).await.unwrap()))
+            .or_default() += 1;
+    }
+    for name in ["a", "b", "c"] {
+        let n = counts.get(name).copied().unwrap_or(0);
+        assert!((90..=110).contains(&n), "uneven spread {counts:?}");
+    }
+}
+
+// grpc-go: TestRoundRobin_OneServerDown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_one_server_down_keeps_serving_on_the_rest() {
+    let mut servers = servers(&["a", "b", "c"]);
+    let channel = Channel::builder(ipv4_target(&servers))
+        .policy("round_robin")
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    wait_for_ready_count(&channel, 3).await;
+    servers[0].kill();
+    // Once the channel has seen the loss, no fail-fast RPC fails.
+    wait_for_ready_count(&channel, 2).await;
+    for _ in 0..60 {
+        let message = hello(&channel, false)
+            .await
+            .expect("no RPC fails after the loss is seen");
+        assert_ne!(backend(&message), "a");
+    }
+    assert_eq!(channel.state(), ConnectivityState::Ready);
+}
+
+// grpc-go: TestRoundRobin_AllServersDown, TestWaitForReady, TestTimeoutOnDeadServer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_servers_down_fails_fast_and_wait_for_ready_waits() {
+    let mut servers = servers(&["a", "b"]);
+    let channel = Channel::builder(ipv4_target(&servers))
+        .policy("round_robin")
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    wait_for_ready_count(&channel, 2).await;
+    for server in &mut servers {
+        server.kill();
+    }
+    wait_for_state(&channel, ConnectivityState::TransientFailure).await;
+    let status = hello(&channel, false).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("refused"),
+        "names the cause: {}",
+        status.message()
+    );
+
+    // A wait-for-ready call with a short deadline gets DEADLINE_EXCEEDED.
+    let mut client = GreeterClient::new(channel.clone());
+    let mut request = tonic::Request::new(HelloRequest { name: "t".into() });
+    request.set_timeout(Duration::from_millis(200));
+    request.extensions_mut().insert(WaitForReady(true));
+    let status = client.say_hello(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
+    // A wait-for-ready call without a deadline succeeds once a backend returns.
+    let waiting = tokio::spawn({
+        let channel = channel.clone();
+        async move { hello(&channel, true).await }
+    });
+    servers[1].restart();
+    let message = waiting
+        .await
+        .unwrap()
+        .expect("wait-for-ready call succeeds");
+    assert_eq!(backend(&message), "b");
+}
+
+// Discovery without traffic (tonic#1581): a backend added by the resolver is
+// connected and gets traffic with no request needed to notice it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_added_by_the_resolver_gets_traffic_without_a_request_to_notice() {
+    let servers = servers(&["a", "b", "c"]);
+    let (resolver, handle) = ManualResolver::new("test");
+    let mut registry = Registry::with_defaults();
+    registry.register(resolver);
+    let channel = Channel::builder("test:///greeter")
+        .resolver_registry(registry)
+        .policy("round_robin")
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    handle.reset(servers[..2].iter().map(|s| Endpoint::new(s.addr())));
+    wait_for_ready_count(&channel, 2).await;
+
+    handle.add([Endpoint::new(servers[2].addr())]);
+    timeout(Duration::from_secs(1), wait_for_ready_count(&channel, 3))
+        .await
+        .expect("the new backend is READY within 1 s, with no request made");
+    let mut seen_c = false;
+    for _ in 0..6 {
+        seen_c |= backend(&hello(&channel, false).await.unwrap()) == "c";
+    }
+    assert!(seen_c);
+
+    // Removed: no longer picked, with no request needed to notice.
+    handle.remove([Address::Socket(servers[0].addr())]);
+    wait_for_ready_count(&channel, 2).await;
+    for _ in 0..6 {
+        assert_ne!(backend(&hello(&channel, false).await.unwrap()), "a");
+    }
+}
+
+// grpc-go test/pickfirst_test.go: StopConnectedServer — the single-address
+// restart sequence Connecting, Ready, Idle, Connecting, Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pick_first_single_address_restart_state_sequence() {
+    let mut server = GreeterProcess::start(SERVER, "127.0.0.1:0", "solo");
+    let target: SocketAddr = server.addr();
+    let channel = Channel::builder(format!("ipv4:{target}"))
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    let mut watch = channel.watch_state();
+    let recorder = tokio::spawn(async move {
+        let mut states = vec![watch.borrow_and_update().state];
+        while watch.changed().await.is_ok() {
+            let state = watch.borrow_and_update().state;
+            states.push(state);
+            if states
+                .iter()
+                .filter(|s| **s == ConnectivityState::Ready)
+                .count()
+                == 2
+            {
+                break;
+            }
+        }
+        states
+    });
+    wait_for_state(&channel, ConnectivityState::Ready).await;
+    server.kill();
+    wait_for_state(&channel, ConnectivityState::Idle).await;
+    server.restart();
+    assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
+    let states = timeout(LIMIT, recorder).await.unwrap().unwrap();
+    use ConnectivityState::*;
+    let from_first_connecting: Vec<_> = states
+        .iter()
+        .skip_while(|s| **s != Connecting)
+        .copied()
+        .collect();
+    assert_eq!(
+        from_first_connecting,
+        [Connecting, Ready, Idle, Connecting, Ready]
+    );
+}
+
+// grpc-go test/balancer_test.go TestWaitForReady (resolver error first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_error_before_any_result_is_transient_failure_with_the_cause() {
+    let server = GreeterProcess::start(SERVER, "127.0.0.1:0", "late");
+    let (resolver, handle) = ManualResolver::new("test");
+    let mut registry = Registry::with_defaults();
+    registry.register(resolver);
+    let channel = Channel::builder("test:///greeter")
+        .resolver_registry(registry)
+        .policy("round_robin")
+        .build()
+        .unwrap();
+    handle.error("lookup greeter: no such host");
+    wait_for_state(&channel, ConnectivityState::TransientFailure).await;
+    let status = hello(&channel, false).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("no such host"),
+        "{}",
+        status.message()
+    );
+
+    let waiting = tokio::spawn({
+        let channel = channel.clone();
+        async move { hello(&channel, true).await }
+    });
+    handle.reset([Endpoint::new(server.addr())]);
+    assert_eq!(backend(&waiting.await.unwrap().unwrap()), "late");
+}
+
+// grpc-go: TestRoundRobin_AddressesRemoved / EmptyAddressList.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_address_list_is_transient_failure_not_a_hang() {
+    let (resolver, handle) = ManualResolver::new("test");
+    let mut registry = Registry::with_defaults();
+    registry.register(resolver);
+    let channel = Channel::builder("test:///greeter")
+        .resolver_registry(registry)
+        .policy("round_robin")
+        .build()
+        .unwrap();
+    handle.reset([]);
+    wait_for_state(&channel, ConnectivityState::TransientFailure).await;
+    let status = hello(&channel, false).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().contains("zero addresses"),
+        "{}",
+        status.message()
+    );
+}
+
+// p2c over PeakEWMA sends sequential calls to the endpoint with the lowest
+// latency estimate, so only least_request (random among equals) must spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_policy_serves_and_least_request_spreads() {
+    let servers = servers(&["a", "b"]);
+    for policy in ["p2c", "least_request", "pick_first"] {
+        let channel = Channel::builder(ipv4_target(&servers))
+            .policy(policy)
+            .build()
+            .unwrap();
+        let mut seen = HashMap::<String, usize>::new();
+        for _ in 0..40 {
+            *seen
+                .entry(backend(&hello(&channel, false).await.unwrap()))
+                .or_default() += 1;
+        }
+        match policy {
+            "pick_first" => assert_eq!(seen.len(), 1, "{policy}: {seen:?}"),
+            "least_request" => assert_eq!(seen.len(), 2, "{policy}: {seen:?}"),
+            _ => assert_eq!(seen.values().sum::<usize>(), 40),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_target_and_policy_are_typed_errors() {
+    let error = Channel::builder("ipv4:1.2.3").build().unwrap_err();
+    assert!(error.to_string().contains("1.2.3"), "{error}");
+    let error = Channel::builder("ipv4:127.0.0.1:1")
+        .policy("no_such_policy")
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("no_such_policy"), "{error}");
+}
