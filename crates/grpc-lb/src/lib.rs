@@ -51,3 +51,27 @@ pub use grpc_lb_core as core;
 pub use grpc_lb_failfast as failfast;
 pub use grpc_lb_reconnect as reconnect;
 pub use grpc_lb_resolve as resolve;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_is_clone_send_sync_and_so_is_its_future() {
+        fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+        fn send<T: Send>() {}
+        type Connection = connect::Http2Connection<tonic::body::Body>;
+        clone_send_sync::<Channel<Connection>>();
+        send::<
+            <Channel<Connection> as tower_service::Service<http::Request<tonic::body::Body>>>::Future,
+        >();
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let error = Channel::builder("ipv4:127.0.0.1:50051")
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, BuildError::NoRuntime), "{error}");
+    }
+}
