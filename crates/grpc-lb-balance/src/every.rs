@@ -62,7 +62,8 @@ impl LoadBalancer for EveryEndpoint {
     }
 
     fn update_addresses(&mut self, addresses: &[Address], helper: &mut dyn Helper) {
-        self.children.retain(|address, _| addresses.contains(address));
+        self.children
+            .retain(|address, _| addresses.contains(address));
         self.order.clear();
         for address in addresses {
             if self.children.contains_key(address) {

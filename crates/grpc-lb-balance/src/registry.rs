@@ -43,7 +43,10 @@ impl PolicyRegistry {
         let mut registry = PolicyRegistry::new();
         registry.register("pick_first", || Box::new(PickFirst::default()));
         registry.register("round_robin", || {
-            Box::new(EveryEndpoint::new("round_robin", Arc::new(RoundRobin::new())))
+            Box::new(EveryEndpoint::new(
+                "round_robin",
+                Arc::new(RoundRobin::new()),
+            ))
         });
         registry.register("p2c", || {
             Box::new(EveryEndpoint::new("p2c", Arc::new(P2cPeakEwma::new())))
