@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use grpc_lb::resolve::{Address, Endpoint, ManualResolver, Registry};
+use grpc_lb::resolve::{Address, Endpoint, ManualHandle, ManualResolver, Registry};
 use grpc_lb::{Channel, ConnectivityState, WaitForReady};
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
@@ -26,6 +26,20 @@ fn fast_backoff() -> BackoffConfig {
         Duration::from_secs(2),
     )
     .unwrap()
+}
+
+/// A round_robin channel fed by a manual resolver, and the resolver's handle.
+fn manual_round_robin(backoff: BackoffConfig) -> (GrpcChannel, ManualHandle) {
+    let (resolver, handle) = ManualResolver::new("test");
+    let mut registry = Registry::with_defaults();
+    registry.register(resolver);
+    let channel = Channel::builder("test:///greeter")
+        .resolver_registry(registry)
+        .policy("round_robin")
+        .backoff(backoff)
+        .build()
+        .unwrap();
+    (channel, handle)
 }
 
 fn servers(names: &[&str]) -> Vec<GreeterProcess> {
@@ -168,15 +182,7 @@ async fn all_servers_down_fails_fast_and_wait_for_ready_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_added_by_the_resolver_gets_traffic_without_a_request_to_notice() {
     let servers = servers(&["a", "b", "c"]);
-    let (resolver, handle) = ManualResolver::new("test");
-    let mut registry = Registry::with_defaults();
-    registry.register(resolver);
-    let channel = Channel::builder("test:///greeter")
-        .resolver_registry(registry)
-        .policy("round_robin")
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
+    let (channel, handle) = manual_round_robin(fast_backoff());
     handle.reset(servers[..2].iter().map(|s| Endpoint::new(s.addr())));
     wait_for_ready_count(&channel, 2).await;
 
@@ -208,29 +214,13 @@ async fn pick_first_single_address_restart_state_sequence() {
         .backoff(fast_backoff())
         .build()
         .unwrap();
-    let mut watch = channel.watch_state();
-    let recorder = tokio::spawn(async move {
-        let mut states = vec![watch.borrow_and_update().state];
-        while watch.changed().await.is_ok() {
-            let state = watch.borrow_and_update().state;
-            states.push(state);
-            if states
-                .iter()
-                .filter(|s| **s == ConnectivityState::Ready)
-                .count()
-                == 2
-            {
-                break;
-            }
-        }
-        states
-    });
     wait_for_state(&channel, ConnectivityState::Ready).await;
     server.kill();
     wait_for_state(&channel, ConnectivityState::Idle).await;
     server.restart();
     assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
-    let states = timeout(LIMIT, recorder).await.unwrap().unwrap();
+    // The trace, not the watch: a watch may merge changes that follow quickly.
+    let states = channel.state_history();
     use ConnectivityState::*;
     let from_first_connecting: Vec<_> = states
         .iter()
@@ -247,14 +237,7 @@ async fn pick_first_single_address_restart_state_sequence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolver_error_before_any_result_is_transient_failure_with_the_cause() {
     let server = GreeterProcess::start(SERVER, "127.0.0.1:0", "late");
-    let (resolver, handle) = ManualResolver::new("test");
-    let mut registry = Registry::with_defaults();
-    registry.register(resolver);
-    let channel = Channel::builder("test:///greeter")
-        .resolver_registry(registry)
-        .policy("round_robin")
-        .build()
-        .unwrap();
+    let (channel, handle) = manual_round_robin(BackoffConfig::default());
     handle.error("lookup greeter: no such host");
     wait_for_state(&channel, ConnectivityState::TransientFailure).await;
     let status = hello(&channel, false).await.unwrap_err();
@@ -276,14 +259,7 @@ async fn resolver_error_before_any_result_is_transient_failure_with_the_cause() 
 // grpc-go: TestRoundRobin_AddressesRemoved / EmptyAddressList.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_address_list_is_transient_failure_not_a_hang() {
-    let (resolver, handle) = ManualResolver::new("test");
-    let mut registry = Registry::with_defaults();
-    registry.register(resolver);
-    let channel = Channel::builder("test:///greeter")
-        .resolver_registry(registry)
-        .policy("round_robin")
-        .build()
-        .unwrap();
+    let (channel, handle) = manual_round_robin(BackoffConfig::default());
     handle.reset([]);
     wait_for_state(&channel, ConnectivityState::TransientFailure).await;
     let status = hello(&channel, false).await.unwrap_err();

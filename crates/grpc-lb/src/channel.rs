@@ -200,6 +200,18 @@ impl<S> Channel<S> {
         self.handle.shared.version.subscribe()
     }
 
+    /// The channel's last state changes (up to 64), oldest first. Unlike
+    /// [`watch_state`](Self::watch_state), which keeps only the latest value, no
+    /// change is merged away: this is the channel's trace, as channelz keeps one.
+    pub fn state_history(&self) -> Vec<ConnectivityState> {
+        let history = self.handle.shared.history.lock();
+        history
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// The addresses currently picked from.
     pub fn ready_addresses(&self) -> Vec<Address> {
         self.handle.shared.snapshot.load().addresses.clone()

@@ -1,7 +1,8 @@
 //! What the worker publishes and every caller reads: the picker.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -70,7 +71,12 @@ pub(crate) struct Shared<S> {
     pub(crate) waiting: Arc<Semaphore>,
     pub(crate) max_waiting: usize,
     pub(crate) wait_for_ready: bool,
+    /// The last state changes, oldest first, never coalesced (unlike the watch).
+    pub(crate) history: Mutex<VecDeque<ConnectivityState>>,
 }
+
+/// How many state changes [`Shared::history`] keeps.
+pub(crate) const HISTORY_LEN: usize = 64;
 
 impl<S> Shared<S> {
     pub(crate) fn new(channel_id: u64, max_waiting: usize, wait_for_ready: bool) -> Self {
@@ -86,7 +92,16 @@ impl<S> Shared<S> {
             waiting: Arc::new(Semaphore::new(max_waiting)),
             max_waiting,
             wait_for_ready,
+            history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
         }
+    }
+
+    pub(crate) fn record(&self, state: ConnectivityState) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == HISTORY_LEN {
+            history.pop_front();
+        }
+        history.push_back(state);
     }
 
     pub(crate) fn request_exit_idle(&self) {

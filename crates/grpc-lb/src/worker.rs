@@ -259,6 +259,7 @@ where
         drop(current);
         let previous = self.shared.connectivity.borrow().state;
         if previous != state {
+            self.shared.record(state);
             tracing::info!(
                 "[Channel #{}] Channel Connectivity change to {state}",
                 self.shared.channel_id
