@@ -155,6 +155,14 @@ where
                     events = true;
                 }
             }
+            // Published before driving: a connection can complete within one
+            // drive, and CONNECTING must still be seen.
+            self.publish();
+            let mut helper = WorkerHelper {
+                subchannels: &mut self.subchannels,
+                timer: &mut timer_request,
+                resolve_now: &self.resolve_now,
+            };
             let mut changes = Vec::new();
             for address in &self.order {
                 let Some(subchannel) = helper.subchannels.get_mut(address) else {
@@ -176,12 +184,14 @@ where
                 let _ = timer.as_mut().poll(cx);
                 self.timer = Some(timer);
             }
+            // Every state the policy passes through is published, as grpc-go's
+            // balancers report each one, even when the next follows at once.
+            self.publish();
             // A policy's connect() is seen by the subchannel on its next drive.
             if !events {
                 break;
             }
         }
-        self.publish();
         Poll::Pending
     }
 
