@@ -42,6 +42,15 @@ fn manual_round_robin(backoff: BackoffConfig) -> (GrpcChannel, ManualHandle) {
     (channel, handle)
 }
 
+/// A round_robin channel over `servers`, with a fast backoff.
+fn round_robin(servers: &[GreeterProcess]) -> GrpcChannel {
+    Channel::builder(ipv4_target(servers))
+        .policy("round_robin")
+        .backoff(fast_backoff())
+        .build()
+        .unwrap()
+}
+
 fn servers(names: &[&str]) -> Vec<GreeterProcess> {
     names
         .iter()
@@ -93,11 +102,7 @@ async fn wait_for_ready_count(channel: &GrpcChannel, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_basic_spreads_evenly() {
     let servers = servers(&["a", "b", "c"]);
-    let channel = Channel::builder(ipv4_target(&servers))
-        .policy("round_robin")
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
+    let channel = round_robin(&servers);
     // Discovery and connections happen with no request made.
     wait_for_ready_count(&channel, 3).await;
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -116,11 +121,7 @@ async fn round_robin_basic_spreads_evenly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_one_server_down_keeps_serving_on_the_rest() {
     let mut servers = servers(&["a", "b", "c"]);
-    let channel = Channel::builder(ipv4_target(&servers))
-        .policy("round_robin")
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
+    let channel = round_robin(&servers);
     wait_for_ready_count(&channel, 3).await;
     servers[0].kill();
     // Once the channel has seen the loss, no fail-fast RPC fails.
@@ -138,11 +139,7 @@ async fn round_robin_one_server_down_keeps_serving_on_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_servers_down_fails_fast_and_wait_for_ready_waits() {
     let mut servers = servers(&["a", "b"]);
-    let channel = Channel::builder(ipv4_target(&servers))
-        .policy("round_robin")
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
+    let channel = round_robin(&servers);
     wait_for_ready_count(&channel, 2).await;
     for server in &mut servers {
         server.kill();

@@ -167,22 +167,20 @@ impl Builder {
             connector = connector.with_authority(authority);
         }
         let connector = SocketConnector::new(connector);
-        let options = ChannelOptions {
-            wait_for_ready: self.wait_for_ready,
-            max_waiting: self.max_waiting,
-            resolve_now: resolve_now.clone(),
-            ..ChannelOptions::default()
-        };
+        let channel_id = grpc_lb_core::next_channelz_id();
         let config = ReconnectConfig::default()
             .backoff(self.backoff)
-            .resolve_now(resolve_now)
-            .channel_id(options.channel_id);
+            .resolve_now(resolve_now.clone())
+            .channel_id(channel_id);
         let discover = ResolverDiscover::new(updates, move |endpoint: &Endpoint| {
             Reconnect::with_config(connector.clone(), endpoint.address.clone(), config.clone())
         });
         let options = ChannelOptions {
+            wait_for_ready: self.wait_for_ready,
+            max_waiting: self.max_waiting,
+            resolve_now,
             resolver_status: Some(discover.status()),
-            ..options
+            channel_id,
         };
         tracing::info!(
             "[Channel #{}] Channel created for target {:?} with policy {}",

@@ -239,15 +239,16 @@ where
         let (state, last_error) = self.channel_state();
         let pickable = self.policy.pickable();
         let current = self.shared.snapshot.load();
+        // Each subchannel's load lives as long as the subchannel, so equal
+        // addresses and loads mean an unchanged picker: compare before cloning
+        // any connection, since this runs after every round of events.
         let mut addresses = Vec::with_capacity(pickable.len());
-        let mut connections = Vec::with_capacity(pickable.len());
         let mut loads = Vec::with_capacity(pickable.len());
         for address in pickable {
             let Some(subchannel) = self.subchannels.get(&address) else {
                 continue;
             };
-            if let Some(connection) = subchannel.reconnect.connection() {
-                connections.push(connection.clone());
+            if subchannel.reconnect.connection().is_some() {
                 loads.push(subchannel.load.clone());
                 addresses.push(address);
             }
@@ -267,6 +268,10 @@ where
             return;
         }
         drop(current);
+        let connections = addresses
+            .iter()
+            .filter_map(|address| self.subchannels[address].reconnect.connection().cloned())
+            .collect();
         let previous = self.shared.connectivity.borrow().state;
         if previous != state {
             self.shared.record(state);
