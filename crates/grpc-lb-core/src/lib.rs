@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod connectivity;
+pub mod grpc_timeout;
 mod resolve_now;
 
 pub use connectivity::{Connectivity, ConnectivityState};

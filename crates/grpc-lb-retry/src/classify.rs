@@ -1,0 +1,242 @@
+//! What an attempt's outcome allows: done, a transparent retry, or a retry
+//! under the policy.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use grpc_lb_core::{BoxError, TransportError};
+use http::{HeaderMap, Response};
+use tonic::Code;
+
+/// The trailer a server sets to ask for a specific wait before the next
+/// attempt, or (negative or malformed) for no retry at all.
+const PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+#[derive(Debug, PartialEq)]
+pub(crate) enum Verdict {
+    /// Final: a success, a response already streaming (committed), or an
+    /// error no retry can help.
+    Done { success: bool },
+    /// The request never left this client.
+    NeverSent,
+    /// A server refused the stream before processing it (REFUSED_STREAM, or a
+    /// graceful GOAWAY that excluded it).
+    Unprocessed,
+    /// The attempt failed with a status the retry policy may accept.
+    Failed { code: Code, pushback: Pushback },
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) enum Pushback {
+    None,
+    Wait(Duration),
+    /// The server asked not to be retried.
+    Refuse,
+}
+
+pub(crate) fn classify<B>(result: &Result<Response<B>, BoxError>) -> Verdict {
+    match result {
+        Ok(response) => classify_response(response),
+        Err(error) => classify_error(&**error),
+    }
+}
+
+fn classify_response<B>(response: &Response<B>) -> Verdict {
+    let headers = response.headers();
+    // A grpc-status among the headers makes this a Trailers-Only response: the
+    // whole answer. Without one, the server has started a real response and the
+    // RPC is committed to this attempt (gRFC A6).
+    let code = match headers.get("grpc-status") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok())
+            .map(Code::from_i32)
+            .unwrap_or(Code::Unknown),
+        None if response.status() == http::StatusCode::OK => {
+            return Verdict::Done { success: true }
+        }
+        None => http_status_to_code(response.status()),
+    };
+    if code == Code::Ok {
+        return Verdict::Done { success: true };
+    }
+    Verdict::Failed {
+        code,
+        pushback: pushback(headers),
+    }
+}
+
+fn pushback(headers: &HeaderMap) -> Pushback {
+    let mut values = headers.get_all(PUSHBACK).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Pushback::None,
+        (Some(value), None) => match value.to_str().ok().and_then(|v| v.parse::<i64>().ok()) {
+            Some(ms) if ms >= 0 => Pushback::Wait(Duration::from_millis(ms as u64)),
+            _ => Pushback::Refuse,
+        },
+        (Some(_), Some(_)) => Pushback::Refuse,
+    }
+}
+
+/// gRPC's mapping of HTTP statuses for responses without a `grpc-status`
+/// (doc/http-grpc-status-mapping.md).
+fn http_status_to_code(status: http::StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+fn classify_error(error: &(dyn StdError + 'static)) -> Verdict {
+    let mut transport = false;
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+            {
+                return Verdict::Unprocessed;
+            }
+            transport = true;
+        } else if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            // hyper's "canceled": the request was dropped before the connection
+            // ever took it.
+            if hyper.is_canceled() {
+                return Verdict::NeverSent;
+            }
+            transport = true;
+        } else if let Some(status) = e.downcast_ref::<tonic::Status>() {
+            // A status carrying its transport cause is looked through, so that a
+            // refused stream is still recognised as one.
+            if status.code() != Code::Unavailable || status.source().is_none() {
+                return Verdict::Failed {
+                    code: status.code(),
+                    pushback: Pushback::None,
+                };
+            }
+            transport = true;
+        } else if e.is::<TransportError>() {
+            transport = true;
+        }
+        current = e.source();
+    }
+    if transport {
+        Verdict::Failed {
+            code: Code::Unavailable,
+            pushback: Pushback::None,
+        }
+    } else {
+        Verdict::Done { success: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Response<()> {
+        let mut builder = Response::builder().status(status);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn failed(code: Code, pushback: Pushback) -> Verdict {
+        Verdict::Failed { code, pushback }
+    }
+
+    #[test]
+    fn responses() {
+        let cases = [
+            (response(200, &[]), Verdict::Done { success: true }),
+            (
+                response(200, &[("grpc-status", "0")]),
+                Verdict::Done { success: true },
+            ),
+            (
+                response(200, &[("grpc-status", "14")]),
+                failed(Code::Unavailable, Pushback::None),
+            ),
+            (
+                response(200, &[("grpc-status", "14"), (PUSHBACK, "25")]),
+                failed(Code::Unavailable, Pushback::Wait(Duration::from_millis(25))),
+            ),
+            (
+                response(200, &[("grpc-status", "14"), (PUSHBACK, "-1")]),
+                failed(Code::Unavailable, Pushback::Refuse),
+            ),
+            (
+                response(200, &[("grpc-status", "14"), (PUSHBACK, "soon")]),
+                failed(Code::Unavailable, Pushback::Refuse),
+            ),
+            (
+                response(
+                    200,
+                    &[("grpc-status", "14"), (PUSHBACK, "1"), (PUSHBACK, "2")],
+                ),
+                failed(Code::Unavailable, Pushback::Refuse),
+            ),
+            (
+                response(200, &[("grpc-status", "x")]),
+                failed(Code::Unknown, Pushback::None),
+            ),
+            (
+                response(503, &[]),
+                failed(Code::Unavailable, Pushback::None),
+            ),
+            (
+                response(404, &[]),
+                failed(Code::Unimplemented, Pushback::None),
+            ),
+            (response(500, &[]), failed(Code::Unknown, Pushback::None)),
+        ];
+        for (response, expected) in cases {
+            let headers = format!("{:?}", response.headers());
+            assert_eq!(classify(&Ok(response)), expected, "{headers}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let refused: BoxError =
+            TransportError::new(h2::Error::from(h2::Reason::REFUSED_STREAM)).into();
+        assert_eq!(classify::<()>(&Err(refused)), Verdict::Unprocessed);
+
+        let reset: BoxError =
+            TransportError::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)).into();
+        assert_eq!(
+            classify::<()>(&Err(reset)),
+            failed(Code::Unavailable, Pushback::None)
+        );
+
+        let mut wrapped = tonic::Status::unavailable("transport error");
+        wrapped.set_source(std::sync::Arc::new(TransportError::new(h2::Error::from(
+            h2::Reason::REFUSED_STREAM,
+        ))));
+        assert_eq!(classify::<()>(&Err(wrapped.into())), Verdict::Unprocessed);
+
+        let fail_fast: BoxError = tonic::Status::unavailable("connection refused").into();
+        assert_eq!(
+            classify::<()>(&Err(fail_fast)),
+            failed(Code::Unavailable, Pushback::None)
+        );
+
+        let deadline: BoxError = tonic::Status::deadline_exceeded("late").into();
+        assert_eq!(
+            classify::<()>(&Err(deadline)),
+            failed(Code::DeadlineExceeded, Pushback::None)
+        );
+
+        let other: BoxError = "a bug".into();
+        assert_eq!(
+            classify::<()>(&Err(other)),
+            Verdict::Done { success: false }
+        );
+    }
+}

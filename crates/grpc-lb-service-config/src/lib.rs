@@ -1,0 +1,356 @@
+//! The gRPC service config: the JSON document that picks a channel's balancing
+//! policy and sets per-method timeouts, wait-for-ready and retries, as
+//! grpc-go's `serviceconfig` package reads it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use grpc_lb_service_config::ServiceConfig;
+//!
+//! let config: ServiceConfig = r#"{
+//!     "loadBalancingConfig": [{"weighted_round_robin": {}}, {"round_robin": {}}],
+//!     "methodConfig": [{
+//!         "name": [{"service": "helloworld.Greeter"}],
+//!         "timeout": "1.5s",
+//!         "waitForReady": true,
+//!         "retryPolicy": {
+//!             "maxAttempts": 3,
+//!             "initialBackoff": "0.1s",
+//!             "maxBackoff": "1s",
+//!             "backoffMultiplier": 2,
+//!             "retryableStatusCodes": ["UNAVAILABLE"]
+//!         }
+//!     }]
+//! }"#
+//! .parse()?;
+//!
+//! // The first policy this channel knows wins (gRFC A24).
+//! let policy = config.choose_policy(|name| name == "round_robin")?;
+//! assert_eq!(policy.as_ref().map(|p| p.name()), Some("round_robin"));
+//!
+//! let method = config.method_config("/helloworld.Greeter/SayHello").unwrap();
+//! assert_eq!(method.timeout(), Some(Duration::from_millis(1500)));
+//! assert_eq!(method.retry_policy().unwrap().max_attempts(), 3);
+//! # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+//! ```
+//!
+//! A config that gRPC would refuse is a [`ServiceConfigError`] naming the
+//! field and the reason; nothing is silently dropped except fields gRPC does
+//! not define, which grpc-go ignores too.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod error;
+mod json;
+mod method;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+pub use crate::error::{ServiceConfigError, ServiceConfigErrorKind};
+use crate::json::{child_path, Field, Object, Result};
+pub use crate::method::{code_name, MethodConfig, MethodName, RetryPolicy, MAX_ATTEMPTS_CAP};
+
+/// A parsed and validated service config.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceConfig {
+    load_balancing_config: Vec<PolicyConfig>,
+    load_balancing_policy: Option<String>,
+    method_configs: Vec<MethodConfig>,
+    /// `(service, method)` → index into `method_configs`; empty strings are
+    /// the wildcards.
+    methods: HashMap<(String, String), usize>,
+    health_check: Option<HealthCheckConfig>,
+    retry_throttling: Option<RetryThrottling>,
+}
+
+/// One entry of `loadBalancingConfig`: a policy name and its own config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
+    name: String,
+    config: Value,
+}
+
+impl PolicyConfig {
+    /// The policy's registered name, such as `round_robin`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy's own config object, for the policy to read.
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+}
+
+/// `healthCheckConfig`: which service gRFC A17 health checking watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    service_name: String,
+}
+
+impl HealthCheckConfig {
+    /// The name sent in `grpc.health.v1.HealthCheckRequest`; empty asks about
+    /// the server as a whole.
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+}
+
+/// `retryThrottling` (gRFC A6): retries stop while the channel's token count
+/// is at or below half of `max_tokens`. Each failure costs one token, each
+/// success returns `token_ratio`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryThrottling {
+    max_tokens: u32,
+    token_ratio: f64,
+}
+
+impl RetryThrottling {
+    /// The size of the token bucket, 1 to 1000.
+    pub fn max_tokens(&self) -> u32 {
+        self.max_tokens
+    }
+
+    /// Tokens returned by each successful RPC; greater than zero.
+    pub fn token_ratio(&self) -> f64 {
+        self.token_ratio
+    }
+}
+
+impl ServiceConfig {
+    /// Parses and validates a service config.
+    pub fn from_json(text: &str) -> std::result::Result<Self, ServiceConfigError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            ServiceConfigError::new("", ServiceConfigErrorKind::Syntax(e.to_string()))
+        })?;
+        Self::from_value(&value)
+    }
+
+    /// Validates a service config already read as JSON.
+    pub fn from_value(value: &Value) -> std::result::Result<Self, ServiceConfigError> {
+        let root = Field { path: "", value };
+        let object = Object {
+            path: "",
+            map: root.object()?,
+        };
+        let load_balancing_config = object
+            .optional("loadBalancingConfig", parse_policies)?
+            .unwrap_or_default();
+        let load_balancing_policy =
+            object.optional("loadBalancingPolicy", |f| f.string().map(str::to_owned))?;
+        let method_configs = object
+            .optional("methodConfig", |field| {
+                field
+                    .array()?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, value)| {
+                        let path = format!("{}[{i}]", field.path);
+                        MethodConfig::parse(Field { path: &path, value })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?
+            .unwrap_or_default();
+        let methods = index_methods(&method_configs)?;
+        let health_check = object.optional("healthCheckConfig", |field| {
+            let object = Object {
+                path: field.path,
+                map: field.object()?,
+            };
+            let service_name = object.optional("serviceName", |f| f.string().map(str::to_owned))?;
+            Ok(HealthCheckConfig {
+                service_name: service_name.unwrap_or_default(),
+            })
+        })?;
+        let retry_throttling = object.optional("retryThrottling", parse_throttling)?;
+        Ok(ServiceConfig {
+            load_balancing_config,
+            load_balancing_policy,
+            method_configs,
+            methods,
+            health_check,
+            retry_throttling,
+        })
+    }
+
+    /// `loadBalancingConfig` in the order given.
+    pub fn load_balancing_config(&self) -> &[PolicyConfig] {
+        &self.load_balancing_config
+    }
+
+    /// The deprecated `loadBalancingPolicy` name, if given.
+    pub fn load_balancing_policy(&self) -> Option<&str> {
+        self.load_balancing_policy.as_deref()
+    }
+
+    /// The policy this config selects among those `supported` says exist.
+    ///
+    /// The first supported entry of `loadBalancingConfig` wins (gRFC A24); a
+    /// list naming none that is supported makes the config invalid. Without
+    /// that list, the deprecated `loadBalancingPolicy` is used as grpc-go does
+    /// (its name matched case-insensitively, as grpc-go lowercases it).
+    /// `Ok(None)` means the config leaves the choice to the channel.
+    pub fn choose_policy(
+        &self,
+        supported: impl Fn(&str) -> bool,
+    ) -> std::result::Result<Option<PolicyConfig>, ServiceConfigError> {
+        if !self.load_balancing_config.is_empty() {
+            return match self
+                .load_balancing_config
+                .iter()
+                .find(|p| supported(&p.name))
+            {
+                Some(policy) => Ok(Some(policy.clone())),
+                None => Err(ServiceConfigError::new(
+                    "loadBalancingConfig",
+                    ServiceConfigErrorKind::NoSupportedPolicy(
+                        self.load_balancing_config
+                            .iter()
+                            .map(|p| p.name.clone())
+                            .collect(),
+                    ),
+                )),
+            };
+        }
+        match &self.load_balancing_policy {
+            Some(name) => {
+                let name = name.to_ascii_lowercase();
+                if supported(&name) {
+                    Ok(Some(PolicyConfig {
+                        name,
+                        config: Value::Object(Default::default()),
+                    }))
+                } else {
+                    Err(ServiceConfigError::new(
+                        "loadBalancingPolicy",
+                        ServiceConfigErrorKind::NoSupportedPolicy(vec![name]),
+                    ))
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every `methodConfig` entry, in the order given.
+    pub fn method_configs(&self) -> &[MethodConfig] {
+        &self.method_configs
+    }
+
+    /// The entry for an RPC, given its HTTP/2 path `/package.Service/Method`.
+    ///
+    /// As in grpc-go, an entry naming the exact method wins over one naming
+    /// its whole service, which wins over the default entry (a name with
+    /// neither service nor method).
+    pub fn method_config(&self, path: &str) -> Option<&MethodConfig> {
+        if self.methods.is_empty() {
+            return None;
+        }
+        let (service, method) = path
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .unwrap_or(("", ""));
+        let lookup = |service: &str, method: &str| {
+            self.methods
+                .get(&(service.to_owned(), method.to_owned()))
+                .map(|&i| &self.method_configs[i])
+        };
+        (!service.is_empty())
+            .then(|| lookup(service, method).or_else(|| lookup(service, "")))
+            .flatten()
+            .or_else(|| lookup("", ""))
+    }
+
+    /// `healthCheckConfig`, which turns on client-side health checking.
+    pub fn health_check(&self) -> Option<&HealthCheckConfig> {
+        self.health_check.as_ref()
+    }
+
+    /// `retryThrottling`, if retries are throttled.
+    pub fn retry_throttling(&self) -> Option<&RetryThrottling> {
+        self.retry_throttling.as_ref()
+    }
+}
+
+impl FromStr for ServiceConfig {
+    type Err = ServiceConfigError;
+
+    fn from_str(text: &str) -> std::result::Result<Self, ServiceConfigError> {
+        ServiceConfig::from_json(text)
+    }
+}
+
+fn parse_policies(field: Field<'_>) -> Result<Vec<PolicyConfig>> {
+    field
+        .array()?
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let path = format!("{}[{i}]", field.path);
+            let entry = Field { path: &path, value };
+            let map = entry.object()?;
+            let mut pairs = map.iter();
+            match (pairs.next(), pairs.next()) {
+                (Some((name, config)), None) => {
+                    let config_path = child_path(&path, name);
+                    Field {
+                        path: &config_path,
+                        value: config,
+                    }
+                    .object()?;
+                    Ok(PolicyConfig {
+                        name: name.clone(),
+                        config: config.clone(),
+                    })
+                }
+                _ => {
+                    Err(entry.invalid(format!("must name exactly one policy, found {}", map.len())))
+                }
+            }
+        })
+        .collect()
+}
+
+/// grpc-go refuses a config that names one method twice, and so do we: which
+/// of the two entries applies would otherwise depend on their order.
+fn index_methods(configs: &[MethodConfig]) -> Result<HashMap<(String, String), usize>> {
+    let mut methods = HashMap::new();
+    for (i, config) in configs.iter().enumerate() {
+        for (j, name) in config.names().iter().enumerate() {
+            let key = (name.service().to_owned(), name.method().to_owned());
+            if methods.insert(key, i).is_some() {
+                return Err(ServiceConfigError::new(
+                    format!("methodConfig[{i}].name[{j}]"),
+                    ServiceConfigErrorKind::DuplicateName(name.to_string()),
+                ));
+            }
+        }
+    }
+    Ok(methods)
+}
+
+fn parse_throttling(field: Field<'_>) -> Result<RetryThrottling> {
+    let object = Object {
+        path: field.path,
+        map: field.object()?,
+    };
+    let max_tokens = object.required("maxTokens", |f| {
+        let n = f.unsigned(u64::from(u32::MAX))?;
+        if !(1..=1000).contains(&n) {
+            return Err(f.invalid(format!("must be between 1 and 1000, got {n}")));
+        }
+        Ok(n as u32)
+    })?;
+    let token_ratio = object.required("tokenRatio", |f| {
+        let ratio = f.number()?;
+        if ratio <= 0.0 {
+            return Err(f.invalid(format!("must be greater than zero, got {ratio}")));
+        }
+        Ok(ratio)
+    })?;
+    Ok(RetryThrottling {
+        max_tokens,
+        token_ratio,
+    })
+}
