@@ -100,8 +100,8 @@ pub fn unavailable(cause: Option<&SharedError>) -> tonic::Status {
     }
 }
 
-/// A request that failed because its transport failed is `UNAVAILABLE` in gRPC;
-/// any other error is passed on as it is.
+/// A request that failed because its transport failed is `UNAVAILABLE` in gRPC,
+/// with the transport error as its source; any other error is passed on as it is.
 pub fn transport_to_status(error: BoxError) -> BoxError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
     while let Some(current) = source {
@@ -109,7 +109,13 @@ pub fn transport_to_status(error: BoxError) -> BoxError {
             break;
         }
         if current.is::<TransportError>() {
-            return tonic::Status::unavailable(current.to_string()).into();
+            // The cause stays attached, so that layers above (retries) can
+            // still tell a refused stream from a broken connection.
+            let mut status = tonic::Status::unavailable(current.to_string());
+            status.set_source(std::sync::Arc::<dyn std::error::Error + Send + Sync>::from(
+                error,
+            ));
+            return status.into();
         }
         source = current.source();
     }

@@ -198,14 +198,16 @@ where
             .iter()
             .map(|frame| frame.len() as u64)
             .sum();
-        let mut hint = match &shared.inner {
+        let rest = match &shared.inner {
             Some(inner) => inner.size_hint(),
             None => SizeHint::with_exact(0),
         };
-        hint.set_lower(hint.lower() + kept);
-        if let Some(upper) = hint.upper() {
+        // Upper first: `SizeHint` refuses a lower bound above its upper one.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
             hint.set_upper(upper + kept);
         }
+        hint.set_lower(rest.lower() + kept);
         hint
     }
 }
@@ -285,6 +287,7 @@ mod tests {
         drop(first);
         let second = original.replay();
         assert_eq!(second.size_hint().lower(), 2);
+        assert_eq!(second.size_hint().upper(), None);
         assert_eq!(read_all(second).await.0, "abcdef");
     }
 
