@@ -197,7 +197,7 @@ where
         });
     };
     let mut client = HealthClient::new(connection);
-    let mut backoff = Backoff::new(check.backoff.clone());
+    let mut backoff = Backoff::new(check.backoff);
     loop {
         set(ConnectivityState::Connecting, None);
         let request = HealthCheckRequest {
