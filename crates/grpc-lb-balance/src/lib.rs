@@ -33,6 +33,7 @@
 mod aggregate;
 mod every;
 mod load;
+pub mod outlier;
 mod pick;
 mod pick_first;
 mod policy;
