@@ -354,3 +354,32 @@ fn tokio_stream_from(
         Some((accepted, listener))
     })
 }
+
+// grpc-go: TestStateTransitions_SingleAddress (Connecting, Ready), here even
+// when the connection completes within the worker's drive that starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_passes_through_connecting_on_its_way_to_ready() {
+    let server = GreeterProcess::start(SERVER, "127.0.0.1:0", "a");
+    for policy in ["pick_first", "round_robin", "least_request"] {
+        for _ in 0..5 {
+            let channel = Channel::builder(format!("ipv4:{}", server.addr()))
+                .policy(policy)
+                .build()
+                .unwrap();
+            channel.connect();
+            let mut watch = channel.watch_state();
+            timeout(
+                LIMIT,
+                watch.wait_for(|c| c.state == ConnectivityState::Ready),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                channel.state_history(),
+                [ConnectivityState::Connecting, ConnectivityState::Ready],
+                "{policy}"
+            );
+        }
+    }
+}

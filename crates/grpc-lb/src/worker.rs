@@ -184,42 +184,47 @@ where
                     events = true;
                 }
             }
-            // Published before driving: a connection can complete within one
-            // drive, and CONNECTING must still be seen.
+            // Published before driving, so that a policy's own change (CONNECTING
+            // on exit_idle) is seen before the subchannels move on.
             self.publish();
-            let mut helper = WorkerHelper {
-                subchannels: &mut self.subchannels,
-                timer: &mut timer_request,
-                resolve_now: &self.resolve_now,
-            };
             let mut changes = Vec::new();
             for address in &self.order {
-                let Some(subchannel) = helper.subchannels.get_mut(address) else {
+                let Some(subchannel) = self.subchannels.get_mut(address) else {
                     continue;
                 };
                 let state = subchannel.reconnect.drive::<Req>(cx);
                 let attempts = subchannel.handle.connect_attempts();
                 let new_attempt = attempts != subchannel.attempts;
                 subchannel.attempts = attempts;
-                if state != subchannel.state || new_attempt {
-                    let last_error = subchannel.handle.connectivity().last_error;
-                    for (from, to) in steps(subchannel.state, state, new_attempt) {
-                        self.shared.emit(ChannelEvent::SubchannelState {
-                            id: subchannel.handle.id(),
-                            address: address.clone(),
-                            from,
-                            to,
-                            last_error: last_error.clone(),
-                        });
-                    }
-                }
-                if state != subchannel.state {
-                    subchannel.state = state;
-                    changes.push((address.clone(), state));
+                let steps = steps(subchannel.state, state, new_attempt);
+                if !steps.is_empty() {
+                    changes.push((address.clone(), subchannel.handle.clone(), steps));
                 }
             }
-            for (address, state) in changes {
-                self.policy.update_subchannel(&address, state, &mut helper);
+            // The policy is told each step, and the picker published after
+            // each, so that the channel passes through every state its policy
+            // does (IDLE, CONNECTING, READY even when one drive connected).
+            for (address, handle, steps) in changes {
+                let last_error = handle.connectivity().last_error;
+                for (from, to) in steps {
+                    self.shared.emit(ChannelEvent::SubchannelState {
+                        id: handle.id(),
+                        address: address.clone(),
+                        from,
+                        to,
+                        last_error: last_error.clone(),
+                    });
+                    let mut helper = WorkerHelper {
+                        subchannels: &mut self.subchannels,
+                        timer: &mut timer_request,
+                        resolve_now: &self.resolve_now,
+                    };
+                    if let Some(subchannel) = helper.subchannels.get_mut(&address) {
+                        subchannel.state = to;
+                    }
+                    self.policy.update_subchannel(&address, to, &mut helper);
+                    self.publish();
+                }
                 events = true;
             }
             if let Some(after) = timer_request.take() {
