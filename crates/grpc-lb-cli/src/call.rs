@@ -6,13 +6,15 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use grpc_lb::{ChannelEvent, ConnectivityState};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::channel::{ChannelArgs, GrpcChannel};
@@ -67,7 +69,7 @@ pub(crate) struct CallArgs {
     json: bool,
 }
 
-fn positive_secs(value: &str) -> Result<f64, String> {
+pub(crate) fn positive_secs(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(secs),
         _ => Err(format!("{value:?} is not a positive number of seconds")),
@@ -88,10 +90,10 @@ struct StateAt {
     state: ConnectivityState,
 }
 
-/// Records the channel's state changes, from `start`, until dropped.
+/// Records the channel's state changes, from `start`, until finished.
 struct Timeline {
-    states: Arc<Mutex<Vec<StateAt>>>,
-    task: tokio::task::JoinHandle<()>,
+    flush: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<StateAt>>,
 }
 
 impl Timeline {
@@ -106,38 +108,43 @@ impl Timeline {
             state: ConnectivityState::Idle,
         }];
         for state in channel.state_history() {
-            if states.last().map(|s| s.state) != Some(state) {
-                states.push(StateAt { t: now, state });
-            }
+            push(&mut states, now, state);
         }
-        let states = Arc::new(Mutex::new(states));
-        let sink = states.clone();
+        let (flush, mut flushed) = oneshot::channel();
         let task = tokio::spawn(async move {
             loop {
-                match events.recv().await {
-                    Ok(ChannelEvent::State { to, .. }) => {
-                        let mut states = sink.lock().unwrap_or_else(|p| p.into_inner());
-                        // Subscribing and reading the state race; skip a repeat.
-                        if states.last().map(|s| s.state) != Some(to) {
-                            states.push(StateAt {
-                                t: start.elapsed(),
-                                state: to,
-                            });
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(ChannelEvent::State { to, .. }) => push(&mut states, start.elapsed(), to),
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return states,
+                    },
+                    _ = &mut flushed => break,
+                }
+            }
+            // What the worker sent before the traffic ended is in the queue.
+            loop {
+                match events.try_recv() {
+                    Ok(ChannelEvent::State { to, .. }) => push(&mut states, start.elapsed(), to),
+                    Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                    Err(_) => return states,
                 }
             }
         });
-        Timeline { states, task }
+        Timeline { flush, task }
     }
 
-    fn finish(self) -> Vec<StateAt> {
-        self.task.abort();
-        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.clone()
+    async fn finish(self) -> Vec<StateAt> {
+        let _ = self.flush.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Appends a state, skipping a repeat (subscribing and reading the history
+/// race, so one change can be seen twice).
+fn push(states: &mut Vec<StateAt>, t: Duration, state: ConnectivityState) {
+    if states.last().map(|s| s.state) != Some(state) {
+        states.push(StateAt { t, state });
     }
 }
 
@@ -167,7 +174,7 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
     let tally = load::run(&channel, &plan, &live).await;
     let elapsed = traffic_start.elapsed();
     progress.finish();
-    let states = timeline.finish();
+    let states = timeline.finish().await;
 
     let report = Report {
         target: &args.target,
