@@ -219,7 +219,7 @@ impl Progress {
         };
         let bar = ProgressBar::new(length);
         let template = if by_time {
-            "{bar:40} {elapsed_precise} / {msg}"
+            "{bar:40} {elapsed_precise} {msg}"
         } else {
             "{bar:40} {pos}/{len} calls {msg}"
         };
@@ -239,7 +239,11 @@ impl Progress {
                 } else {
                     ticker_bar.set_position(done);
                 }
-                ticker_bar.set_message(format!("{done} calls, {} failed", done - ok));
+                let failed = done - ok;
+                ticker_bar.set_message(match duration {
+                    Some(secs) if by_time => format!("of {secs}s: {done} calls, {failed} failed"),
+                    _ => format!("({failed} failed)"),
+                });
             }
         });
         Progress {
