@@ -13,12 +13,13 @@ use grpc_lb_failfast::{transport_to_status, unavailable};
 use grpc_lb_reconnect::Reconnect;
 use grpc_lb_resolve::{Address, ResolverStatus};
 use pin_project_lite::pin_project;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::snapshot::Shared;
+use crate::observe::{CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
+use crate::snapshot::{Picked, Shared};
 use crate::worker::Worker;
 
 /// Per-request override of the channel's wait-for-ready default, set as a
@@ -64,7 +65,7 @@ pub struct WaitForReady(pub bool);
 /// ```
 pub struct Channel<S> {
     handle: Arc<Handle<S>>,
-    picked: Option<(S, Arc<EndpointLoad>)>,
+    picked: Option<Picked<S>>,
 }
 
 /// Owned by the channel clones; dropping the last one stops the worker.
@@ -214,7 +215,36 @@ impl<S> Channel<S> {
 
     /// The addresses currently picked from.
     pub fn ready_addresses(&self) -> Vec<Address> {
-        self.handle.shared.snapshot.load().addresses.clone()
+        let snapshot = self.handle.shared.snapshot.load();
+        snapshot.peers.iter().map(|p| p.address().clone()).collect()
+    }
+
+    /// The channel's subchannels, one per endpoint, in the resolver's order:
+    /// each one's address, state, connection attempts and last error, read live
+    /// from the subchannel.
+    pub fn subchannels(&self) -> Vec<SubchannelInfo> {
+        let entries = self.handle.shared.subchannels.load();
+        entries
+            .iter()
+            .map(|entry| SubchannelInfo::read(&entry.address, &entry.handle))
+            .collect()
+    }
+
+    /// A stream of the channel's changes from now on: its own state changes and
+    /// its subchannels' additions, state changes and removals, one event per
+    /// transition. Read [`state`](Self::state) and
+    /// [`subchannels`](Self::subchannels) after subscribing for the starting
+    /// point. A receiver more than [`EVENT_CAPACITY`](crate::EVENT_CAPACITY)
+    /// events behind misses the oldest (`RecvError::Lagged`) and can resync
+    /// from those two.
+    pub fn events(&self) -> broadcast::Receiver<ChannelEvent> {
+        self.handle.shared.events.subscribe()
+    }
+
+    /// The channel's call counters (channelz's calls started, succeeded and
+    /// failed); [`ChannelStats`] says how calls are classified.
+    pub fn stats(&self) -> ChannelStats {
+        self.handle.shared.calls.stats()
     }
 }
 
@@ -243,20 +273,28 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let call = CallRecord::start(&self.handle.shared.calls);
         match self.picked.take() {
-            Some((mut connection, load)) => {
+            Some(Picked {
+                mut connection,
+                load,
+                peer,
+            }) => {
                 let in_flight = InFlight::start(load);
                 ResponseFuture {
                     kind: Kind::Sent {
                         future: connection.call(request),
                         in_flight: Some(in_flight),
+                        peer: Some(peer),
                     },
+                    call,
                 }
             }
             None => ResponseFuture {
                 kind: Kind::Waiting {
                     future: Box::pin(wait_then_send(self.handle.shared.clone(), request)),
                 },
+                call,
             },
         }
     }
@@ -300,13 +338,14 @@ pin_project! {
     pub struct ResponseFuture<F, ResBody> {
         #[pin]
         kind: Kind<F, ResBody>,
+        call: CallRecord,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     enum Kind<F, ResBody> {
-        Sent { #[pin] future: F, in_flight: Option<InFlight> },
+        Sent { #[pin] future: F, in_flight: Option<InFlight>, peer: Option<Peer> },
         Waiting { future: WaitingFuture<ResBody> },
     }
 }
@@ -325,16 +364,31 @@ where
     type Output = Result<http::Response<ResBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Sent { future, in_flight } => {
+        let this = self.project();
+        let result = match this.kind.project() {
+            KindProj::Sent {
+                future,
+                in_flight,
+                peer,
+            } => {
                 let result = std::task::ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
                     in_flight.finish(result.is_ok());
                 }
-                Poll::Ready(result.map_err(|e| transport_to_status(e.into())))
+                match result {
+                    Ok(mut response) => {
+                        if let Some(peer) = peer.take() {
+                            response.extensions_mut().insert(peer);
+                        }
+                        Ok(response)
+                    }
+                    Err(error) => Err(transport_to_status(error.into())),
+                }
             }
-            KindProj::Waiting { future } => future.as_mut().poll(cx),
-        }
+            KindProj::Waiting { future } => std::task::ready!(future.as_mut().poll(cx)),
+        };
+        this.call.finish(&result);
+        Poll::Ready(result)
     }
 }
 
@@ -363,14 +417,21 @@ where
         version.borrow_and_update();
         let snapshot = shared.snapshot.load_full();
         let picked = poll_fn(|cx| Poll::Ready(snapshot.pick::<http::Request<B>>(cx))).await;
-        if let Some((mut connection, load)) = picked {
+        if let Some(Picked {
+            mut connection,
+            load,
+            peer,
+        }) = picked
+        {
             let in_flight = InFlight::start(load);
             poll_fn(|cx| connection.poll_ready(cx))
                 .await
                 .map_err(|e| transport_to_status(e.into()))?;
             let result = connection.call(request).await;
             in_flight.finish(result.is_ok());
-            return result.map_err(|e| transport_to_status(e.into()));
+            let mut response = result.map_err(|e| transport_to_status(e.into()))?;
+            response.extensions_mut().insert(peer);
+            return Ok(response);
         }
         match snapshot.state {
             ConnectivityState::TransientFailure if !wait_for_ready => {

@@ -33,6 +33,7 @@
 mod builder;
 mod channel;
 mod connector;
+mod observe;
 mod snapshot;
 mod worker;
 
@@ -41,6 +42,7 @@ pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
 pub use crate::connector::{ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::worker::Worker;
 pub use grpc_lb_core::{Connectivity, ConnectivityState};
 

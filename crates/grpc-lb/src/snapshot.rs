@@ -9,14 +9,16 @@ use arc_swap::ArcSwap;
 use futures::task::AtomicWaker;
 use grpc_lb_balance::{EndpointLoad, Pick, SingleReady};
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
-use grpc_lb_resolve::Address;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 use tower_service::Service;
+
+use crate::observe::{CallCounters, ChannelEvent, Peer, SubchannelEntry, EVENT_CAPACITY};
 
 /// An immutable picker: the ready connections and how to choose among them.
 /// Replaced as a whole by the worker; read without a lock by every caller.
 pub(crate) struct Snapshot<S> {
-    pub(crate) addresses: Vec<Address>,
+    /// The ready endpoints, in the order of `connections`.
+    pub(crate) peers: Vec<Peer>,
     pub(crate) connections: Vec<S>,
     pub(crate) loads: Vec<Arc<EndpointLoad>>,
     pub(crate) pick: Arc<dyn Pick>,
@@ -27,7 +29,7 @@ pub(crate) struct Snapshot<S> {
 impl<S> Snapshot<S> {
     pub(crate) fn empty(state: ConnectivityState) -> Self {
         Snapshot {
-            addresses: Vec::new(),
+            peers: Vec::new(),
             connections: Vec::new(),
             loads: Vec::new(),
             pick: Arc::new(SingleReady),
@@ -41,7 +43,7 @@ impl<S: Clone> Snapshot<S> {
     /// Picks a connection that is still open. A closed one is skipped (the worker
     /// will publish a picker without it); after as many tries as there are
     /// connections, gives up.
-    pub(crate) fn pick<Req>(&self, cx: &mut Context<'_>) -> Option<(S, Arc<EndpointLoad>)>
+    pub(crate) fn pick<Req>(&self, cx: &mut Context<'_>) -> Option<Picked<S>>
     where
         S: Service<Req>,
     {
@@ -52,11 +54,22 @@ impl<S: Clone> Snapshot<S> {
             let index = self.pick.pick(&self.loads);
             let mut connection = self.connections[index].clone();
             if let Poll::Ready(Ok(())) = connection.poll_ready(cx) {
-                return Some((connection, self.loads[index].clone()));
+                return Some(Picked {
+                    connection,
+                    load: self.loads[index].clone(),
+                    peer: self.peers[index].clone(),
+                });
             }
         }
         None
     }
+}
+
+/// A pick: the connection to send on, its endpoint's load and its address.
+pub(crate) struct Picked<S> {
+    pub(crate) connection: S,
+    pub(crate) load: Arc<EndpointLoad>,
+    pub(crate) peer: Peer,
 }
 
 /// State shared by the worker and every clone of the channel.
@@ -73,6 +86,12 @@ pub(crate) struct Shared<S> {
     pub(crate) wait_for_ready: bool,
     /// The last state changes, oldest first, never coalesced (unlike the watch).
     pub(crate) history: Mutex<VecDeque<ConnectivityState>>,
+    /// The subchannels, in the resolver's order; replaced when the list changes.
+    pub(crate) subchannels: ArcSwap<Vec<SubchannelEntry>>,
+    /// Every state change of the channel and its subchannels.
+    pub(crate) events: broadcast::Sender<ChannelEvent>,
+    /// Calls started, succeeded and failed.
+    pub(crate) calls: Arc<CallCounters>,
 }
 
 /// How many state changes [`Shared::history`] keeps.
@@ -93,6 +112,9 @@ impl<S> Shared<S> {
             max_waiting,
             wait_for_ready,
             history: Mutex::new(VecDeque::with_capacity(HISTORY_LEN)),
+            subchannels: ArcSwap::from_pointee(Vec::new()),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            calls: Arc::new(CallCounters::new(channel_id)),
         }
     }
 
@@ -102,6 +124,11 @@ impl<S> Shared<S> {
             history.pop_front();
         }
         history.push_back(state);
+    }
+
+    /// Sends an event to whoever listens; nobody listening is fine.
+    pub(crate) fn emit(&self, event: ChannelEvent) {
+        let _ = self.events.send(event);
     }
 
     pub(crate) fn request_exit_idle(&self) {

@@ -20,6 +20,7 @@ use tokio::time::Sleep;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
+use crate::observe::{ChannelEvent, Peer, SubchannelEntry};
 use crate::snapshot::{Shared, Snapshot};
 
 struct Subchannel<C: Service<T>, T, R> {
@@ -27,6 +28,9 @@ struct Subchannel<C: Service<T>, T, R> {
     handle: SubchannelHandle,
     state: ConnectivityState,
     load: Arc<EndpointLoad>,
+    peer: Peer,
+    /// The subchannel's connection attempts when the worker last looked.
+    attempts: u64,
 }
 
 /// Drives one channel: polls discovery continuously (with or without traffic),
@@ -89,6 +93,7 @@ where
 
     fn poll_discovery(&mut self, cx: &mut Context<'_>) -> bool {
         let mut changed = false;
+        let mut events = Vec::new();
         while !self.discover_ended {
             match Pin::new(&mut self.discover).poll_discover(cx) {
                 Poll::Pending => break,
@@ -99,30 +104,54 @@ where
                 }
                 Poll::Ready(Some(Ok(Change::Insert(address, reconnect)))) => {
                     let handle = reconnect.handle();
+                    let state = reconnect.state();
                     let subchannel = Subchannel {
-                        state: reconnect.state(),
+                        state,
                         reconnect,
+                        attempts: handle.connect_attempts(),
                         handle,
                         load: Arc::new(EndpointLoad::default()),
+                        peer: Peer::new(address.clone()),
                     };
-                    if self
-                        .subchannels
-                        .insert(address.clone(), subchannel)
-                        .is_none()
-                    {
-                        self.order.push(address);
+                    let id = subchannel.handle.id();
+                    match self.subchannels.insert(address.clone(), subchannel) {
+                        None => self.order.push(address.clone()),
+                        Some(old) => events.push(ChannelEvent::SubchannelRemoved {
+                            id: old.handle.id(),
+                            address: address.clone(),
+                        }),
                     }
+                    events.push(ChannelEvent::SubchannelAdded { id, address, state });
                     changed = true;
                 }
                 Poll::Ready(Some(Ok(Change::Remove(address)))) => {
                     // Dropping the subchannel closes its connection once the
                     // requests already on it have finished.
-                    if self.subchannels.remove(&address).is_some() {
+                    if let Some(old) = self.subchannels.remove(&address) {
                         self.order.retain(|a| *a != address);
+                        events.push(ChannelEvent::SubchannelRemoved {
+                            id: old.handle.id(),
+                            address,
+                        });
                         changed = true;
                     }
                 }
             }
+        }
+        if changed {
+            let entries = self
+                .order
+                .iter()
+                .map(|address| SubchannelEntry {
+                    address: address.clone(),
+                    handle: self.subchannels[address].handle.clone(),
+                })
+                .collect();
+            self.shared.subchannels.store(Arc::new(entries));
+        }
+        // Sent once the list is stored, so a listener reading it sees the change.
+        for event in events {
+            self.shared.emit(event);
         }
         changed
     }
@@ -155,27 +184,47 @@ where
                     events = true;
                 }
             }
-            // Published before driving: a connection can complete within one
-            // drive, and CONNECTING must still be seen.
+            // Published before driving, so that a policy's own change (CONNECTING
+            // on exit_idle) is seen before the subchannels move on.
             self.publish();
-            let mut helper = WorkerHelper {
-                subchannels: &mut self.subchannels,
-                timer: &mut timer_request,
-                resolve_now: &self.resolve_now,
-            };
             let mut changes = Vec::new();
             for address in &self.order {
-                let Some(subchannel) = helper.subchannels.get_mut(address) else {
+                let Some(subchannel) = self.subchannels.get_mut(address) else {
                     continue;
                 };
                 let state = subchannel.reconnect.drive::<Req>(cx);
-                if state != subchannel.state {
-                    subchannel.state = state;
-                    changes.push((address.clone(), state));
+                let attempts = subchannel.handle.connect_attempts();
+                let new_attempt = attempts != subchannel.attempts;
+                subchannel.attempts = attempts;
+                let steps = steps(subchannel.state, state, new_attempt);
+                if !steps.is_empty() {
+                    changes.push((address.clone(), subchannel.handle.clone(), steps));
                 }
             }
-            for (address, state) in changes {
-                self.policy.update_subchannel(&address, state, &mut helper);
+            // The policy is told each step, and the picker published after
+            // each, so that the channel passes through every state its policy
+            // does (IDLE, CONNECTING, READY even when one drive connected).
+            for (address, handle, steps) in changes {
+                let last_error = handle.connectivity().last_error;
+                for (from, to) in steps {
+                    self.shared.emit(ChannelEvent::SubchannelState {
+                        id: handle.id(),
+                        address: address.clone(),
+                        from,
+                        to,
+                        last_error: last_error.clone(),
+                    });
+                    let mut helper = WorkerHelper {
+                        subchannels: &mut self.subchannels,
+                        timer: &mut timer_request,
+                        resolve_now: &self.resolve_now,
+                    };
+                    if let Some(subchannel) = helper.subchannels.get_mut(&address) {
+                        subchannel.state = to;
+                    }
+                    self.policy.update_subchannel(&address, to, &mut helper);
+                    self.publish();
+                }
                 events = true;
             }
             if let Some(after) = timer_request.take() {
@@ -242,7 +291,7 @@ where
         // Each subchannel's load lives as long as the subchannel, so equal
         // addresses and loads mean an unchanged picker: compare before cloning
         // any connection, since this runs after every round of events.
-        let mut addresses = Vec::with_capacity(pickable.len());
+        let mut peers = Vec::with_capacity(pickable.len());
         let mut loads = Vec::with_capacity(pickable.len());
         for address in pickable {
             let Some(subchannel) = self.subchannels.get(&address) else {
@@ -250,7 +299,7 @@ where
             };
             if subchannel.reconnect.connection().is_some() {
                 loads.push(subchannel.load.clone());
-                addresses.push(address);
+                peers.push(subchannel.peer.clone());
             }
         }
         let same_error = match (&current.last_error, &last_error) {
@@ -264,24 +313,38 @@ where
                 .iter()
                 .zip(&loads)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        if current.state == state && current.addresses == addresses && same_loads && same_error {
+        if current.state == state && current.peers == peers && same_loads && same_error {
             return;
         }
         drop(current);
-        let connections = addresses
+        let connections = peers
             .iter()
-            .filter_map(|address| self.subchannels[address].reconnect.connection().cloned())
+            .filter_map(|peer| {
+                self.subchannels[peer.address()]
+                    .reconnect
+                    .connection()
+                    .cloned()
+            })
             .collect();
         let previous = self.shared.connectivity.borrow().state;
         if previous != state {
             self.shared.record(state);
+            let stats = self.shared.calls.stats();
             tracing::info!(
+                calls_started = stats.calls_started,
+                calls_succeeded = stats.calls_succeeded,
+                calls_failed = stats.calls_failed,
                 "[Channel #{}] Channel Connectivity change to {state}",
                 self.shared.channel_id
             );
+            self.shared.emit(ChannelEvent::State {
+                from: previous,
+                to: state,
+                last_error: last_error.clone(),
+            });
         }
         self.shared.snapshot.store(Arc::new(Snapshot {
-            addresses,
+            peers,
             connections,
             loads,
             pick: self.policy.pick(),
@@ -314,9 +377,15 @@ where
         let this = self.get_mut();
         let result = this.poll_worker(cx);
         if result.is_ready() {
-            this.shared
+            let previous = this
+                .shared
                 .connectivity
                 .send_replace(Connectivity::new(ConnectivityState::Shutdown));
+            this.shared.emit(ChannelEvent::State {
+                from: previous.state,
+                to: ConnectivityState::Shutdown,
+                last_error: None,
+            });
         }
         result
     }
@@ -333,6 +402,37 @@ impl<D, C: Service<T>, T, R, Req> fmt::Debug for Worker<D, C, T, R, Req> {
             .field("subchannels", &self.order)
             .finish()
     }
+}
+
+/// The transitions a subchannel made between two looks of the worker, which
+/// drives it: `from` then `to`, with the steps in between when one drive took
+/// several. A loopback connection can complete within the drive that starts
+/// it, so a subchannel seen IDLE and then READY went through CONNECTING. The
+/// subchannel's state machine (`grpc-lb-reconnect`) says which steps: an
+/// attempt starts only from IDLE, READY and TRANSIENT_FAILURE leave to IDLE,
+/// and a started attempt (its count went up) means CONNECTING was entered.
+fn steps(
+    from: ConnectivityState,
+    to: ConnectivityState,
+    new_attempt: bool,
+) -> Vec<(ConnectivityState, ConnectivityState)> {
+    use ConnectivityState::{Connecting, Idle, Ready, TransientFailure};
+    if !new_attempt || from == Connecting {
+        return if from == to {
+            Vec::new()
+        } else {
+            vec![(from, to)]
+        };
+    }
+    let mut path = vec![from];
+    if matches!(from, Ready | TransientFailure) {
+        path.push(Idle);
+    }
+    path.push(Connecting);
+    if to != Connecting {
+        path.push(to);
+    }
+    path.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
 /// The resolver's failure, as the cause of a channel in TRANSIENT_FAILURE.
@@ -376,5 +476,52 @@ impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
 
     fn resolve_now(&mut self) {
         self.resolve_now.request();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps;
+    use grpc_lb_core::ConnectivityState::{self, Connecting, Idle, Ready, TransientFailure};
+
+    #[test]
+    fn steps_fill_in_what_one_drive_went_through() {
+        let cases: [(ConnectivityState, ConnectivityState, bool, &[_]); 8] = [
+            (Idle, Connecting, true, &[(Idle, Connecting)]),
+            (
+                Idle,
+                Ready,
+                true,
+                &[(Idle, Connecting), (Connecting, Ready)],
+            ),
+            (Connecting, Ready, false, &[(Connecting, Ready)]),
+            (Ready, Idle, false, &[(Ready, Idle)]),
+            (
+                Ready,
+                TransientFailure,
+                true,
+                &[
+                    (Ready, Idle),
+                    (Idle, Connecting),
+                    (Connecting, TransientFailure),
+                ],
+            ),
+            (
+                TransientFailure,
+                TransientFailure,
+                true,
+                &[
+                    (TransientFailure, Idle),
+                    (Idle, Connecting),
+                    (Connecting, TransientFailure),
+                ],
+            ),
+            // The connector refused before an attempt: no CONNECTING.
+            (Idle, TransientFailure, false, &[(Idle, TransientFailure)]),
+            (Ready, Ready, false, &[]),
+        ];
+        for (from, to, new_attempt, want) in cases {
+            assert_eq!(steps(from, to, new_attempt), want, "{from} -> {to}");
+        }
     }
 }

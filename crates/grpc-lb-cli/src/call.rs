@@ -1,0 +1,401 @@
+//! `grpc-lb call`: drives `SayHello` through a [`grpc_lb::Channel`] and
+//! reports the calls per backend, the count of each status code, latency
+//! percentiles and the channel's connectivity-state timeline, for people or
+//! (with `--json`) for scripts.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use grpc_lb::{ChannelEvent, ConnectivityState};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::channel::{ChannelArgs, GrpcChannel};
+use crate::load::{self, Live, Plan, Tally};
+use crate::CliResult;
+
+/// Calls made when neither --requests nor --duration is given.
+const DEFAULT_REQUESTS: u64 = 100;
+
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The target: `ipv4:IP:PORT[,...]`, `dns:///host:port`, `host:port`, ...
+    target: String,
+
+    #[command(flatten)]
+    channel: ChannelArgs,
+
+    /// Calls to make (default 100 when --duration is not given).
+    #[arg(long, value_name = "N", conflicts_with = "duration",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+
+    /// Make calls for this long instead, in seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    duration: Option<f64>,
+
+    /// Calls in flight at once.
+    #[arg(long, value_name = "C", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+
+    /// Calls started per second, over all of them (default: as fast as they
+    /// complete).
+    #[arg(long, value_name = "R", value_parser = positive_rate)]
+    rate: Option<f64>,
+
+    /// Calls wait for a ready connection instead of failing fast in
+    /// TRANSIENT_FAILURE.
+    #[arg(long)]
+    wait_for_ready: bool,
+
+    /// Each call's deadline in ms, sent as grpc-timeout; 0 for none.
+    #[arg(long, value_name = "T", default_value_t = 5000)]
+    timeout_ms: u64,
+
+    /// The name sent in each HelloRequest.
+    #[arg(long, default_value = "grpc-lb")]
+    name: String,
+
+    /// Print one JSON object (schema in docs/cli.md) instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn positive_secs(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => Ok(secs),
+        _ => Err(format!("{value:?} is not a positive number of seconds")),
+    }
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{value:?} is not a positive rate")),
+    }
+}
+
+/// One entry of the state timeline.
+#[derive(Debug, Clone, Copy)]
+struct StateAt {
+    t: Duration,
+    state: ConnectivityState,
+}
+
+/// Records the channel's state changes, from `start`, until finished.
+struct Timeline {
+    flush: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<StateAt>>,
+}
+
+impl Timeline {
+    /// Call right after building the channel: its worker may already have
+    /// moved, and the changes it made before the subscription are taken from
+    /// the channel's history, timed at the subscription.
+    fn start(channel: &GrpcChannel, start: Instant) -> Self {
+        let mut events = channel.events();
+        let now = start.elapsed();
+        let mut states = vec![StateAt {
+            t: Duration::ZERO,
+            state: ConnectivityState::Idle,
+        }];
+        for state in channel.state_history() {
+            push(&mut states, now, state);
+        }
+        let (flush, mut flushed) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(ChannelEvent::State { to, .. }) => push(&mut states, start.elapsed(), to),
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return states,
+                    },
+                    _ = &mut flushed => break,
+                }
+            }
+            // What the worker sent before the traffic ended is in the queue.
+            loop {
+                match events.try_recv() {
+                    Ok(ChannelEvent::State { to, .. }) => push(&mut states, start.elapsed(), to),
+                    Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                    Err(_) => return states,
+                }
+            }
+        });
+        Timeline { flush, task }
+    }
+
+    async fn finish(self) -> Vec<StateAt> {
+        let _ = self.flush.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Appends a state, skipping a repeat (subscribing and reading the history
+/// race, so one change can be seen twice).
+fn push(states: &mut Vec<StateAt>, t: Duration, state: ConnectivityState) {
+    if states.last().map(|s| s.state) != Some(state) {
+        states.push(StateAt { t, state });
+    }
+}
+
+pub(crate) async fn run(args: CallArgs) -> CliResult {
+    let start = Instant::now();
+    let (channel, policy) = args.channel.build(&args.target, args.wait_for_ready)?;
+    let timeline = Timeline::start(&channel, start);
+
+    let requests = match args.duration {
+        Some(_) => None,
+        None => Some(args.requests.unwrap_or(DEFAULT_REQUESTS)),
+    };
+    let plan = Plan {
+        requests,
+        until: args
+            .duration
+            .map(|secs| start + Duration::from_secs_f64(secs)),
+        concurrency: args.concurrency as usize,
+        rate: args.rate,
+        timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
+        wait_for_ready: args.wait_for_ready,
+        name: args.name.clone(),
+    };
+    let live = Arc::new(Live::default());
+    let progress = Progress::start(&plan, args.duration, &live, start);
+    let traffic_start = Instant::now();
+    let tally = load::run(&channel, &plan, &live).await;
+    let elapsed = traffic_start.elapsed();
+    progress.finish();
+    let states = timeline.finish().await;
+
+    let report = Report {
+        target: &args.target,
+        policy: &policy,
+        elapsed,
+        tally: &tally,
+        states: &states,
+        channel: &channel,
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if tally.calls > 0 && tally.ok == tally.calls {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The progress bar: on stderr, only when stdout and stderr are terminals.
+struct Progress {
+    bar: ProgressBar,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(plan: &Plan, duration: Option<f64>, live: &Arc<Live>, start: Instant) -> Self {
+        let visible = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        if !visible {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                ticker: None,
+            };
+        }
+        // By calls, or by milliseconds of a --duration run.
+        let (length, by_time) = match (plan.requests, duration) {
+            (Some(n), _) => (n, false),
+            (None, Some(secs)) => ((secs * 1000.0) as u64, true),
+            (None, None) => (0, false),
+        };
+        let bar = ProgressBar::new(length);
+        let template = if by_time {
+            "{bar:40} {elapsed_precise} {msg}"
+        } else {
+            "{bar:40} {pos}/{len} calls {msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        let ticker_bar = bar.clone();
+        let live = live.clone();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let done = live.done.load(Ordering::Relaxed);
+                let ok = live.ok.load(Ordering::Relaxed);
+                if by_time {
+                    ticker_bar.set_position(start.elapsed().as_millis() as u64);
+                } else {
+                    ticker_bar.set_position(done);
+                }
+                let failed = done - ok;
+                ticker_bar.set_message(match duration {
+                    Some(secs) if by_time => format!("of {secs}s: {done} calls, {failed} failed"),
+                    _ => format!("({failed} failed)"),
+                });
+            }
+        });
+        Progress {
+            bar,
+            ticker: Some(ticker),
+        }
+    }
+
+    fn finish(self) {
+        if let Some(ticker) = self.ticker {
+            ticker.abort();
+        }
+        self.bar.finish_and_clear();
+    }
+}
+
+struct Report<'a> {
+    target: &'a str,
+    policy: &'a str,
+    elapsed: Duration,
+    tally: &'a Tally,
+    states: &'a [StateAt],
+    channel: &'a GrpcChannel,
+}
+
+/// Milliseconds with three decimals, as a JSON number.
+fn ms(value: f64) -> Value {
+    json!((value * 1000.0).round() / 1000.0)
+}
+
+impl Report<'_> {
+    fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.tally.calls as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The `--json` object; its schema is documented in docs/cli.md and kept
+    /// stable: fields are only ever added.
+    fn json(&self) -> Value {
+        let t = self.tally;
+        let codes: Map<String, Value> = t
+            .codes
+            .iter()
+            .map(|(code, n)| ((*code).to_owned(), json!(n)))
+            .collect();
+        let backends: Map<String, Value> = t
+            .backends
+            .iter()
+            .map(|(addr, n)| (addr.clone(), json!(n)))
+            .collect();
+        let states: Vec<Value> = self
+            .states
+            .iter()
+            .map(|s| json!({"t_ms": ms(s.t.as_secs_f64() * 1000.0), "state": s.state.as_str()}))
+            .collect();
+        let errors: Vec<Value> = t
+            .top_errors(10)
+            .into_iter()
+            .map(|(code, message, count)| json!({"code": code, "message": message, "count": count}))
+            .collect();
+        let subchannels: Vec<Value> = self
+            .channel
+            .subchannels()
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "address": s.address.to_string(),
+                    "state": s.state.as_str(),
+                    "connect_attempts": s.connect_attempts,
+                })
+            })
+            .collect();
+        json!({
+            "target": self.target,
+            "policy": self.policy,
+            "requests": t.calls,
+            "ok": t.ok,
+            "failed": t.calls - t.ok,
+            "duration_ms": ms(self.elapsed.as_secs_f64() * 1000.0),
+            "rps": ms(self.rate()),
+            "codes": codes,
+            "backends": backends,
+            "latency_ms": {
+                "p50": ms(t.latency_ms(0.5)),
+                "p90": ms(t.latency_ms(0.9)),
+                "p99": ms(t.latency_ms(0.99)),
+                "p999": ms(t.latency_ms(0.999)),
+                "max": ms(t.max_latency_ms()),
+            },
+            "states": states,
+            "errors": errors,
+            "subchannels": subchannels,
+        })
+    }
+
+    fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let t = self.tally;
+        let mut out = String::new();
+        let _ = writeln!(out, "target     {} ({})", self.target, self.policy);
+        let _ = writeln!(
+            out,
+            "requests   {} in {:.2} s ({:.1}/s): {} OK, {} failed",
+            t.calls,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            t.ok,
+            t.calls - t.ok
+        );
+        let codes: Vec<String> = t.codes.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = writeln!(out, "codes      {}", codes.join(", "));
+        let mut label = "backends";
+        if t.backends.is_empty() {
+            let _ = writeln!(out, "backends   none answered");
+        }
+        for (addr, n) in &t.backends {
+            let share = 100.0 * *n as f64 / t.calls.max(1) as f64;
+            let _ = writeln!(out, "{label:<10} {addr:<24} {n:>8} ({share:.1}%)");
+            label = "";
+        }
+        let _ = writeln!(
+            out,
+            "latency    p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+            t.latency_ms(0.5),
+            t.latency_ms(0.9),
+            t.latency_ms(0.99),
+            t.latency_ms(0.999),
+            t.max_latency_ms()
+        );
+        let states: Vec<String> = self
+            .states
+            .iter()
+            .map(|s| format!("{:.1} ms {}", s.t.as_secs_f64() * 1000.0, s.state))
+            .collect();
+        let _ = writeln!(out, "states     {}", states.join(" -> "));
+        let mut label = "errors";
+        for (code, message, count) in t.top_errors(5) {
+            let _ = writeln!(out, "{label:<10} {count} x {code}: {message}");
+            label = "";
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Report")
+            .field("target", &self.target)
+            .finish()
+    }
+}

@@ -1,0 +1,128 @@
+//! `grpc-lb`: the command-line face of the grpc-lb workspace.
+//!
+//! - `serve`: helloworld Greeter servers that name the backend that answered,
+//!   with `grpc.health.v1` beside them;
+//! - `call`: drives `SayHello` through a [`grpc_lb::Channel`] and reports calls
+//!   per backend, status codes, latency percentiles and the channel's states;
+//! - `watch`: the live connectivity state of a channel and its subchannels;
+//! - `demo`: three in-process servers, a round_robin channel and steady
+//!   traffic through a kill, a restart and an added backend.
+//!
+//! Exit codes: 0 success, 1 failure (a call failed, a server could not
+//! start), 2 bad usage (bad flags, a bad target). Logs go to stderr through
+//! `tracing`, filtered by `RUST_LOG` (default `warn`). The flags and the
+//! `--json` schema are documented in `docs/cli.md`.
+
+mod call;
+mod channel;
+mod demo;
+mod load;
+mod serve;
+mod service_config;
+mod time;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Load balancing, reconnection and connectivity of gRPC channels, from the
+/// command line.
+#[derive(Debug, Parser)]
+#[command(name = "grpc-lb", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve helloworld Greeters whose replies name the backend that answered.
+    Serve(serve::ServeArgs),
+    /// Drive SayHello through a balanced channel and report what happened.
+    Call(call::CallArgs),
+    /// Print the channel's and each subchannel's connectivity changes.
+    Watch(watch::WatchArgs),
+    /// Three servers, round_robin, traffic; kill, restart, add a fourth.
+    Demo(demo::DemoArgs),
+}
+
+/// Why a command did not succeed; decides the exit code.
+#[derive(Debug)]
+enum CliError {
+    /// Bad usage: a bad flag value, a bad target. Exit code 2.
+    Usage(String),
+    /// The command ran and failed. Exit code 1.
+    Failed(String),
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>) -> Self {
+        CliError::Usage(message.into())
+    }
+
+    fn failed(message: impl Into<String>) -> Self {
+        CliError::Failed(message.into())
+    }
+}
+
+/// What a command returns: the exit code it chose, or an error.
+type CliResult = Result<ExitCode, CliError>;
+
+fn main() -> ExitCode {
+    // Bad flags exit here with code 2 and clap's message.
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("grpc-lb: cannot start the tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Call(args) => call::run(args).await,
+            Command::Watch(args) => watch::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    // Servers' connection tasks may still be running; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(CliError::Usage(message)) => {
+            eprintln!("grpc-lb: error: {message}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("grpc-lb: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
