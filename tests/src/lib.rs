@@ -191,7 +191,7 @@ impl Launcher {
                 format!("grpcio is not installed for python3; install it with: {PYTHON_INSTALL}")
             }
             (Launcher::Python, _) => {
-                format!("the grpcio tests need python3 with grpcio ({PYTHON_INSTALL})")
+                format!("The grpcio tests need python3 with grpcio ({PYTHON_INSTALL})")
             }
             (Launcher::Rust(_), _) => String::new(),
         }
@@ -261,8 +261,9 @@ fn spawn(launcher: &Launcher, listen: &str, name: &str) -> (Child, SocketAddr) {
         .unwrap_or_else(|e| panic!("read the first line of {what}: {e}"));
     if read == 0 {
         let status = child.wait().ok();
+        let exit = status.map_or("with an unknown status".to_owned(), |s| s.to_string());
         panic!(
-            "{what} exited ({status:?}) before listening on {listen}. {}",
+            "{what} exited ({exit}) before listening on {listen}. {}",
             launcher.hint(status)
         );
     }
