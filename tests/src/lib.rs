@@ -1,23 +1,40 @@
 //! Support for the whole-stack integration tests: real server processes on
 //! loopback that a test can kill and restart.
+//!
+//! Two servers answer the helloworld Greeter the same way ("Hello {name} from
+//! {backend}", with `x-backend` metadata): [`GreeterProcess`], our tonic server,
+//! and [`PythonGreeter`], grpcio's C-core driven from Python
+//! (`tests/python/greeter_server.py`), to check the channel against a gRPC
+//! implementation that is not ours.
 #![deny(missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use rustix::process::{kill_process, Pid, Signal};
+
+/// A server process the tests can address: a backend of the channel under test.
+pub trait Backend {
+    /// The address the server listens on.
+    fn addr(&self) -> SocketAddr;
+    /// The backend name the server puts in its replies.
+    fn name(&self) -> &str;
+}
+
+/// The `ipv4:` target that lists `backends` in order.
+pub fn ipv4_target<B: Backend>(backends: &[B]) -> String {
+    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
+    format!("ipv4:{}", addrs.join(","))
+}
 
 /// A helloworld Greeter server running as a child process.
 ///
 /// Killing it is a real `SIGKILL`: the process dies, the kernel closes its
 /// sockets, and the client sees exactly what it would see in production.
 #[derive(Debug)]
-pub struct GreeterProcess {
-    binary: PathBuf,
-    name: String,
-    addr: SocketAddr,
-    child: Option<Child>,
-}
+pub struct GreeterProcess(ServerProcess);
 
 impl GreeterProcess {
     /// Starts a server named `name` on `listen` (port 0 picks a free port) and
@@ -26,66 +43,235 @@ impl GreeterProcess {
     /// `binary` is the server executable; tests pass
     /// `env!("CARGO_BIN_EXE_test-greeter-server")`.
     pub fn start(binary: impl Into<PathBuf>, listen: &str, name: &str) -> GreeterProcess {
-        let binary = binary.into();
-        let (child, addr) = spawn(&binary, listen, name);
-        GreeterProcess {
-            binary,
+        GreeterProcess(ServerProcess::start(
+            Launcher::Rust(binary.into()),
+            listen,
+            name,
+        ))
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// The backend name the server puts in its replies.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Kills the process with SIGKILL and waits until it has exited.
+    pub fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    /// Stops the process with SIGTERM (a graceful shutdown) and waits until it
+    /// has exited.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.0.stop()
+    }
+
+    /// Starts the server again on the same address.
+    pub fn restart(&mut self) {
+        self.0.restart();
+    }
+}
+
+impl Backend for GreeterProcess {
+    fn addr(&self) -> SocketAddr {
+        self.addr()
+    }
+    fn name(&self) -> &str {
+        self.name()
+    }
+}
+
+/// A helloworld Greeter served by grpcio from Python
+/// (`tests/python/greeter_server.py`), running as a child process.
+///
+/// It needs `python3` with the packages of `tests/python/requirements.txt`
+/// (`scripts/test` installs them); without them [`start`](Self::start) panics
+/// and says what to install, so no test skips silently.
+#[derive(Debug)]
+pub struct PythonGreeter(ServerProcess);
+
+impl PythonGreeter {
+    /// Starts a server named `name` on `listen` (port 0 picks a free port) and
+    /// waits until it reports that it is listening.
+    pub fn start(listen: &str, name: &str) -> PythonGreeter {
+        PythonGreeter(ServerProcess::start(Launcher::Python, listen, name))
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// The backend name the server puts in its replies.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Kills the process with SIGKILL and waits until it has exited.
+    pub fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    /// Stops the process with SIGTERM (a graceful shutdown) and waits until it
+    /// has exited.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        self.0.stop()
+    }
+
+    /// Starts the server again on the same address (killing it first if it
+    /// still runs).
+    pub fn restart(&mut self) {
+        self.0.restart();
+    }
+}
+
+impl Backend for PythonGreeter {
+    fn addr(&self) -> SocketAddr {
+        self.addr()
+    }
+    fn name(&self) -> &str {
+        self.name()
+    }
+}
+
+/// The install command printed when Python or grpcio is missing.
+const PYTHON_INSTALL: &str = "python3 -m pip install -r tests/python/requirements.txt";
+/// The exit code of greeter_server.py when `import grpc` fails.
+const PYTHON_NO_GRPC: i32 = 3;
+
+/// How to start one kind of server.
+#[derive(Debug, Clone)]
+enum Launcher {
+    /// Our tonic server: `BINARY --listen ADDR --name NAME`.
+    Rust(PathBuf),
+    /// `python3 greeter_server.py --host HOST --port PORT --name NAME`.
+    Python,
+}
+
+impl Launcher {
+    fn command(&self, listen: &str, name: &str) -> Command {
+        match self {
+            Launcher::Rust(binary) => {
+                let mut command = Command::new(binary);
+                command.args(["--listen", listen, "--name", name]);
+                command
+            }
+            Launcher::Python => {
+                let listen: SocketAddr = listen
+                    .parse()
+                    .unwrap_or_else(|e| panic!("listen address {listen:?}: {e}"));
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/greeter_server.py");
+                let mut command = Command::new("python3");
+                command
+                    .arg(script)
+                    .args(["--host", &listen.ip().to_string()])
+                    .args(["--port", &listen.port().to_string()])
+                    .args(["--name", name]);
+                command
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Launcher::Rust(binary) => binary.display().to_string(),
+            Launcher::Python => "python3 tests/python/greeter_server.py".to_owned(),
+        }
+    }
+
+    /// What to tell the reader when the server cannot start at all.
+    fn hint(&self, exit: Option<ExitStatus>) -> String {
+        match (self, exit.and_then(|s| s.code())) {
+            (Launcher::Python, Some(PYTHON_NO_GRPC)) => {
+                format!("grpcio is not installed for python3; install it with: {PYTHON_INSTALL}")
+            }
+            (Launcher::Python, _) => {
+                format!("The grpcio tests need python3 with grpcio ({PYTHON_INSTALL})")
+            }
+            (Launcher::Rust(_), _) => String::new(),
+        }
+    }
+}
+
+/// A server child process of either kind, and what it takes to restart it.
+#[derive(Debug)]
+struct ServerProcess {
+    launcher: Launcher,
+    name: String,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    fn start(launcher: Launcher, listen: &str, name: &str) -> ServerProcess {
+        let (child, addr) = spawn(&launcher, listen, name);
+        ServerProcess {
+            launcher,
             name: name.to_owned(),
             addr,
             child: Some(child),
         }
     }
 
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The backend name the server puts in its replies.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Kills the process with SIGKILL and waits until it has exited.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// Starts the server again on the same address.
-    pub fn restart(&mut self) {
+    fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        kill_process(Pid::from_child(&child), Signal::TERM).expect("send SIGTERM");
+        Some(child.wait().expect("wait for the server to exit"))
+    }
+
+    fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.binary, &self.addr.to_string(), &self.name);
+        let (child, addr) = spawn(&self.launcher, &self.addr.to_string(), &self.name);
         assert_eq!(addr, self.addr, "restarted on the same address");
         self.child = Some(child);
     }
 }
 
-impl Drop for GreeterProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-fn spawn(binary: &PathBuf, listen: &str, name: &str) -> (Child, SocketAddr) {
-    let mut child = Command::new(binary)
-        .args(["--listen", listen, "--name", name])
+/// Starts the server and waits for its one line, `listening on ADDR`.
+fn spawn(launcher: &Launcher, listen: &str, name: &str) -> (Child, SocketAddr) {
+    let what = launcher.describe();
+    let mut child = launcher
+        .command(listen, name)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}. {}", launcher.hint(None)));
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut line = String::new();
-    BufReader::new(stdout)
+    let read = BufReader::new(stdout)
         .read_line(&mut line)
-        .expect("read the server's first line");
+        .unwrap_or_else(|e| panic!("read the first line of {what}: {e}"));
+    if read == 0 {
+        let status = child.wait().ok();
+        let exit = status.map_or("with an unknown status".to_owned(), |s| s.to_string());
+        panic!(
+            "{what} exited ({exit}) before listening on {listen}. {}",
+            launcher.hint(status)
+        );
+    }
     let addr = line
         .trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+        .unwrap_or_else(|| panic!("unexpected first line from {what}: {line:?}"))
         .parse()
-        .expect("the server prints a socket address");
+        .unwrap_or_else(|e| panic!("{what} printed {line:?}, not a socket address: {e}"));
     (child, addr)
 }

@@ -1,102 +1,19 @@
 //! The Channel against real server processes on loopback: black-box ports of
 //! grpc-go's round_robin, pick_first and wait-for-ready tests (named after them).
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use grpc_lb::resolve::{Address, Endpoint, ManualHandle, ManualResolver, Registry};
+use grpc_lb::resolve::{Address, Endpoint};
 use grpc_lb::{Channel, ConnectivityState, WaitForReady};
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
-use integration_tests::GreeterProcess;
+use integration_tests::{ipv4_target, GreeterProcess};
+use support::*;
 use tokio::time::timeout;
-
-type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
-
-const SERVER: &str = env!("CARGO_BIN_EXE_test-greeter-server");
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig::try_new(
-        Duration::from_millis(50),
-        1.6,
-        0.2,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    )
-    .unwrap()
-}
-
-/// A round_robin channel fed by a manual resolver, and the resolver's handle.
-fn manual_round_robin(backoff: BackoffConfig) -> (GrpcChannel, ManualHandle) {
-    let (resolver, handle) = ManualResolver::new("test");
-    let mut registry = Registry::with_defaults();
-    registry.register(resolver);
-    let channel = Channel::builder("test:///greeter")
-        .resolver_registry(registry)
-        .policy("round_robin")
-        .backoff(backoff)
-        .build()
-        .unwrap();
-    (channel, handle)
-}
-
-/// A round_robin channel over `servers`, with a fast backoff.
-fn round_robin(servers: &[GreeterProcess]) -> GrpcChannel {
-    Channel::builder(ipv4_target(servers))
-        .policy("round_robin")
-        .backoff(fast_backoff())
-        .build()
-        .unwrap()
-}
-
-fn servers(names: &[&str]) -> Vec<GreeterProcess> {
-    names
-        .iter()
-        .map(|name| GreeterProcess::start(SERVER, "127.0.0.1:0", name))
-        .collect()
-}
-
-fn ipv4_target(servers: &[GreeterProcess]) -> String {
-    let addrs: Vec<String> = servers.iter().map(|s| s.addr().to_string()).collect();
-    format!("ipv4:{}", addrs.join(","))
-}
-
-async fn hello(channel: &GrpcChannel, wait_for_ready: bool) -> Result<String, tonic::Status> {
-    let mut client = GreeterClient::new(channel.clone());
-    let mut request = tonic::Request::new(HelloRequest { name: "t".into() });
-    if wait_for_ready {
-        request.extensions_mut().insert(WaitForReady(true));
-    }
-    let reply = timeout(LIMIT, client.say_hello(request))
-        .await
-        .expect("the call ends");
-    reply.map(|r| r.into_inner().message)
-}
-
-fn backend(message: &str) -> String {
-    message.rsplit(' ').next().unwrap_or_default().to_owned()
-}
-
-async fn wait_for_state(channel: &GrpcChannel, want: ConnectivityState) {
-    let mut watch = channel.watch_state();
-    timeout(LIMIT, watch.wait_for(|c| c.state == want))
-        .await
-        .unwrap_or_else(|_| panic!("channel never reached {want}, still {}", channel.state()))
-        .unwrap();
-}
-
-async fn wait_for_ready_count(channel: &GrpcChannel, count: usize) {
-    let mut watch = channel.watch_picker();
-    timeout(LIMIT, async {
-        while channel.ready_addresses().len() != count {
-            watch.changed().await.unwrap();
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never {count} ready: {:?}", channel.ready_addresses()));
-}
 
 // grpc-go test/roundrobin_test.go: TestRoundRobin_Basic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,12 +22,7 @@ async fn round_robin_basic_spreads_evenly() {
     let channel = round_robin(&servers);
     // Discovery and connections happen with no request made.
     wait_for_ready_count(&channel, 3).await;
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for _ in 0..300 {
-        *counts
-            .entry(backend(&hello(&channel, false).await.unwrap()))
-            .or_default() += 1;
-    }
+    let counts = spread(&channel, 300).await;
     for name in ["a", "b", "c"] {
         let n = counts.get(name).copied().unwrap_or(0);
         assert!((90..=110).contains(&n), "uneven spread {counts:?}");
@@ -217,15 +129,9 @@ async fn pick_first_single_address_restart_state_sequence() {
     server.restart();
     assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
     // The trace, not the watch: a watch may merge changes that follow quickly.
-    let states = channel.state_history();
     use ConnectivityState::*;
-    let from_first_connecting: Vec<_> = states
-        .iter()
-        .skip_while(|s| **s != Connecting)
-        .copied()
-        .collect();
     assert_eq!(
-        from_first_connecting,
+        states_from_first_connecting(&channel),
         [Connecting, Ready, Idle, Connecting, Ready]
     );
 }

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""A helloworld Greeter served by grpcio (gRPC's C-core, driven from Python).
+
+The integration tests start, kill and restart it as a real process, to check
+the Rust channel black-box against a gRPC server written in another language.
+It answers like the Rust `NamedGreeter` (crates/grpc-lb-helloworld):
+
+    SayHello { name }  ->  HelloReply { message: "Hello {name} from {backend}" }
+
+and sends the initial metadata entry `x-backend: {backend}`.
+
+    greeter_server.py [--host HOST] [--port PORT] [--name NAME]
+
+PORT 0 (the default) picks a free port. Once bound, the server prints exactly
+one line, `listening on HOST:PORT` with the actual port, and flushes it, so a
+harness waits for that line instead of sleeping. It serves until SIGTERM or
+SIGINT, then stops gracefully and exits 0.
+
+No generated code: the two messages have one string field each (field 1,
+length-delimited), encoded and decoded by hand below.
+"""
+
+import argparse
+import signal
+import sys
+import threading
+from concurrent import futures
+
+try:
+    import grpc
+except ImportError as error:
+    sys.stderr.write(
+        f"greeter_server.py: cannot import grpc ({error}); install it with: "
+        "python3 -m pip install -r tests/python/requirements.txt\n"
+    )
+    sys.exit(3)
+
+SERVICE = "helloworld.Greeter"
+BACKEND_METADATA_KEY = "x-backend"
+SHUTDOWN_GRACE_SECONDS = 5
+
+
+def read_varint(data, pos):
+    value = 0
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 64:
+            raise ValueError("varint too long")
+
+
+def encode_varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_string_field_1(data):
+    """The string in field 1 of a protobuf message; other fields are skipped."""
+    result = ""
+    pos = 0
+    while pos < len(data):
+        key, pos = read_varint(data, pos)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = read_varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 2:
+            length, pos = read_varint(data, pos)
+            if pos + length > len(data):
+                raise ValueError("truncated field")
+            if field == 1:
+                result = data[pos : pos + length].decode("utf-8")
+            pos += length
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire_type}")
+    if pos != len(data):
+        raise ValueError("truncated message")
+    return result
+
+
+def encode_string_field_1(text):
+    payload = text.encode("utf-8")
+    if not payload:
+        return b""  # proto3 leaves default values out
+    return b"\x0a" + encode_varint(len(payload)) + payload
+
+
+def say_hello_handler(backend):
+    def say_hello(name, context):
+        context.send_initial_metadata(((BACKEND_METADATA_KEY, backend),))
+        return f"Hello {name} from {backend}"
+
+    return grpc.unary_unary_rpc_method_handler(
+        say_hello,
+        request_deserializer=decode_string_field_1,
+        response_serializer=encode_string_field_1,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--name", help="backend name (default: HOST:PORT)")
+    args = parser.parse_args()
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        # A restart must not share the port with a process still holding it.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    address = f"{host}:{args.port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        sys.stderr.write(f"greeter_server.py: cannot bind {address}\n")
+        return 1
+    bound = f"{host}:{port}"
+    backend = args.name if args.name is not None else bound
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"SayHello": say_hello_handler(backend)}),)
+    )
+    server.start()
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"listening on {bound}", flush=True)
+    while not stop.wait(timeout=3600):
+        pass
+    server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
