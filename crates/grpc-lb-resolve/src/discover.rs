@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
@@ -28,6 +29,10 @@ pub struct ResolverStatus {
     pub last_error: Option<SharedError>,
     /// True once the resolver's stream has ended.
     pub ended: bool,
+    /// The addresses in the resolver's order, which `Discover`'s inserts and
+    /// removes cannot carry: pick_first tries them in this order (gRFC A62),
+    /// and a Reset that only reorders them changes it.
+    pub order: Arc<[Address]>,
 }
 
 /// A `tower::discover::Discover` over a resolver's updates, keyed by [`Address`].
@@ -45,6 +50,7 @@ pub struct ResolverDiscover<S, M, Svc> {
     updates: S,
     make: M,
     known: HashMap<Address, Attributes>,
+    order: Vec<Address>,
     pending: VecDeque<Change<Address, Svc>>,
     status: watch::Sender<ResolverStatus>,
     ended: bool,
@@ -62,6 +68,7 @@ where
             updates,
             make,
             known: HashMap::new(),
+            order: Vec::new(),
             pending: VecDeque::new(),
             status,
             ended: false,
@@ -98,10 +105,13 @@ where
     fn apply(&mut self, update: Update) {
         match update {
             Update::Reset(endpoints) => {
-                let mut wanted: HashMap<Address, Endpoint> =
+                let mut wanted: HashMap<&Address, &Endpoint> =
                     HashMap::with_capacity(endpoints.len());
-                for endpoint in endpoints {
-                    wanted.insert(endpoint.address.clone(), endpoint);
+                let mut order = Vec::with_capacity(endpoints.len());
+                for endpoint in &endpoints {
+                    if wanted.insert(&endpoint.address, endpoint).is_none() {
+                        order.push(endpoint.address.clone());
+                    }
                 }
                 let gone: Vec<Address> = self
                     .known
@@ -112,15 +122,18 @@ where
                 for address in &gone {
                     self.remove(address);
                 }
-                let mut added: Vec<&Endpoint> = wanted.values().collect();
-                // Deterministic order, so tests and logs read the same every run.
-                added.sort_by(|a, b| a.address.cmp(&b.address));
-                for endpoint in added {
-                    self.insert(endpoint);
+                // Inserted in the resolver's order; a repeated address counts
+                // once, with the attributes of its first appearance.
+                for address in &order {
+                    self.insert(wanted[address]);
                 }
+                self.order = order;
             }
             Update::Add(endpoints) => {
                 for endpoint in &endpoints {
+                    if !self.known.contains_key(&endpoint.address) {
+                        self.order.push(endpoint.address.clone());
+                    }
                     self.insert(endpoint);
                 }
             }
@@ -128,12 +141,16 @@ where
                 for address in &addresses {
                     self.remove(address);
                 }
+                self.order
+                    .retain(|address| self.known.contains_key(address));
             }
         }
         let endpoints = self.known.len();
+        let order: Arc<[Address]> = self.order.as_slice().into();
         self.status.send_modify(|status| {
             status.resolved = true;
             status.endpoints = endpoints;
+            status.order = order;
             status.last_error = None;
         });
     }

@@ -2,7 +2,6 @@
 //! `resolver/manual` does. It is the workhorse of tests, and the way to feed a
 //! channel from discovery code of your own.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -57,7 +56,8 @@ pub struct ManualHandle {
 #[derive(Debug, Default)]
 struct Shared {
     /// `None` until the first update: a new stream then starts with nothing.
-    current: Option<BTreeMap<Address, Endpoint>>,
+    /// In the order given, which pick_first follows.
+    current: Option<Vec<Endpoint>>,
     subscribers: Vec<mpsc::UnboundedSender<Result<Update, BoxError>>>,
     resolve_now: Vec<ResolveNow>,
 }
@@ -92,7 +92,7 @@ impl ManualResolver {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut shared = lock(&self.shared);
         if let Some(current) = &shared.current {
-            let _ = tx.send(Ok(Update::Reset(current.values().cloned().collect())));
+            let _ = tx.send(Ok(Update::Reset(current.clone())));
         }
         shared.subscribers.push(tx);
         shared.resolve_now.push(resolve_now);
@@ -121,13 +121,15 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 impl ManualHandle {
     /// Replaces the whole set (grpc-go's `UpdateState`).
     pub fn reset(&self, endpoints: impl IntoIterator<Item = Endpoint>) {
-        let current: BTreeMap<Address, Endpoint> = endpoints
-            .into_iter()
-            .map(|e| (e.address.clone(), e))
-            .collect();
-        let update: Vec<Endpoint> = current.values().cloned().collect();
+        let mut update: Vec<Endpoint> = Vec::new();
+        for endpoint in endpoints {
+            // A repeated address counts once, where it first appears.
+            if !update.iter().any(|e| e.address == endpoint.address) {
+                update.push(endpoint);
+            }
+        }
         let mut shared = lock(&self.shared);
-        shared.current = Some(current);
+        shared.current = Some(update.clone());
         shared.send(|| Ok(Update::Reset(update.clone())));
     }
 
@@ -135,9 +137,12 @@ impl ManualHandle {
     pub fn add(&self, endpoints: impl IntoIterator<Item = Endpoint>) {
         let added: Vec<Endpoint> = endpoints.into_iter().collect();
         let mut shared = lock(&self.shared);
-        let current = shared.current.get_or_insert_with(BTreeMap::new);
+        let current = shared.current.get_or_insert_with(Vec::new);
         for endpoint in &added {
-            current.insert(endpoint.address.clone(), endpoint.clone());
+            match current.iter_mut().find(|e| e.address == endpoint.address) {
+                Some(existing) => *existing = endpoint.clone(),
+                None => current.push(endpoint.clone()),
+            }
         }
         shared.send(|| Ok(Update::Add(added.clone())));
     }
@@ -146,10 +151,8 @@ impl ManualHandle {
     pub fn remove(&self, addresses: impl IntoIterator<Item = Address>) {
         let removed: Vec<Address> = addresses.into_iter().collect();
         let mut shared = lock(&self.shared);
-        let current = shared.current.get_or_insert_with(BTreeMap::new);
-        for address in &removed {
-            current.remove(address);
-        }
+        let current = shared.current.get_or_insert_with(Vec::new);
+        current.retain(|e| !removed.contains(&e.address));
         shared.send(|| Ok(Update::Remove(removed.clone())));
     }
 

@@ -49,6 +49,8 @@ where
     resolver_status: Option<watch::Receiver<ResolverStatus>>,
     subchannels: HashMap<Address, Subchannel<C, T, R>>,
     order: Vec<Address>,
+    /// The resolver's order as last applied to `order`.
+    resolver_order: Arc<[Address]>,
     policy: Box<dyn LoadBalancer>,
     shared: Arc<Shared<C::Response>>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -82,6 +84,7 @@ where
             resolver_status,
             subchannels: HashMap::new(),
             order: Vec::new(),
+            resolver_order: Arc::from(Vec::new()),
             policy,
             shared,
             timer: None,
@@ -138,6 +141,7 @@ where
                 }
             }
         }
+        changed |= self.follow_resolver_order();
         if changed {
             let entries = self
                 .order
@@ -154,6 +158,30 @@ where
             self.shared.emit(event);
         }
         changed
+    }
+
+    /// Puts the subchannels in the resolver's latest order (which inserts and
+    /// removes alone cannot convey); addresses it does not list keep their
+    /// place after those it does. Returns whether the order changed.
+    fn follow_resolver_order(&mut self) -> bool {
+        let Some(status) = &self.resolver_status else {
+            return false;
+        };
+        let wanted = status.borrow().order.clone();
+        if Arc::ptr_eq(&wanted, &self.resolver_order) {
+            return false;
+        }
+        self.resolver_order = wanted;
+        let rank: HashMap<&Address, usize> = self
+            .resolver_order
+            .iter()
+            .enumerate()
+            .map(|(i, address)| (address, i))
+            .collect();
+        let before = self.order.clone();
+        self.order
+            .sort_by_key(|address| rank.get(address).copied().unwrap_or(usize::MAX));
+        self.order != before
     }
 
     fn poll_worker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
