@@ -2,39 +2,26 @@
 //! servers: what the server sees of each attempt, and what a client under load
 //! sees when a backend dies or drains.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grpc_lb::Channel;
-use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_helloworld::proto::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
 use grpc_lb_retry::{Retry, RetryLayer};
 use grpc_lb_service_config::ServiceConfig;
-use integration_tests::GreeterProcess;
+use integration_tests::ipv4_target;
+use support::{fast_backoff, GrpcChannel, LIMIT};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tonic::{Code, Status};
 use tower::Layer;
 
-type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
 type RetryChannel = Retry<GrpcChannel>;
-
-const SERVER: &str = env!("CARGO_BIN_EXE_test-greeter-server");
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig::try_new(
-        Duration::from_millis(50),
-        1.6,
-        0.2,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    )
-    .unwrap()
-}
 
 fn retry_config(max_attempts: u32, throttling: &str) -> ServiceConfig {
     format!(
@@ -284,18 +271,8 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_four_backends_under_load_fails_no_rpc_with_retries_on() {
-    let mut servers: Vec<_> = ["a", "b", "c", "d"]
-        .iter()
-        .map(|name| GreeterProcess::start(SERVER, "127.0.0.1:0", name))
-        .collect();
-    let target = format!(
-        "ipv4:{}",
-        servers
-            .iter()
-            .map(|s| s.addr().to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let mut servers = support::servers(&["a", "b", "c", "d"]);
+    let target = ipv4_target(&servers);
     let (client, _) = channel(&target, retry_config(5, ""));
     let (load, handles) = Load::start(&client, 16);
     for name in ["a", "b", "c", "d"] {
