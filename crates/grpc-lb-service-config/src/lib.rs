@@ -58,9 +58,9 @@ pub struct ServiceConfig {
     load_balancing_config: Vec<PolicyConfig>,
     load_balancing_policy: Option<String>,
     method_configs: Vec<MethodConfig>,
-    /// `(service, method)` → index into `method_configs`; empty strings are
-    /// the wildcards.
-    methods: HashMap<(String, String), usize>,
+    /// Index into `method_configs` by service, then method, so that a lookup
+    /// on the call path borrows the request's path and allocates nothing.
+    methods: MethodIndex,
     health_check: Option<HealthCheckConfig>,
     retry_throttling: Option<RetryThrottling>,
 }
@@ -244,22 +244,18 @@ impl ServiceConfig {
     /// its whole service, which wins over the default entry (a name with
     /// neither service nor method).
     pub fn method_config(&self, path: &str) -> Option<&MethodConfig> {
-        if self.methods.is_empty() {
-            return None;
-        }
         let (service, method) = path
             .strip_prefix('/')
             .and_then(|rest| rest.split_once('/'))
             .unwrap_or(("", ""));
-        let lookup = |service: &str, method: &str| {
-            self.methods
-                .get(&(service.to_owned(), method.to_owned()))
-                .map(|&i| &self.method_configs[i])
-        };
-        (!service.is_empty())
-            .then(|| lookup(service, method).or_else(|| lookup(service, "")))
-            .flatten()
-            .or_else(|| lookup("", ""))
+        let index = &self.methods;
+        let in_service = index
+            .services
+            .get(service)
+            .and_then(|entry| entry.methods.get(method).copied().or(entry.whole_service));
+        in_service
+            .or(index.default)
+            .map(|i| &self.method_configs[i])
     }
 
     /// `healthCheckConfig`, which turns on client-side health checking.
@@ -312,22 +308,53 @@ fn parse_policies(field: Field<'_>) -> Result<Vec<PolicyConfig>> {
         .collect()
 }
 
+#[derive(Clone, Debug, Default, PartialEq)]
+struct MethodIndex {
+    /// The entry named `{}`, for every method of every service.
+    default: Option<usize>,
+    services: HashMap<String, ServiceIndex>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ServiceIndex {
+    whole_service: Option<usize>,
+    methods: HashMap<String, usize>,
+}
+
 /// grpc-go refuses a config that names one method twice, and so do we: which
 /// of the two entries applies would otherwise depend on their order.
-fn index_methods(configs: &[MethodConfig]) -> Result<HashMap<(String, String), usize>> {
-    let mut methods = HashMap::new();
+fn index_methods(configs: &[MethodConfig]) -> Result<MethodIndex> {
+    let mut index = MethodIndex::default();
     for (i, config) in configs.iter().enumerate() {
         for (j, name) in config.names().iter().enumerate() {
-            let key = (name.service().to_owned(), name.method().to_owned());
-            if methods.insert(key, i).is_some() {
-                return Err(ServiceConfigError::new(
-                    format!("methodConfig[{i}].name[{j}]"),
-                    ServiceConfigErrorKind::DuplicateName(name.to_string()),
-                ));
+            let slot = if name.service().is_empty() {
+                &mut index.default
+            } else {
+                let service = index.services.entry(name.service().to_owned()).or_default();
+                if name.method().is_empty() {
+                    &mut service.whole_service
+                } else {
+                    let free = !service.methods.contains_key(name.method());
+                    if free {
+                        service.methods.insert(name.method().to_owned(), i);
+                        continue;
+                    }
+                    return Err(duplicate(i, j, name));
+                }
+            };
+            if slot.replace(i).is_some() {
+                return Err(duplicate(i, j, name));
             }
         }
     }
-    Ok(methods)
+    Ok(index)
+}
+
+fn duplicate(config: usize, name_index: usize, name: &MethodName) -> ServiceConfigError {
+    ServiceConfigError::new(
+        format!("methodConfig[{config}].name[{name_index}]"),
+        ServiceConfigErrorKind::DuplicateName(name.to_string()),
+    )
 }
 
 fn parse_throttling(field: Field<'_>) -> Result<RetryThrottling> {

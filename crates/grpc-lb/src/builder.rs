@@ -181,6 +181,7 @@ impl Builder {
             resolve_now,
             resolver_status: Some(discover.status()),
             channel_id,
+            service_config: None,
         };
         tracing::info!(
             "[Channel #{}] Channel created for target {:?} with policy {}",

@@ -5,13 +5,13 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use grpc_lb_balance::{EndpointLoad, LoadBalancer};
-use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, ResolveNow};
+use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
 use grpc_lb_failfast::{transport_to_status, unavailable};
 use grpc_lb_reconnect::Reconnect;
 use grpc_lb_resolve::{Address, ResolverStatus};
+use grpc_lb_service_config::ServiceConfig;
 use pin_project_lite::pin_project;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
@@ -71,6 +71,7 @@ pub struct Channel<S> {
 /// Owned by the channel clones; dropping the last one stops the worker.
 struct Handle<S> {
     shared: Arc<Shared<S>>,
+    service_config: Option<Arc<ServiceConfig>>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -105,6 +106,9 @@ pub struct ChannelOptions {
     pub resolver_status: Option<watch::Receiver<ResolverStatus>>,
     /// The channel's id in logs.
     pub channel_id: u64,
+    /// Per-method `timeout` and `waitForReady` from a service config; the
+    /// policy it names is chosen by whoever builds the channel.
+    pub service_config: Option<Arc<ServiceConfig>>,
 }
 
 impl Default for ChannelOptions {
@@ -115,6 +119,7 @@ impl Default for ChannelOptions {
             resolve_now: ResolveNow::new(),
             resolver_status: None,
             channel_id: grpc_lb_core::next_channelz_id(),
+            service_config: None,
         }
     }
 }
@@ -161,6 +166,7 @@ impl<S> Channel<S> {
         let channel = Channel {
             handle: Arc::new(Handle {
                 shared,
+                service_config: options.service_config,
                 _shutdown: shutdown,
             }),
             picked: None,
@@ -272,7 +278,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(config) = &self.handle.service_config {
+            apply_method_config(config, &mut request);
+        }
         let call = CallRecord::start(&self.handle.shared.calls);
         match self.picked.take() {
             Some(Picked {
@@ -405,7 +414,7 @@ where
         .extensions()
         .get::<WaitForReady>()
         .map_or(shared.wait_for_ready, |w| w.0);
-    let deadline = grpc_timeout(request.headers()).map(|timeout| Instant::now() + timeout);
+    let deadline = grpc_timeout::parse(request.headers()).map(|timeout| Instant::now() + timeout);
     let _permit = shared.waiting.clone().try_acquire_owned().map_err(|_| {
         tonic::Status::resource_exhausted(format!(
             "too many requests waiting for a connection (limit {})",
@@ -468,47 +477,73 @@ where
     }
 }
 
-/// The request's deadline from its `grpc-timeout` header (gRPC's
-/// `PROTOCOL-HTTP2.md`: up to 8 digits and a unit of H, M, S, m, u or n).
-pub(crate) fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
+/// Applies the service config's entry for the request's method: its
+/// `waitForReady` unless the request says otherwise (the service config doc:
+/// the config gives the default, the application may override it), and its
+/// `timeout` when sooner than the request's own deadline, written back as
+/// `grpc-timeout` so that the wait here and the server both honour it.
+fn apply_method_config<B>(config: &ServiceConfig, request: &mut http::Request<B>) {
+    let Some(method) = config.method_config(request.uri().path()) else {
+        return;
+    };
+    if let Some(wait) = method.wait_for_ready() {
+        if request.extensions().get::<WaitForReady>().is_none() {
+            request.extensions_mut().insert(WaitForReady(wait));
+        }
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+    if let Some(timeout) = method.timeout() {
+        let sooner = grpc_timeout::parse(request.headers()).map_or(timeout, |own| own.min(timeout));
+        request
+            .headers_mut()
+            .insert(grpc_timeout::HEADER, grpc_timeout::encode(sooner));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn grpc_timeout_units() {
-        let mut headers = http::HeaderMap::new();
-        for (value, expected) in [
-            ("1H", Some(Duration::from_secs(3600))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("3S", Some(Duration::from_secs(3))),
-            ("250m", Some(Duration::from_millis(250))),
-            ("7u", Some(Duration::from_micros(7))),
-            ("9n", Some(Duration::from_nanos(9))),
-            ("10", None),
-            ("S", None),
-            ("123456789S", None),
-            ("-1S", None),
-        ] {
-            headers.insert("grpc-timeout", value.parse().unwrap());
-            assert_eq!(grpc_timeout(&headers), expected, "{value}");
+    fn request(path: &str, timeout: Option<&str>, wait: Option<bool>) -> http::Request<()> {
+        let mut request = http::Request::builder().uri(path);
+        if let Some(timeout) = timeout {
+            request = request.header(grpc_timeout::HEADER, timeout);
         }
+        let mut request = request.body(()).unwrap();
+        if let Some(wait) = wait {
+            request.extensions_mut().insert(WaitForReady(wait));
+        }
+        request
+    }
+
+    #[test]
+    fn method_config_sets_defaults_the_request_can_override() {
+        let config: ServiceConfig = r#"{"methodConfig": [
+            {"name": [{"service": "s"}], "timeout": "2s", "waitForReady": true}]}"#
+            .parse()
+            .unwrap();
+        let mut plain = request("/s/m", None, None);
+        apply_method_config(&config, &mut plain);
+        assert_eq!(plain.headers()[grpc_timeout::HEADER], "2000000u");
+        assert_eq!(
+            plain.extensions().get::<WaitForReady>(),
+            Some(&WaitForReady(true))
+        );
+
+        let mut own = request("/s/m", Some("1S"), Some(false));
+        apply_method_config(&config, &mut own);
+        assert_eq!(own.headers()[grpc_timeout::HEADER], "1000000u");
+        assert_eq!(
+            own.extensions().get::<WaitForReady>(),
+            Some(&WaitForReady(false))
+        );
+
+        let mut later = request("/s/m", Some("1M"), None);
+        apply_method_config(&config, &mut later);
+        assert_eq!(later.headers()[grpc_timeout::HEADER], "2000000u");
+
+        let mut other = request("/t/m", None, None);
+        apply_method_config(&config, &mut other);
+        assert!(other.headers().get(grpc_timeout::HEADER).is_none());
+        assert!(other.extensions().get::<WaitForReady>().is_none());
     }
 }
