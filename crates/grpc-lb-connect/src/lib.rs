@@ -35,7 +35,13 @@
 mod connection;
 mod connector;
 pub mod error;
+mod io;
 mod preface;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use connection::{Http2Connection, ResponseFuture};
 pub use connector::{ConnectFuture, Http2Connector};
+#[cfg(unix)]
+pub use io::UnixConnector;
+pub use io::{BoxConnector, BoxIo, Io, IoFuture, TcpConnector};

@@ -89,11 +89,14 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                     send(this.report, preface);
                 }
             }
-            Poll::Ready(Err(e)) => {
-                send(
-                    this.report,
-                    Preface::Closed(Some(io::Error::new(e.kind(), e.to_string()))),
-                );
+            Poll::Ready(Err(_)) => {
+                // The connector gets the original error, whose source may be
+                // typed (a TLS alert); hyper gets a copy of its message.
+                if let Poll::Ready(Err(original)) = result {
+                    let copy = io::Error::new(original.kind(), original.to_string());
+                    send(this.report, Preface::Closed(Some(original)));
+                    return Poll::Ready(Err(copy));
+                }
             }
             Poll::Pending => {}
         }

@@ -40,8 +40,10 @@ pub use crate::builder::{BuildError, Builder};
 pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
-pub use crate::connector::{ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
 pub use crate::worker::Worker;
+#[cfg(feature = "tls")]
+pub use grpc_lb_connect::tls::{TlsConfig, TlsError, TlsErrorKind};
 pub use grpc_lb_core::{Connectivity, ConnectivityState};
 
 pub use grpc_lb_backoff as backoff;
