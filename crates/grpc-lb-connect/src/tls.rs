@@ -543,7 +543,10 @@ impl TlsError {
     }
 
     fn alpn(server_name: &str, offered: &[Vec<u8>], chosen: Option<&[u8]>) -> Self {
-        let offered: Vec<_> = offered.iter().map(|p| String::from_utf8_lossy(p)).collect();
+        let offered: Vec<_> = offered
+            .iter()
+            .map(|p| format!("{:?}", String::from_utf8_lossy(p)))
+            .collect();
         let chosen = match chosen {
             Some(p) => format!("selected {:?}", String::from_utf8_lossy(p)),
             None => "selected no protocol".to_owned(),
@@ -610,20 +613,10 @@ impl TlsError {
         let (kind, detail) = match &error {
             E::InvalidCertificate(cert) => match cert {
                 CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => {
-                    let presented = match cert {
-                        CertificateError::NotValidForNameContext { presented, .. }
-                            if !presented.is_empty() =>
-                        {
-                            format!(" (it is for {})", presented.join(", "))
-                        }
-                        _ => String::new(),
-                    };
-                    (
-                        TlsErrorKind::NameMismatch,
-                        format!("the server's certificate is not valid for {name:?}{presented}"),
-                    )
-                }
+                | CertificateError::NotValidForNameContext { .. } => (
+                    TlsErrorKind::NameMismatch,
+                    format!("the server's certificate is not valid for {name:?}"),
+                ),
                 CertificateError::UnknownIssuer => (
                     TlsErrorKind::UnknownIssuer,
                     "the server's certificate is not signed by a trusted root \
