@@ -33,8 +33,16 @@ impl CloseSignal {
         self.waker.wake();
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    pub(crate) fn cause(&self) -> Option<SharedError> {
+        self.cause.get().cloned()
     }
 }
 

@@ -35,6 +35,7 @@
 mod connection;
 mod connector;
 pub mod error;
+pub mod http1;
 mod io;
 mod preface;
 #[cfg(feature = "tls")]
@@ -42,6 +43,7 @@ pub mod tls;
 
 pub use connection::{Http2Connection, ResponseFuture};
 pub use connector::{ConnectFuture, Http2Connector};
+pub use http1::{Http1Connector, Http1Pool};
 #[cfg(unix)]
 pub use io::UnixConnector;
 pub use io::{BoxConnector, BoxIo, Io, IoFuture, TcpConnector};

@@ -4,7 +4,10 @@ use std::fmt;
 
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
-use grpc_lb_connect::{BoxConnector, Http2Connection, Http2Connector, Io};
+use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
+use grpc_lb_connect::{
+    BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io,
+};
 use grpc_lb_core::{BoxError, ResolveNow};
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
@@ -77,6 +80,7 @@ pub struct Builder {
     connector: Option<BoxConnector<Address>>,
     #[cfg(feature = "tls")]
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
+    max_connections: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -162,6 +166,7 @@ impl Builder {
             connector: None,
             #[cfg(feature = "tls")]
             tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -307,7 +312,65 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn(runtime, &target, connector)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+    }
+
+    /// At most this many HTTP/1.1 connections, and so requests in flight, per
+    /// endpoint, for channels of [`build_http1`](Self::build_http1) (default
+    /// 32; at least 1). More requests wait for a connection to come free.
+    pub fn max_connections_per_endpoint(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Builds a channel of HTTP/1.1 connection pools, one per endpoint, for
+    /// REST backends (hyper and axum users), and spawns its worker on the
+    /// current tokio runtime.
+    ///
+    /// The same resolvers, policies, reconnect and backoff serve it as a gRPC
+    /// channel. Each endpoint's pool opens a connection per request in flight,
+    /// up to [`max_connections_per_endpoint`](Self::max_connections_per_endpoint),
+    /// and reuses each once its response body has been read to the end. An
+    /// endpoint counts as READY while its connections are up; when a new
+    /// connection fails or the last one closes it goes IDLE, and reconnecting
+    /// backs off as for gRPC. With [`tls`](Self::tls), ALPN offers `http/1.1`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// let mut channel = grpc_lb::Channel::builder("dns:///api.internal:8080")
+    ///     .policy("round_robin")
+    ///     .build_http1::<Empty<Bytes>>()?;
+    /// let request = http::Request::get("/users/1").body(Empty::new())?;
+    /// let response = channel.ready().await?.call(request).await?;
+    /// let body = response.into_body().collect().await?.to_bytes();
+    /// # drop(body);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build_http1<B>(self) -> Result<Channel<Http1Pool<B>>, BuildError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let target = self
+            .resolvers
+            .parse(&self.target)
+            .map_err(|e| BuildError::Target(ResolveError::BadTarget(e)))?;
+        let transport = self.transport(&target, ALPN_HTTP11)?;
+        let mut connector = Http1Connector::<B>::new()
+            .with_transport(transport.io)
+            .with_scheme(transport.scheme)
+            .with_max_connections(self.max_connections);
+        if let Some(authority) = transport.authority {
+            connector = connector.with_authority(authority);
+        }
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
     }
 
     /// The transport stack below HTTP: the connector, TLS if set, and the
@@ -404,6 +467,7 @@ impl Builder {
 }
 
 const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 struct Transport {
     io: BoxConnector<Address>,
