@@ -23,12 +23,13 @@
 //! # async fn run() -> Result<(), grpc_lb_core::BoxError> {
 //! use grpc_lb_connect::Http1Connector;
 //! use http_body_util::Empty;
-//! use tower::{Service, ServiceExt};
+//! use tower_service::Service;
 //!
 //! let mut connector = Http1Connector::<Empty<bytes::Bytes>>::new().with_max_connections(8);
 //! let mut pool = connector.call("127.0.0.1:8080".parse::<std::net::SocketAddr>()?).await?;
 //! let request = http::Request::get("/health").body(Empty::new())?;
-//! let response = pool.ready().await?.call(request).await?;
+//! std::future::poll_fn(|cx| pool.poll_ready(cx)).await?;
+//! let response = pool.call(request).await?;
 //! println!("{}", response.status());
 //! # Ok(())
 //! # }

@@ -336,7 +336,7 @@ impl Builder {
     /// backs off as for gRPC. With [`tls`](Self::tls), ALPN offers `http/1.1`.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
     /// use bytes::Bytes;
     /// use http_body_util::{BodyExt, Empty};
     /// use tower::{Service, ServiceExt};
