@@ -10,7 +10,7 @@ use grpc_lb_core::SharedError;
 ///
 /// The message names the peer and the step that failed, so that the error a
 /// fail-fast RPC reports says what actually went wrong. The transport's own
-/// error (an I/O error, a [`TlsError`](crate::tls::TlsError), a custom
+/// error (an I/O error, a `tls::TlsError`, a custom
 /// connector's error) is the [`source`](Error::source).
 #[derive(Debug)]
 pub struct ConnectError {
@@ -133,7 +133,7 @@ impl Error for ConnectionClosed {
 }
 
 /// An I/O error from the transport, typed where it can be: a TLS alert read
-/// after the handshake becomes a [`TlsError`](crate::tls::TlsError).
+/// after the handshake becomes a `tls::TlsError`.
 pub(crate) fn classify_io(error: std::io::Error) -> Box<dyn Error + Send + Sync> {
     #[cfg(feature = "tls")]
     {

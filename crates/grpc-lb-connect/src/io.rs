@@ -5,7 +5,7 @@
 //! `tower::Service<Target>` whose response implements [`AsyncRead`] and
 //! [`AsyncWrite`] (the [`Io`] bound) is a transport. [`TcpConnector`] and
 //! [`UnixConnector`] are the built-in ones; TLS
-//! ([`TlsConnector`](crate::tls::TlsConnector), feature `tls`) wraps any of them;
+//! (`tls::TlsConnector`, feature `tls`) wraps any of them;
 //! a proxy, a socket option or a transport of your own is one more
 //! `Service` in the same place. [`BoxConnector`] erases the type of any of them.
 

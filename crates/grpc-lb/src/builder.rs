@@ -31,7 +31,7 @@ use crate::connector::AddressConnector;
 ///
 /// Every subchannel connects through the same stack, whatever the resolver and
 /// the policy: the transport ([`AddressConnector`], or yours from
-/// [`connector`](Self::connector)), then TLS if [`tls`](Self::tls) is set
+/// [`connector`](Self::connector)), then TLS if `tls` is set
 /// (feature `tls`), then the HTTP/2 handshake (or the HTTP/1.1 pool of
 /// [`build_http1`](Self::build_http1)).
 ///
@@ -47,7 +47,7 @@ use crate::connector::AddressConnector;
 /// | `scheme://authority/endpoint` (custom) | `endpoint` | `endpoint`'s host |
 ///
 /// [`authority`](Self::authority) overrides both (grpc-go's `WithAuthority`);
-/// a name set on the [`TlsConfig`](grpc_lb_connect::tls::TlsConfig) overrides
+/// a name set on the `TlsConfig` overrides
 /// the TLS name only.
 ///
 /// # Examples
@@ -230,7 +230,7 @@ impl Builder {
     /// from an untrusted issuer; a plaintext server; a client certificate the
     /// server refuses) fails that connection attempt: the endpoint backs off
     /// like from any failed connection, and the channel reports the
-    /// [`TlsError`](grpc_lb_connect::tls::TlsError) as its cause.
+    /// `TlsError` as its cause.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -333,7 +333,7 @@ impl Builder {
     /// and reuses each once its response body has been read to the end. An
     /// endpoint counts as READY while its connections are up; when a new
     /// connection fails or the last one closes it goes IDLE, and reconnecting
-    /// backs off as for gRPC. With [`tls`](Self::tls), ALPN offers `http/1.1`.
+    /// backs off as for gRPC. With `tls`, ALPN offers `http/1.1`.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
