@@ -645,3 +645,31 @@ impl<B> Drop for PooledBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_go_out_in_origin_form_with_a_host() {
+        let authority = Authority::from_static("api.internal:8080");
+        let request = origin_form(
+            Request::get("http://other.example/users?id=1")
+                .body(())
+                .unwrap(),
+            &authority,
+        );
+        assert_eq!(request.uri(), "/users?id=1");
+        assert_eq!(request.headers()[HOST], "other.example");
+
+        let request = origin_form(Request::get("/health").body(()).unwrap(), &authority);
+        assert_eq!(request.uri(), "/health");
+        assert_eq!(request.headers()[HOST], "api.internal:8080");
+
+        let mut request = Request::get("/").body(()).unwrap();
+        request
+            .headers_mut()
+            .insert(HOST, HeaderValue::from_static("kept"));
+        assert_eq!(origin_form(request, &authority).headers()[HOST], "kept");
+    }
+}

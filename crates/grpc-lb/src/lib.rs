@@ -70,6 +70,16 @@ mod tests {
     }
 
     #[test]
+    fn http1_channels_builders_and_connectors_are_send_and_sync() {
+        fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+        type Empty = http_body_util::Empty<bytes::Bytes>;
+        clone_send_sync::<Channel<connect::Http1Pool<Empty>>>();
+        clone_send_sync::<Builder>();
+        clone_send_sync::<connect::BoxConnector<resolve::Address>>();
+        clone_send_sync::<AddressConnector>();
+    }
+
+    #[test]
     fn building_outside_a_runtime_is_an_error_not_a_panic() {
         let error = Channel::builder("ipv4:127.0.0.1:50051")
             .build()
