@@ -425,10 +425,7 @@ async fn mutual_tls_refuses_a_missing_or_untrusted_client_certificate() {
     resolver.reset([Endpoint::new(server.addr)]);
     let (kind, message) = tls_failure(&without).await;
     assert_eq!(kind, TlsErrorKind::ClientCertificateRequired, "{message}");
-    assert!(
-        message.contains("requires a client certificate"),
-        "{message}"
-    );
+    assert!(message.contains("client certificate"), "{message}");
 
     let stranger = Ca::new("someone else's CA").client("client.test");
     let tls = trusting(&ca)
@@ -441,7 +438,7 @@ async fn mutual_tls_refuses_a_missing_or_untrusted_client_certificate() {
     let status = hello(&untrusted).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
-        status.message().contains("rejected the client certificate"),
+        status.message().contains("client certificate"),
         "{status:?}"
     );
 }

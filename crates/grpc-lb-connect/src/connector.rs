@@ -285,7 +285,21 @@ where
             ))
         }
         // The connection task ended, dropping the transport, before any verdict.
-        Err(_) => return Err(ConnectError::new(peer, Step::ClosedBeforePreface, None)),
+        Err(_) => {
+            // The connection task ended, dropping the transport, before any
+            // verdict: its error, set as it ends, is the cause.
+            std::future::poll_fn(|cx| {
+                closed.register(cx.waker());
+                if closed.is_closed() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            let cause = closed.cause().map(|e| Box::new(e) as BoxError);
+            return Err(ConnectError::new(peer, Step::ClosedBeforePreface, cause));
+        }
     }
 
     let authority = match &settings.authority {

@@ -51,16 +51,19 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use grpc_lb_core::BoxError;
-use rustls::client::ClientConfig;
+use rustls::client::{ClientConfig, ResolvesClientCert};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
-use rustls::{AlertDescription, CertificateError, RootCertStore};
+use rustls::{AlertDescription, CertificateError, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower_service::Service;
 
 use crate::io::{Io, IoFuture};
@@ -416,9 +419,9 @@ where
     C::Future: Send + 'static,
     T: fmt::Display,
 {
-    type Response = TlsStream<C::Response>;
+    type Response = TlsIo<C::Response>;
     type Error = BoxError;
-    type Future = IoFuture<TlsStream<C::Response>>;
+    type Future = IoFuture<TlsIo<C::Response>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -437,7 +440,15 @@ where
             let name = name?;
             let io = stream.await.map_err(Into::into)?;
             let display = name.to_str().into_owned();
-            let stream = tokio_rustls::TlsConnector::from(config)
+            // Each connection notes whether the server asked for a client
+            // certificate, to explain a connection it then drops.
+            let client_auth = Arc::new(AtomicU8::new(NOT_ASKED));
+            let mut config = ClientConfig::clone(&config);
+            config.client_auth_cert_resolver = Arc::new(RecordingResolver {
+                inner: config.client_auth_cert_resolver.clone(),
+                outcome: client_auth.clone(),
+            });
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, io)
                 .await
                 .map_err(|e| TlsError::from_handshake(e, &display))?;
@@ -447,8 +458,187 @@ where
                     return Err(TlsError::alpn(&display, &alpn, chosen).into());
                 }
             }
-            Ok(stream)
+            Ok(TlsIo {
+                stream,
+                client_auth: client_auth.load(Ordering::Acquire),
+                heard: false,
+            })
         })
+    }
+}
+
+const NOT_ASKED: u8 = 0;
+const ASKED_NONE: u8 = 1;
+const ASKED_PRESENTED: u8 = 2;
+
+/// Passes the configured client certificate through, noting that the server
+/// asked for it.
+#[derive(Debug)]
+struct RecordingResolver {
+    inner: Arc<dyn ResolvesClientCert>,
+    outcome: Arc<AtomicU8>,
+}
+
+impl ResolvesClientCert for RecordingResolver {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let resolved = self.inner.resolve(root_hint_subjects, sigschemes);
+        let outcome = if resolved.is_some() {
+            ASKED_PRESENTED
+        } else {
+            ASKED_NONE
+        };
+        self.outcome.store(outcome, Ordering::Release);
+        resolved
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
+}
+
+/// The stream of a [`TlsConnector`]: a rustls client stream that explains a
+/// connection dropped right after a handshake in which the server asked for a
+/// client certificate.
+///
+/// In TLS 1.3 a server checks the client's certificate after the client has
+/// finished its handshake, and refuses it with an alert and a close. The
+/// alert usually arrives (and becomes a [`TlsError`]), but when the client
+/// has already written and the server closes with those bytes unread, the
+/// kernel resets the connection and the alert is lost. A reset, broken pipe
+/// or end of stream before the server's first byte is then reported as a
+/// [`TlsError`] of kind `ClientCertificateRequired` (none was configured) or
+/// `ClientCertificateRejected` (one was presented).
+pub struct TlsIo<IO> {
+    stream: TlsStream<IO>,
+    client_auth: u8,
+    heard: bool,
+}
+
+impl<IO> TlsIo<IO> {
+    /// The rustls stream.
+    pub fn get_ref(&self) -> &TlsStream<IO> {
+        &self.stream
+    }
+
+    /// The rustls stream, mutably.
+    pub fn get_mut(&mut self) -> &mut TlsStream<IO> {
+        &mut self.stream
+    }
+
+    /// The rustls stream, consuming the wrapper.
+    pub fn into_inner(self) -> TlsStream<IO> {
+        self.stream
+    }
+
+    /// A failure before the server's first byte, after it asked for a client
+    /// certificate: most likely its verdict on that certificate.
+    fn explain(&self, error: Option<io::Error>) -> Option<io::Error> {
+        if self.heard || self.client_auth == NOT_ASKED {
+            return error;
+        }
+        if let Some(error) = &error {
+            if error.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+                return None;
+            }
+        }
+        let kind = error
+            .as_ref()
+            .map_or(io::ErrorKind::UnexpectedEof, io::Error::kind);
+        Some(io::Error::new(
+            kind,
+            TlsError::client_auth_dropped(self.client_auth == ASKED_PRESENTED, error),
+        ))
+    }
+}
+
+impl<IO> fmt::Debug for TlsIo<IO> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsIo")
+            .field("client_auth_requested", &(self.client_auth != NOT_ASKED))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsIo<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, buf));
+        if self.heard || self.client_auth == NOT_ASKED {
+            return Poll::Ready(result);
+        }
+        match result {
+            Ok(()) if buf.filled().len() > before || buf.remaining() == 0 => {
+                self.heard = true;
+                Poll::Ready(Ok(()))
+            }
+            Ok(()) => match self.explain(None) {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Ready(Ok(())),
+            },
+            Err(error) => {
+                let rustls = error.get_ref().is_some_and(|e| e.is::<rustls::Error>());
+                if rustls {
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Ready(Err(self.explain(Some(error)).expect("an error stays one")))
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> TlsIo<IO> {
+    fn explain_write<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        match result {
+            Err(error) if !error.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+                Err(self.explain(Some(error)).expect("an error stays one"))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsIo<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
+        Poll::Ready(self.explain_write(result))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
+        Poll::Ready(self.explain_write(result))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = std::task::ready!(Pin::new(&mut self.stream).poll_flush(cx));
+        Poll::Ready(self.explain_write(result))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -562,6 +752,28 @@ impl TlsError {
         }
     }
 
+    fn client_auth_dropped(presented: bool, source: Option<io::Error>) -> Self {
+        let (kind, detail) = if presented {
+            (
+                TlsErrorKind::ClientCertificateRejected,
+                "the server dropped the connection after checking the client certificate: \
+                 it most likely rejected it",
+            )
+        } else {
+            (
+                TlsErrorKind::ClientCertificateRequired,
+                "the server asked for a client certificate, none is configured, and it \
+                 dropped the connection",
+            )
+        };
+        TlsError {
+            kind,
+            server_name: None,
+            detail: detail.to_owned(),
+            source: source.map(|e| Box::new(e) as BoxError),
+        }
+    }
+
     /// A failed client handshake, as tokio-rustls reports it.
     fn from_handshake(error: io::Error, server_name: &str) -> Self {
         if error.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
@@ -595,6 +807,15 @@ impl TlsError {
     /// handshake, as a TLS 1.3 server rejecting a client certificate sends),
     /// as a `TlsError`; any other I/O error as it is.
     pub(crate) fn classify_io(error: io::Error) -> BoxError {
+        if error.get_ref().is_some_and(|e| e.is::<TlsError>()) {
+            if let Some(inner) = error
+                .into_inner()
+                .and_then(|e| e.downcast::<TlsError>().ok())
+            {
+                return inner;
+            }
+            unreachable!("checked to be a TlsError")
+        }
         if error.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
             if let Some(inner) = error
                 .into_inner()
