@@ -121,7 +121,7 @@ async fn server_restart_recovers_on_the_same_client() {
     assert!(
         status
             .message()
-            .contains(&format!("tcp connect to {addr} failed"))
+            .contains(&format!("connect to {addr} failed"))
             && status.message().contains("refused"),
         "{}",
         status.message()

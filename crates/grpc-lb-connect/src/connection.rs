@@ -1,6 +1,5 @@
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -34,8 +33,16 @@ impl CloseSignal {
         self.waker.wake();
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    pub(crate) fn cause(&self) -> Option<SharedError> {
+        self.cause.get().cloned()
     }
 }
 
@@ -48,7 +55,7 @@ impl CloseSignal {
 /// Many requests may be in flight at once; HTTP/2 multiplexes them.
 pub struct Http2Connection<B> {
     send: SendRequest<B>,
-    addr: SocketAddr,
+    peer: Arc<str>,
     scheme: Scheme,
     authority: Authority,
     closed: Arc<CloseSignal>,
@@ -63,7 +70,7 @@ impl<B> Clone for Http2Connection<B> {
     fn clone(&self) -> Self {
         Http2Connection {
             send: self.send.clone(),
-            addr: self.addr,
+            peer: self.peer.clone(),
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
             closed: self.closed.clone(),
@@ -75,14 +82,14 @@ impl<B> Clone for Http2Connection<B> {
 impl<B> Http2Connection<B> {
     pub(crate) fn new(
         send: SendRequest<B>,
-        addr: SocketAddr,
+        peer: Arc<str>,
         scheme: Scheme,
         authority: Authority,
         closed: Arc<CloseSignal>,
     ) -> Self {
         Http2Connection {
             send,
-            addr,
+            peer,
             scheme,
             authority,
             closed,
@@ -90,9 +97,10 @@ impl<B> Http2Connection<B> {
         }
     }
 
-    /// The peer's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The peer, as its target was written (`127.0.0.1:50051`,
+    /// `unix:/run/greeter.sock`, ...).
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// True once the transport has closed.
@@ -101,7 +109,7 @@ impl<B> Http2Connection<B> {
     }
 
     fn closed_error(&self) -> ConnectionClosed {
-        ConnectionClosed::new(self.addr, self.closed.cause.get().cloned())
+        ConnectionClosed::new(self.peer.clone(), self.closed.cause.get().cloned())
     }
 
     /// Gives a path-only URI (what tonic's generated clients send) a scheme and an
@@ -125,7 +133,7 @@ impl<B> Http2Connection<B> {
 impl<B> fmt::Debug for Http2Connection<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http2Connection")
-            .field("addr", &self.addr)
+            .field("peer", &self.peer)
             .field("authority", &self.authority)
             .field("closed", &self.is_closed())
             .finish()

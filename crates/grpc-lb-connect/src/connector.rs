@@ -1,7 +1,6 @@
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,25 +11,34 @@ use http::uri::{Authority, Scheme};
 use http_body::Body;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::connection::{CloseSignal, Http2Connection};
 use crate::error::{ConnectError, Step};
+use crate::io::{Io, TcpConnector};
 use crate::preface::{Preface, PrefaceWatch};
 
-/// Connects to a socket address over TCP and HTTP/2 (h2c, prior knowledge).
+/// Connects over a transport and HTTP/2 (prior knowledge).
+///
+/// The transport is any connector whose response is an [`Io`] stream
+/// ([`TcpConnector`] by default, so the targets are `SocketAddr`s): Unix
+/// sockets, TLS over either, or your own, set with
+/// [`with_transport`](Http2Connector::with_transport). The HTTP/2 handshake runs
+/// over whatever it returns.
 ///
 /// The returned future resolves only after the server's SETTINGS frame has been
 /// read, so a success here means the server really answered. Requests sent on the
 /// resulting [`Http2Connection`] that carry only a path get the connector's scheme
-/// (`http`) and authority filled in, as tonic's `Channel` does; the authority
-/// defaults to the address itself and can be set with
+/// (`http`, or `https` once set with [`with_scheme`](Http2Connector::with_scheme))
+/// and authority filled in, as tonic's `Channel` does; the authority defaults to
+/// the target itself when it is a valid `host[:port]` (`localhost` otherwise, as
+/// for a Unix socket) and can be set with
 /// [`with_authority`](Http2Connector::with_authority) so that `:authority` names
 /// the service rather than an IP.
 ///
 /// The connector is cheap to clone: its settings are shared.
-pub struct Http2Connector<B> {
+pub struct Http2Connector<B, C = TcpConnector> {
+    transport: C,
     settings: Arc<Settings>,
     _body: PhantomData<fn(B)>,
 }
@@ -38,18 +46,77 @@ pub struct Http2Connector<B> {
 #[derive(Clone, Debug, Default)]
 struct Settings {
     authority: Option<Authority>,
+    scheme: Option<Scheme>,
     keep_alive_interval: Option<Duration>,
     keep_alive_timeout: Option<Duration>,
     keep_alive_while_idle: bool,
 }
 
 impl<B> Http2Connector<B> {
-    /// A connector with hyper's HTTP/2 defaults and no keepalive pings.
+    /// A connector over TCP with hyper's HTTP/2 defaults and no keepalive pings.
     pub fn new() -> Self {
         Http2Connector {
+            transport: TcpConnector::new(),
             settings: Arc::new(Settings::default()),
             _body: PhantomData,
         }
+    }
+
+    /// A connector over TLS over TCP, sending `https` as `:scheme`.
+    ///
+    /// The server name the certificate is checked against is the config's
+    /// ([`TlsConfig::with_server_name`](crate::tls::TlsConfig::with_server_name)),
+    /// or else the IP address connected to.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), grpc_lb_core::BoxError> {
+    /// use grpc_lb_connect::tls::TlsConfig;
+    /// use grpc_lb_connect::Http2Connector;
+    /// use tower_service::Service;
+    ///
+    /// let ca = std::fs::read("ca.pem")?;
+    /// let config = TlsConfig::new().with_root_certificates_pem(&ca)?.with_server_name("greeter.example")?;
+    /// let mut connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::tls(config)
+    ///     .with_authority("greeter.example:443".parse()?);
+    /// let connection = connector.call("192.0.2.10:443".parse()?).await?;
+    /// # drop(connection);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(
+        config: crate::tls::TlsConfig,
+    ) -> Http2Connector<B, crate::tls::TlsConnector<TcpConnector>> {
+        Http2Connector::new()
+            .with_transport(crate::tls::TlsConnector::new(config, TcpConnector::new()))
+            .with_scheme(Scheme::HTTPS)
+    }
+}
+
+impl<B, C> Http2Connector<B, C> {
+    /// Runs HTTP/2 over this transport instead: any `Service<Target>` whose
+    /// response is an [`Io`] stream.
+    pub fn with_transport<C2>(self, transport: C2) -> Http2Connector<B, C2> {
+        Http2Connector {
+            transport,
+            settings: self.settings,
+            _body: PhantomData,
+        }
+    }
+
+    /// The transport connector.
+    pub fn get_ref(&self) -> &C {
+        &self.transport
+    }
+
+    /// The transport connector, mutably.
+    pub fn get_mut(&mut self) -> &mut C {
+        &mut self.transport
+    }
+
+    /// The transport connector, consuming the HTTP/2 connector.
+    pub fn into_inner(self) -> C {
+        self.transport
     }
 
     fn settings_mut(&mut self) -> &mut Settings {
@@ -59,6 +126,12 @@ impl<B> Http2Connector<B> {
     /// Sends this authority (`host[:port]`) in `:authority` instead of the address.
     pub fn with_authority(mut self, authority: Authority) -> Self {
         self.settings_mut().authority = Some(authority);
+        self
+    }
+
+    /// Sends this `:scheme` (`https` over TLS) instead of `http`.
+    pub fn with_scheme(mut self, scheme: Scheme) -> Self {
+        self.settings_mut().scheme = Some(scheme);
         self
     }
 
@@ -87,18 +160,20 @@ impl<B> Default for Http2Connector<B> {
     }
 }
 
-impl<B> Clone for Http2Connector<B> {
+impl<B, C: Clone> Clone for Http2Connector<B, C> {
     fn clone(&self) -> Self {
         Http2Connector {
+            transport: self.transport.clone(),
             settings: self.settings.clone(),
             _body: PhantomData,
         }
     }
 }
 
-impl<B> fmt::Debug for Http2Connector<B> {
+impl<B, C: fmt::Debug> fmt::Debug for Http2Connector<B, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http2Connector")
+            .field("transport", &self.transport)
             .field("settings", &self.settings)
             .finish()
     }
@@ -127,43 +202,54 @@ impl<B> Future for ConnectFuture<B> {
     }
 }
 
-impl<B> Service<SocketAddr> for Http2Connector<B>
+impl<B, C, T> Service<T> for Http2Connector<B, C>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
+    C: Service<T>,
+    C::Response: Io,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+    T: fmt::Display,
 {
     type Response = Http2Connection<B>;
     type Error = ConnectError;
     type Future = ConnectFuture<B>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.transport
+            .poll_ready(cx)
+            .map_err(|e| ConnectError::new("".into(), Step::NotReady, Some(e.into())))
     }
 
-    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+    fn call(&mut self, target: T) -> Self::Future {
+        let peer: Arc<str> = target.to_string().into();
+        let io = self.transport.call(target);
+        let io = async move { io.await.map_err(Into::into) };
         let settings = self.settings.clone();
         ConnectFuture {
-            inner: Box::pin(connect(addr, settings)),
+            inner: Box::pin(connect(peer, io, settings)),
         }
     }
 }
 
-async fn connect<B>(
-    addr: SocketAddr,
+async fn connect<B, F, I>(
+    peer: Arc<str>,
+    io: F,
     settings: Arc<Settings>,
 ) -> Result<Http2Connection<B>, ConnectError>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
+    F: Future<Output = Result<I, BoxError>>,
+    I: Io,
 {
-    let tcp = TcpStream::connect(addr)
+    let io = io
         .await
-        .map_err(|e| ConnectError::new(addr, Step::Tcp, Some(e.into())))?;
-    // gRPC messages are small and latency-bound; Nagle only adds delay.
-    let _ = tcp.set_nodelay(true);
-    let (io, preface) = PrefaceWatch::new(tcp);
+        .map_err(|e| ConnectError::new(peer.clone(), Step::Connect, Some(e)))?;
+    let (io, preface) = PrefaceWatch::new(io);
 
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
@@ -177,40 +263,55 @@ where
     let (send, connection) = builder
         .handshake::<_, B>(TokioIo::new(io))
         .await
-        .map_err(|e| ConnectError::new(addr, Step::Handshake, Some(e.into())))?;
+        .map_err(|e| ConnectError::new(peer.clone(), Step::Handshake, Some(e.into())))?;
 
     let closed = Arc::new(CloseSignal::default());
     let on_close = closed.clone();
+    let task_peer = peer.clone();
     tokio::spawn(async move {
         let result = connection.await;
-        tracing::debug!(%addr, ?result, "HTTP/2 connection closed");
+        tracing::debug!(peer = %task_peer, ?result, "HTTP/2 connection closed");
         on_close.close(result.err().map(|e| Arc::new(e) as _));
     });
 
     match preface.await {
         Ok(Preface::Settings) => {}
-        Ok(Preface::Unexpected) => return Err(ConnectError::new(addr, Step::NotHttp2, None)),
+        Ok(Preface::Unexpected) => return Err(ConnectError::new(peer, Step::NotHttp2, None)),
         Ok(Preface::Closed(cause)) => {
             return Err(ConnectError::new(
-                addr,
+                peer,
                 Step::ClosedBeforePreface,
-                cause.map(Into::into),
+                cause.map(crate::error::classify_io),
             ))
         }
         // The connection task ended, dropping the transport, before any verdict.
-        Err(_) => return Err(ConnectError::new(addr, Step::ClosedBeforePreface, None)),
+        Err(_) => {
+            // The connection task ended, dropping the transport, before any
+            // verdict: its error, set as it ends, is the cause.
+            std::future::poll_fn(|cx| {
+                closed.register(cx.waker());
+                if closed.is_closed() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            let cause = closed.cause().map(|e| Box::new(e) as BoxError);
+            return Err(ConnectError::new(peer, Step::ClosedBeforePreface, cause));
+        }
     }
 
     let authority = match &settings.authority {
         Some(authority) => authority.clone(),
-        None => Authority::try_from(addr.to_string().as_str())
-            .expect("a socket address is a valid authority"),
+        None => default_authority(&peer),
     };
-    Ok(Http2Connection::new(
-        send,
-        addr,
-        Scheme::HTTP,
-        authority,
-        closed,
-    ))
+    let scheme = settings.scheme.clone().unwrap_or(Scheme::HTTP);
+    Ok(Http2Connection::new(send, peer, scheme, authority, closed))
+}
+
+/// The target itself when it is a valid `host[:port]`, else `localhost` (what
+/// gRPC sends for Unix sockets).
+pub(crate) fn default_authority(peer: &str) -> Authority {
+    Authority::try_from(peer).unwrap_or_else(|_| Authority::from_static("localhost"))
 }

@@ -2,24 +2,29 @@
 
 use std::error::Error;
 use std::fmt;
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use grpc_lb_core::SharedError;
 
 /// A connection attempt failed.
 ///
-/// The message names the address and the step that failed, so that the error a
-/// fail-fast RPC reports says what actually went wrong.
+/// The message names the peer and the step that failed, so that the error a
+/// fail-fast RPC reports says what actually went wrong. The transport's own
+/// error (an I/O error, a `tls::TlsError`, a custom
+/// connector's error) is the [`source`](Error::source).
 #[derive(Debug)]
 pub struct ConnectError {
-    addr: SocketAddr,
+    peer: Arc<str>,
     step: Step,
     source: Option<Box<dyn Error + Send + Sync>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
-    Tcp,
+    /// The transport connector was not ready.
+    NotReady,
+    /// The transport connector failed (TCP, Unix, TLS, custom).
+    Connect,
     Handshake,
     ClosedBeforePreface,
     NotHttp2,
@@ -27,21 +32,32 @@ pub(crate) enum Step {
 
 impl ConnectError {
     pub(crate) fn new(
-        addr: SocketAddr,
+        peer: Arc<str>,
         step: Step,
         source: Option<Box<dyn Error + Send + Sync>>,
     ) -> Self {
-        ConnectError { addr, step, source }
+        ConnectError { peer, step, source }
     }
 
-    /// The address that could not be reached.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The peer that could not be reached, as the target was written
+    /// (`127.0.0.1:50051`, `unix:/run/greeter.sock`, ...).
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
-    /// True if the TCP connection itself could not be made (refused, unreachable).
-    pub fn is_tcp(&self) -> bool {
-        self.step == Step::Tcp
+    /// True if the transport could not be set up: TCP refused or unreachable,
+    /// a Unix socket missing, a TLS handshake failed, a custom connector's error.
+    pub fn is_connect(&self) -> bool {
+        matches!(self.step, Step::Connect | Step::NotReady)
+    }
+
+    /// The TLS failure behind this error, if there is one: a certificate that
+    /// does not match or is not trusted, a plaintext server, a rejected client
+    /// certificate (which, in TLS 1.3, shows only when reading the server's
+    /// preface).
+    #[cfg(feature = "tls")]
+    pub fn tls_error(&self) -> Option<&crate::tls::TlsError> {
+        crate::tls::TlsError::find(self)
     }
 
     /// True if TCP connected but the server never sent its HTTP/2 SETTINGS preface.
@@ -52,9 +68,10 @@ impl ConnectError {
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let addr = self.addr;
+        let addr = &self.peer;
         match self.step {
-            Step::Tcp => write!(f, "tcp connect to {addr} failed")?,
+            Step::NotReady => f.write_str("the transport connector failed")?,
+            Step::Connect => write!(f, "connect to {addr} failed")?,
             Step::Handshake => write!(f, "HTTP/2 handshake with {addr} failed")?,
             Step::ClosedBeforePreface => write!(
                 f,
@@ -84,24 +101,24 @@ impl Error for ConnectError {
 /// the transport has gone, with the cause when one is known.
 #[derive(Debug, Clone)]
 pub struct ConnectionClosed {
-    addr: SocketAddr,
+    peer: Arc<str>,
     cause: Option<SharedError>,
 }
 
 impl ConnectionClosed {
-    pub(crate) fn new(addr: SocketAddr, cause: Option<SharedError>) -> Self {
-        ConnectionClosed { addr, cause }
+    pub(crate) fn new(peer: Arc<str>, cause: Option<SharedError>) -> Self {
+        ConnectionClosed { peer, cause }
     }
 
-    /// The address of the closed connection.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The peer of the closed connection.
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 }
 
 impl fmt::Display for ConnectionClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "connection to {} closed", self.addr)?;
+        write!(f, "connection to {} closed", self.peer)?;
         if let Some(cause) = &self.cause {
             write!(f, ": {cause}")?;
         }
@@ -112,5 +129,18 @@ impl fmt::Display for ConnectionClosed {
 impl Error for ConnectionClosed {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         self.cause.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// An I/O error from the transport, typed where it can be: a TLS alert read
+/// after the handshake becomes a `tls::TlsError`.
+pub(crate) fn classify_io(error: std::io::Error) -> Box<dyn Error + Send + Sync> {
+    #[cfg(feature = "tls")]
+    {
+        crate::tls::TlsError::classify_io(error)
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        Box::new(error)
     }
 }

@@ -2,8 +2,16 @@
 //!
 //! A connector is any `tower::Service<Target>` whose response is a connected
 //! service. The reconnect layer calls it once per connection attempt. This crate
-//! provides the one gRPC needs most, [`Http2Connector`]: TCP, then an HTTP/2
-//! handshake, reporting success only once the server's SETTINGS frame has arrived.
+//! provides the one gRPC needs most, [`Http2Connector`]: a transport, then an
+//! HTTP/2 handshake, reporting success only once the server's SETTINGS frame has
+//! arrived; and [`Http1Connector`], a bounded pool of HTTP/1.1 connections per
+//! endpoint for REST backends ([`http1`]).
+//!
+//! Both run over a *transport*: any `Service<Target>` whose response is an
+//! [`Io`] byte stream, hyper-util's connector model with tokio's I/O traits.
+//! [`TcpConnector`] is the default, [`UnixConnector`] reaches Unix domain
+//! sockets, `tls::TlsConnector` (feature `tls`, rustls) wraps any transport in
+//! TLS, and [`BoxConnector`] erases the type of any of them, yours included.
 //!
 //! Waiting for the server's SETTINGS is what the gRPC connection-backoff document
 //! means by a successful connection, and what grpc-go does (`NewHTTP2Client` blocks
@@ -35,7 +43,15 @@
 mod connection;
 mod connector;
 pub mod error;
+pub mod http1;
+mod io;
 mod preface;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use connection::{Http2Connection, ResponseFuture};
 pub use connector::{ConnectFuture, Http2Connector};
+pub use http1::{Http1Connector, Http1Pool};
+#[cfg(unix)]
+pub use io::UnixConnector;
+pub use io::{BoxConnector, BoxIo, Io, IoFuture, TcpConnector};

@@ -89,11 +89,14 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                     send(this.report, preface);
                 }
             }
-            Poll::Ready(Err(e)) => {
-                send(
-                    this.report,
-                    Preface::Closed(Some(io::Error::new(e.kind(), e.to_string()))),
-                );
+            Poll::Ready(Err(_)) => {
+                // The connector gets the original error, whose source may be
+                // typed (a TLS alert); hyper gets a copy of its message.
+                if let Poll::Ready(Err(original)) = result {
+                    let copy = io::Error::new(original.kind(), original.to_string());
+                    send(this.report, Preface::Closed(Some(original)));
+                    return Poll::Ready(Err(copy));
+                }
             }
             Poll::Pending => {}
         }
@@ -101,29 +104,68 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
     }
 }
 
-impl<IO: AsyncWrite> AsyncWrite for PrefaceWatch<IO> {
-    fn poll_write(
+impl<IO: AsyncRead + AsyncWrite> PrefaceWatch<IO> {
+    /// A write failed before the server's preface arrived. The server's reason
+    /// may be waiting to be read (a TLS 1.3 server refusing the client
+    /// certificate sends an alert and closes, and the client's next write can
+    /// fail first): read it, so that the verdict names it rather than the
+    /// broken pipe.
+    fn write_failed<T>(
         self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let Poll::Ready(Err(write_error)) = result else {
+            return result;
+        };
+        let this = self.project();
+        if this.report.is_none() {
+            return Poll::Ready(Err(write_error));
+        }
+        let mut scratch = [0; 256];
+        let mut buf = ReadBuf::new(&mut scratch);
+        match this.io.poll_read(cx, &mut buf) {
+            Poll::Ready(Err(read_error)) => {
+                send(this.report, Preface::Closed(Some(read_error)));
+                Poll::Ready(Err(write_error))
+            }
+            _ => {
+                // The connector gets the original (its source may be typed);
+                // hyper a copy of its message.
+                let copy = io::Error::new(write_error.kind(), write_error.to_string());
+                send(this.report, Preface::Closed(Some(write_error)));
+                Poll::Ready(Err(copy))
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite> AsyncWrite for PrefaceWatch<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let result = self.as_mut().project().io.poll_write(cx, buf);
+        self.write_failed(cx, result)
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let result = self.as_mut().project().io.poll_write_vectored(cx, bufs);
+        self.write_failed(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = self.as_mut().project().io.poll_flush(cx);
+        self.write_failed(cx, result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -161,6 +203,53 @@ mod tests {
     async fn http1_response_is_not_a_preface() {
         let reply: &'static [u8] = b"HTTP/1.1 400 Bad Request\r\n\r\n";
         assert!(matches!(first_frame(reply, 64).await, Preface::Unexpected));
+    }
+
+    /// A transport whose writes fail and whose read has the reason.
+    struct Refusing;
+
+    impl AsyncRead for Refusing {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "received fatal alert: CertificateRequired",
+            )))
+        }
+    }
+
+    impl AsyncWrite for Refusing {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_reports_the_reason_waiting_to_be_read() {
+        let (mut watch, rx) = PrefaceWatch::new(Refusing);
+        let write = watch.write_all(b"PRI * HTTP/2.0").await.unwrap_err();
+        assert_eq!(write.kind(), io::ErrorKind::BrokenPipe);
+        match rx.await.expect("a verdict is sent") {
+            Preface::Closed(Some(cause)) => {
+                assert!(cause.to_string().contains("CertificateRequired"), "{cause}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

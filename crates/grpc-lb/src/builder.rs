@@ -4,22 +4,69 @@ use std::fmt;
 
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
-use grpc_lb_connect::{Http2Connection, Http2Connector};
+use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
+use grpc_lb_connect::{
+    BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io,
+};
 use grpc_lb_core::{BoxError, ResolveNow};
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
-use grpc_lb_resolve::{Endpoint, Registry, ResolveError, ResolverDiscover};
-use http::uri::Authority;
+use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
+use http::uri::{Authority, Scheme};
 use http_body::Body;
+use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
-use crate::connector::SocketConnector;
+use crate::connector::AddressConnector;
 
 /// Builds a [`Channel`] from a target such as `dns:///greeter.local:50051`.
 ///
 /// Defaults: `pick_first` (gRPC's default policy), gRPC's connection backoff,
 /// fail-fast, at most 1024 requests waiting for a connection, and the resolvers
 /// and policies of [`Registry::with_defaults`] and
-/// [`PolicyRegistry::with_defaults`].
+/// [`PolicyRegistry::with_defaults`]; plaintext HTTP/2 over
+/// [`AddressConnector`] (TCP, Unix sockets), with the target's authority as
+/// `:authority`.
+///
+/// # Transports
+///
+/// Every subchannel connects through the same stack, whatever the resolver and
+/// the policy: the transport ([`AddressConnector`], or yours from
+/// [`connector`](Self::connector)), then TLS if `tls` is set
+/// (feature `tls`), then the HTTP/2 handshake (or the HTTP/1.1 pool of
+/// [`build_http1`](Self::build_http1)).
+///
+/// The name in `:authority` and the name TLS checks certificates against come
+/// from the target, never from the resolved addresses:
+///
+/// | target | `:authority` | TLS server name |
+/// |---|---|---|
+/// | `dns:///greeter.example:443` | `greeter.example:443` | `greeter.example` |
+/// | `ipv4:10.0.0.1:443,10.0.0.2:443` | `10.0.0.1:443` | `10.0.0.1` (an IP SAN) |
+/// | `unix:///run/greeter.sock` | `localhost` | `localhost` |
+/// | `passthrough:///greeter.example:443` | `greeter.example:443` | `greeter.example` |
+/// | `scheme://authority/endpoint` (custom) | `endpoint` | `endpoint`'s host |
+///
+/// [`authority`](Self::authority) overrides both (grpc-go's `WithAuthority`);
+/// a name set on the `TlsConfig` overrides
+/// the TLS name only.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "tls")]
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use grpc_lb::{Channel, TlsConfig};
+///
+/// let ca = std::fs::read("ca.pem")?;
+/// let channel = Channel::builder("ipv4:10.0.0.1:443,10.0.0.2:443")
+///     .authority("greeter.example")          // checked on every endpoint
+///     .tls(TlsConfig::new().with_root_certificates_pem(&ca)?)
+///     .policy("round_robin")
+///     .build()?;
+/// # drop(channel);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Builder {
     target: String,
@@ -29,6 +76,11 @@ pub struct Builder {
     backoff: BackoffConfig,
     wait_for_ready: bool,
     max_waiting: usize,
+    authority: Option<String>,
+    connector: Option<BoxConnector<Address>>,
+    #[cfg(feature = "tls")]
+    tls: Option<grpc_lb_connect::tls::TlsConfig>,
+    max_connections: usize,
 }
 
 impl fmt::Debug for Builder {
@@ -39,6 +91,8 @@ impl fmt::Debug for Builder {
             .field("backoff", &self.backoff)
             .field("wait_for_ready", &self.wait_for_ready)
             .field("max_waiting", &self.max_waiting)
+            .field("authority", &self.authority)
+            .field("custom_connector", &self.connector.is_some())
             .finish()
     }
 }
@@ -52,6 +106,13 @@ pub enum BuildError {
     Policy(UnknownPolicy),
     /// No tokio runtime to run the channel's worker on.
     NoRuntime,
+    /// The authority (from [`Builder::authority`] or the target) is not a
+    /// valid `host[:port]`.
+    InvalidAuthority(String),
+    /// The TLS configuration is unusable, or the server name is not a valid
+    /// DNS name or IP address.
+    #[cfg(feature = "tls")]
+    Tls(grpc_lb_connect::tls::TlsError),
 }
 
 impl fmt::Display for BuildError {
@@ -62,6 +123,11 @@ impl fmt::Display for BuildError {
             BuildError::NoRuntime => {
                 f.pad("a channel must be built inside a tokio runtime, which runs its worker")
             }
+            BuildError::InvalidAuthority(authority) => {
+                write!(f, "invalid authority {authority:?}: expected host[:port]")
+            }
+            #[cfg(feature = "tls")]
+            BuildError::Tls(error) => error.fmt(f),
         }
     }
 }
@@ -71,7 +137,9 @@ impl std::error::Error for BuildError {
         match self {
             BuildError::Target(error) => Some(error),
             BuildError::Policy(error) => Some(error),
-            BuildError::NoRuntime => None,
+            BuildError::NoRuntime | BuildError::InvalidAuthority(_) => None,
+            #[cfg(feature = "tls")]
+            BuildError::Tls(error) => Some(error),
         }
     }
 }
@@ -94,6 +162,11 @@ impl Builder {
             backoff: BackoffConfig::default(),
             wait_for_ready: false,
             max_waiting: DEFAULT_MAX_WAITING,
+            authority: None,
+            connector: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -133,6 +206,86 @@ impl Builder {
         self
     }
 
+    /// Sends this authority (`host[:port]`) as `:authority` and checks TLS
+    /// certificates against its host, on every endpoint, instead of the
+    /// target's (grpc-go's `WithAuthority`). Needed with TLS over `ipv4:` and
+    /// `ipv6:` targets, whose authority is an IP address.
+    ///
+    /// ```
+    /// let builder = grpc_lb::Channel::builder("ipv4:10.0.0.1:443,10.0.0.2:443")
+    ///     .authority("greeter.example");
+    /// # drop(builder);
+    /// ```
+    pub fn authority(mut self, authority: impl Into<String>) -> Self {
+        self.authority = Some(authority.into());
+        self
+    }
+
+    /// Connects with TLS (feature `tls`): the certificate of every endpoint is
+    /// checked against the target's host, or [`authority`](Self::authority),
+    /// or the config's own server name; `:scheme` is `https`; ALPN `h2` is
+    /// required.
+    ///
+    /// A handshake that fails (a certificate for another name, expired, or
+    /// from an untrusted issuer; a plaintext server; a client certificate the
+    /// server refuses) fails that connection attempt: the endpoint backs off
+    /// like from any failed connection, and the channel reports the
+    /// `TlsError` as its cause.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use grpc_lb::{Channel, TlsConfig};
+    ///
+    /// let tls = TlsConfig::new()
+    ///     .with_root_certificates_pem(&std::fs::read("ca.pem")?)?
+    ///     .with_client_identity_pem(&std::fs::read("client.pem")?, &std::fs::read("client.key")?)?;
+    /// let channel = Channel::builder("dns:///greeter.example:443").tls(tls).build()?;
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: grpc_lb_connect::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Connects every endpoint through this transport instead of
+    /// [`AddressConnector`]: any `tower::Service<Address>` whose response is a
+    /// byte stream (tokio's `AsyncRead + AsyncWrite`, hyper-util's model with
+    /// `TokioIo`). TLS, if set, and HTTP run over the streams it returns, and
+    /// the reconnect layer above backs off from its failures. Use it for
+    /// proxies, socket options, or a transport of your own.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use grpc_lb::resolve::Address;
+    /// use grpc_lb::{AddressConnector, Channel};
+    /// use tower::ServiceExt;
+    ///
+    /// // Every connection attempt is logged, then made as usual.
+    /// let logging = AddressConnector::new().map_request(|address: Address| {
+    ///     println!("connecting to {address}");
+    ///     address
+    /// });
+    /// let channel = Channel::builder("dns:///greeter.example:50051")
+    ///     .connector(logging)
+    ///     .build()?;
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connector<C>(mut self, connector: C) -> Self
+    where
+        C: Service<Address> + Clone + Send + Sync + 'static,
+        C::Response: Io,
+        C::Error: Into<BoxError>,
+        C::Future: Send + 'static,
+    {
+        self.connector = Some(BoxConnector::new(connector));
+        self
+    }
+
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
     pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
@@ -152,6 +305,131 @@ impl Builder {
             .resolvers
             .parse(&self.target)
             .map_err(|e| BuildError::Target(ResolveError::BadTarget(e)))?;
+        let transport = self.transport(&target, ALPN_H2)?;
+        let mut connector = Http2Connector::<B>::new()
+            .with_transport(transport.io)
+            .with_scheme(transport.scheme);
+        if let Some(authority) = transport.authority {
+            connector = connector.with_authority(authority);
+        }
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+    }
+
+    /// At most this many HTTP/1.1 connections, and so requests in flight, per
+    /// endpoint, for channels of [`build_http1`](Self::build_http1) (default
+    /// 32; at least 1). More requests wait for a connection to come free.
+    pub fn max_connections_per_endpoint(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Builds a channel of HTTP/1.1 connection pools, one per endpoint, for
+    /// REST backends (hyper and axum users), and spawns its worker on the
+    /// current tokio runtime.
+    ///
+    /// The same resolvers, policies, reconnect and backoff serve it as a gRPC
+    /// channel. Each endpoint's pool opens a connection per request in flight,
+    /// up to [`max_connections_per_endpoint`](Self::max_connections_per_endpoint),
+    /// and reuses each once its response body has been read to the end. An
+    /// endpoint counts as READY while its connections are up; when a new
+    /// connection fails or the last one closes it goes IDLE, and reconnecting
+    /// backs off as for gRPC. With `tls`, ALPN offers `http/1.1`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// let mut channel = grpc_lb::Channel::builder("dns:///api.internal:8080")
+    ///     .policy("round_robin")
+    ///     .build_http1::<Empty<Bytes>>()?;
+    /// let request = http::Request::get("/users/1").body(Empty::new())?;
+    /// let response = channel.ready().await?.call(request).await?;
+    /// let body = response.into_body().collect().await?.to_bytes();
+    /// # drop(body);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build_http1<B>(self) -> Result<Channel<Http1Pool<B>>, BuildError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let target = self
+            .resolvers
+            .parse(&self.target)
+            .map_err(|e| BuildError::Target(ResolveError::BadTarget(e)))?;
+        let transport = self.transport(&target, ALPN_HTTP11)?;
+        let mut connector = Http1Connector::<B>::new()
+            .with_transport(transport.io)
+            .with_scheme(transport.scheme)
+            .with_max_connections(self.max_connections);
+        if let Some(authority) = transport.authority {
+            connector = connector.with_authority(authority);
+        }
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+    }
+
+    /// The transport stack below HTTP: the connector, TLS if set, and the
+    /// names to send and check.
+    fn transport(&self, target: &Target, alpn: &[u8]) -> Result<Transport, BuildError> {
+        let _ = alpn;
+        let authority_text = self.authority.clone().unwrap_or_else(|| target.authority());
+        let authority = match Authority::try_from(authority_text.as_str()) {
+            Ok(authority) => Some(authority),
+            // A target's authority that is no valid `host[:port]` (a custom
+            // resolver's endpoint) leaves the address as `:authority`.
+            Err(_) if self.authority.is_none() => None,
+            Err(_) => return Err(BuildError::InvalidAuthority(authority_text)),
+        };
+        let io = self
+            .connector
+            .clone()
+            .unwrap_or_else(|| BoxConnector::new(AddressConnector::new()));
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let mut tls = tls.clone();
+            if tls.server_name().is_none() {
+                tls = tls
+                    .with_server_name(host_of(&authority_text))
+                    .map_err(BuildError::Tls)?;
+            }
+            if alpn != ALPN_H2 {
+                tls = tls.with_alpn_protocols(vec![alpn.to_vec()]);
+            }
+            let io = grpc_lb_connect::tls::TlsConnector::new(tls, io);
+            return Ok(Transport {
+                io: BoxConnector::new(io),
+                authority,
+                scheme: Scheme::HTTPS,
+            });
+        }
+        Ok(Transport {
+            io,
+            authority,
+            scheme: Scheme::HTTP,
+        })
+    }
+
+    /// Builds the discovery of subchannels over `connector`, and spawns the
+    /// channel's worker.
+    fn spawn<C, Req>(
+        self,
+        runtime: tokio::runtime::Handle,
+        target: &Target,
+        connector: C,
+    ) -> Result<Channel<C::Response>, BuildError>
+    where
+        C: Service<Address> + Clone + Send + Unpin + 'static,
+        C::Error: Into<BoxError>,
+        C::Future: Send,
+        C::Response: Service<Req> + Clone + Send + Sync + Unpin + 'static,
+        <C::Response as Service<Req>>::Error: Into<BoxError>,
+        Req: 'static,
+    {
         let policy = self
             .policies
             .build(&self.policy)
@@ -159,14 +437,8 @@ impl Builder {
         let resolve_now = ResolveNow::new();
         let updates = self
             .resolvers
-            .resolve_target(&target, resolve_now.clone())
+            .resolve_target(target, resolve_now.clone())
             .map_err(BuildError::Target)?;
-
-        let mut connector = Http2Connector::<B>::new();
-        if let Ok(authority) = Authority::try_from(target.authority().as_str()) {
-            connector = connector.with_authority(authority);
-        }
-        let connector = SocketConnector::new(connector);
         let channel_id = grpc_lb_core::next_channelz_id();
         let config = ReconnectConfig::default()
             .backoff(self.backoff)
@@ -189,9 +461,44 @@ impl Builder {
             self.target,
             policy.name()
         );
-        let (channel, worker) =
-            Channel::pair::<_, _, _, _, http::Request<B>>(discover, policy, options);
+        let (channel, worker) = Channel::pair::<_, _, _, _, Req>(discover, policy, options);
         runtime.spawn(worker);
         Ok(channel)
+    }
+}
+
+const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+struct Transport {
+    io: BoxConnector<Address>,
+    authority: Option<Authority>,
+    scheme: Scheme,
+}
+
+/// The host of an authority: `greeter.example` of `greeter.example:443`,
+/// `::1` of `[::1]:443`.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(host, _)| host);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_strips_the_port_and_brackets() {
+        assert_eq!(host_of("greeter.example:443"), "greeter.example");
+        assert_eq!(host_of("greeter.example"), "greeter.example");
+        assert_eq!(host_of("[::1]:443"), "::1");
+        assert_eq!(host_of("10.0.0.1:443"), "10.0.0.1");
+        assert_eq!(host_of("::1"), "::1");
     }
 }

@@ -1,21 +1,112 @@
-//! Connects to resolved addresses with a connector for socket addresses.
+//! Connects to resolved addresses: the transport for every kind of
+//! [`Address`], and an adapter for connectors of socket addresses only.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use grpc_lb_connect::{BoxIo, IoFuture, TcpConnector};
 use grpc_lb_core::BoxError;
 use grpc_lb_resolve::Address;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+/// The default transport of a channel: reaches every kind of resolved
+/// [`Address`].
+///
+/// - `Socket`: TCP, with `TCP_NODELAY`;
+/// - `Unix`: a Unix domain socket by path (the `unix:` targets);
+/// - `UnixAbstract`: a socket in Linux's abstract namespace (the
+///   `unix-abstract:` targets); elsewhere the attempt fails with
+///   [`UnsupportedAddress`];
+/// - `Name` (the `passthrough:` targets): `host:port`, resolved by the system
+///   resolver at each attempt and connected over TCP to the first address that
+///   answers.
+///
+/// Its response is a type-erased byte stream; TLS and HTTP/2 run above it. Put
+/// your own transport in its place with
+/// [`Builder::connector`](crate::Builder::connector).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
+/// use grpc_lb::resolve::Address;
+/// use grpc_lb::AddressConnector;
+/// use tower_service::Service;
+///
+/// let stream = AddressConnector::new()
+///     .call(Address::Unix("/run/greeter.sock".into()))
+///     .await?;
+/// # drop(stream);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct AddressConnector {
+    tcp: TcpConnector,
+}
+
+impl AddressConnector {
+    /// A connector for every kind of address.
+    pub const fn new() -> Self {
+        AddressConnector {
+            tcp: TcpConnector::new(),
+        }
+    }
+}
+
+impl Service<Address> for AddressConnector {
+    type Response = BoxIo;
+    type Error = BoxError;
+    type Future = IoFuture<BoxIo>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, address: Address) -> Self::Future {
+        match address {
+            Address::Socket(addr) => {
+                let connect = self.tcp.call(addr);
+                boxed(async move { connect.await.map(BoxIo::new) })
+            }
+            #[cfg(unix)]
+            Address::Unix(path) => boxed(async move {
+                let stream = tokio::net::UnixStream::connect(&path).await?;
+                Ok(BoxIo::new(stream))
+            }),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Address::UnixAbstract(name) => boxed(async move {
+                // tokio reads a leading NUL as the abstract namespace.
+                let path = std::path::PathBuf::from(format!("\0{name}"));
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok(BoxIo::new(stream))
+            }),
+            Address::Name(name) => boxed(async move {
+                let stream = tokio::net::TcpStream::connect(name.as_str()).await?;
+                let _ = stream.set_nodelay(true);
+                Ok(BoxIo::new(stream))
+            }),
+            #[allow(unreachable_patterns)]
+            other => boxed(async move { Err(UnsupportedAddress(other).into()) }),
+        }
+    }
+}
+
+fn boxed(
+    future: impl Future<Output = Result<BoxIo, BoxError>> + Send + 'static,
+) -> IoFuture<BoxIo> {
+    IoFuture::from_future(future)
+}
+
 /// Adapts a connector for `SocketAddr` to the resolver's [`Address`]es.
 ///
 /// Socket addresses go to the inner connector; others (Unix sockets,
 /// passthrough names) fail the attempt with [`UnsupportedAddress`], which backs
-/// off like any failed connection. Unix-socket and custom connectors that take
-/// an `Address` need no adapter.
+/// off like any failed connection. [`AddressConnector`] reaches every kind of
+/// address, and connectors that take an `Address` need no adapter.
 #[derive(Clone, Debug)]
 pub struct SocketConnector<C> {
     inner: C,
@@ -34,11 +125,18 @@ pub struct UnsupportedAddress(Address);
 
 impl std::fmt::Display for UnsupportedAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot connect to {}: this connector reaches TCP socket addresses only",
-            self.0
-        )
+        match &self.0 {
+            Address::UnixAbstract(_) => write!(
+                f,
+                "cannot connect to {}: abstract Unix sockets exist on Linux and Android only",
+                self.0
+            ),
+            _ => write!(
+                f,
+                "cannot connect to {}: this connector reaches TCP socket addresses only",
+                self.0
+            ),
+        }
     }
 }
 

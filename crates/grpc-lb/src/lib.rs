@@ -41,9 +41,11 @@ pub use crate::builder::{BuildError, Builder};
 pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
-pub use crate::connector::{ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::worker::Worker;
+#[cfg(feature = "tls")]
+pub use grpc_lb_connect::tls::{TlsConfig, TlsError, TlsErrorKind};
 pub use grpc_lb_core::{Connectivity, ConnectivityState};
 
 pub use grpc_lb_backoff as backoff;
@@ -67,6 +69,16 @@ mod tests {
         send::<
             <Channel<Connection> as tower_service::Service<http::Request<tonic::body::Body>>>::Future,
         >();
+    }
+
+    #[test]
+    fn http1_channels_builders_and_connectors_are_send_and_sync() {
+        fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+        type Empty = http_body_util::Empty<bytes::Bytes>;
+        clone_send_sync::<Channel<connect::Http1Pool<Empty>>>();
+        clone_send_sync::<Builder>();
+        clone_send_sync::<connect::BoxConnector<resolve::Address>>();
+        clone_send_sync::<AddressConnector>();
     }
 
     #[test]

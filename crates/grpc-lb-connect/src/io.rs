@@ -1,0 +1,338 @@
+//! Transport connectors: services that turn a target into a connected byte
+//! stream, the layer under the HTTP handshake.
+//!
+//! This is hyper-util's connector model with tokio's I/O traits: any
+//! `tower::Service<Target>` whose response implements [`AsyncRead`] and
+//! [`AsyncWrite`] (the [`Io`] bound) is a transport. [`TcpConnector`] and
+//! [`UnixConnector`] are the built-in ones; TLS
+//! (`tls::TlsConnector`, feature `tls`) wraps any of them;
+//! a proxy, a socket option or a transport of your own is one more
+//! `Service` in the same place. [`BoxConnector`] erases the type of any of them.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use grpc_lb_core::BoxError;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+/// A connected byte stream a transport connector may return: tokio's
+/// [`AsyncRead`] + [`AsyncWrite`], `Send`, `Unpin` and `'static`.
+///
+/// Implemented for every type that has those bounds; a hyper `rt::Read +
+/// rt::Write` stream becomes one through `hyper_util::rt::TokioIo`.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T> Io for T where T: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+/// A type-erased [`Io`] stream, the response of a [`BoxConnector`].
+pub struct BoxIo(Box<dyn Io>);
+
+impl BoxIo {
+    /// Erases the type of `io`.
+    pub fn new(io: impl Io) -> Self {
+        BoxIo(Box::new(io))
+    }
+}
+
+impl fmt::Debug for BoxIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxIo").finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for BoxIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BoxIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+/// A future of a transport connector that cannot be named otherwise: tokio's
+/// connect futures are anonymous, and a connection attempt is rare next to the
+/// requests it serves, so one allocation per attempt is the price.
+pub struct IoFuture<S> {
+    inner: Pin<Box<dyn Future<Output = Result<S, BoxError>> + Send>>,
+}
+
+impl<S> IoFuture<S> {
+    pub(crate) fn new(future: impl Future<Output = Result<S, BoxError>> + Send + 'static) -> Self {
+        IoFuture {
+            inner: Box::pin(future),
+        }
+    }
+
+    /// Wraps (and boxes) any connect future, for connectors of your own.
+    ///
+    /// ```
+    /// use grpc_lb_connect::IoFuture;
+    ///
+    /// let future: IoFuture<tokio::net::TcpStream> = IoFuture::from_future(async {
+    ///     Ok(tokio::net::TcpStream::connect("127.0.0.1:50051").await?)
+    /// });
+    /// # drop(future);
+    /// ```
+    pub fn from_future(future: impl Future<Output = Result<S, BoxError>> + Send + 'static) -> Self {
+        IoFuture::new(future)
+    }
+}
+
+impl<S> fmt::Debug for IoFuture<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S> Future for IoFuture<S> {
+    type Output = Result<S, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+// ===== impl TcpConnector =====
+
+/// Connects TCP to a socket address, with `TCP_NODELAY` set (gRPC messages are
+/// small and latency-bound; Nagle's algorithm only adds delay).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), grpc_lb_core::BoxError> {
+/// use grpc_lb_connect::TcpConnector;
+/// use tower_service::Service;
+///
+/// let stream = TcpConnector::new().call("127.0.0.1:50051".parse()?).await?;
+/// # drop(stream);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TcpConnector {
+    nodelay: bool,
+}
+
+impl TcpConnector {
+    /// A connector that sets `TCP_NODELAY`.
+    pub const fn new() -> Self {
+        TcpConnector { nodelay: true }
+    }
+
+    /// Whether to set `TCP_NODELAY` on new connections (default: yes).
+    pub const fn with_nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+}
+
+impl Default for TcpConnector {
+    fn default() -> Self {
+        TcpConnector::new()
+    }
+}
+
+impl Service<SocketAddr> for TcpConnector {
+    type Response = TcpStream;
+    type Error = BoxError;
+    type Future = IoFuture<TcpStream>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        let nodelay = self.nodelay;
+        IoFuture::new(async move {
+            let stream = TcpStream::connect(addr).await?;
+            if nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            Ok(stream)
+        })
+    }
+}
+
+// ===== impl UnixConnector =====
+
+/// Connects to a Unix domain socket by path.
+///
+/// On Linux and Android a path whose first byte is NUL (`"\0name"`) names a
+/// socket in the abstract namespace, as gRPC's `unix-abstract:name` targets do;
+/// elsewhere such a path fails with the operating system's error.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), grpc_lb_core::BoxError> {
+/// use grpc_lb_connect::{Http2Connector, UnixConnector};
+/// use tower_service::Service;
+///
+/// let mut connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new()
+///     .with_transport(UnixConnector::new());
+/// // Any `AsRef<Path>`; the HTTP/2 connector names the peer by its `Display`.
+/// let connection = connector.call("/run/greeter.sock").await?;
+/// # drop(connection);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(unix)]
+#[derive(Clone, Debug, Default)]
+pub struct UnixConnector {
+    _priv: (),
+}
+
+#[cfg(unix)]
+impl UnixConnector {
+    /// A Unix domain socket connector.
+    pub const fn new() -> Self {
+        UnixConnector { _priv: () }
+    }
+}
+
+#[cfg(unix)]
+impl<P> Service<P> for UnixConnector
+where
+    P: AsRef<std::path::Path> + Send + 'static,
+{
+    type Response = tokio::net::UnixStream;
+    type Error = BoxError;
+    type Future = IoFuture<tokio::net::UnixStream>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, path: P) -> Self::Future {
+        IoFuture::new(async move { Ok(tokio::net::UnixStream::connect(path).await?) })
+    }
+}
+
+// ===== impl BoxConnector =====
+
+/// Any transport connector for targets `T`, with its type erased: a cloneable
+/// `Service<T, Response = BoxIo, Error = BoxError>`.
+///
+/// This keeps a custom connector's type out of the types that carry it (a
+/// channel builder, a subchannel).
+///
+/// # Examples
+///
+/// ```
+/// use grpc_lb_connect::{BoxConnector, TcpConnector};
+///
+/// let connector: BoxConnector<std::net::SocketAddr> = BoxConnector::new(TcpConnector::new());
+/// # drop(connector);
+/// ```
+pub struct BoxConnector<T> {
+    inner: Box<dyn ErasedConnector<T>>,
+}
+
+trait ErasedConnector<T>: Send + Sync {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
+    fn call(&mut self, target: T) -> IoFuture<BoxIo>;
+    fn clone_box(&self) -> Box<dyn ErasedConnector<T>>;
+}
+
+impl<C, T> ErasedConnector<T> for C
+where
+    C: Service<T> + Clone + Send + Sync + 'static,
+    C::Response: Io,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+    T: 'static,
+{
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Service::poll_ready(self, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, target: T) -> IoFuture<BoxIo> {
+        let future = Service::call(self, target);
+        IoFuture::new(async move { future.await.map(BoxIo::new).map_err(Into::into) })
+    }
+
+    fn clone_box(&self) -> Box<dyn ErasedConnector<T>> {
+        Box::new(self.clone())
+    }
+}
+
+impl<T: 'static> BoxConnector<T> {
+    /// Erases the type of `connector`.
+    pub fn new<C>(connector: C) -> Self
+    where
+        C: Service<T> + Clone + Send + Sync + 'static,
+        C::Response: Io,
+        C::Error: Into<BoxError>,
+        C::Future: Send + 'static,
+    {
+        BoxConnector {
+            inner: Box::new(connector),
+        }
+    }
+}
+
+impl<T> Clone for BoxConnector<T> {
+    fn clone(&self) -> Self {
+        BoxConnector {
+            inner: self.inner.clone_box(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for BoxConnector<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxConnector").finish_non_exhaustive()
+    }
+}
+
+impl<T> Service<T> for BoxConnector<T> {
+    type Response = BoxIo;
+    type Error = BoxError;
+    type Future = IoFuture<BoxIo>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, target: T) -> Self::Future {
+        self.inner.call(target)
+    }
+}
