@@ -81,6 +81,11 @@ impl PolicyRegistry {
         }
     }
 
+    /// Whether a policy of this name is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.factories.contains_key(name)
+    }
+
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.factories.keys().cloned().collect();

@@ -13,11 +13,11 @@ use std::time::Duration;
 use clap::Args;
 use grpc_lb::backoff::BackoffConfig;
 use grpc_lb::balance::PolicyRegistry;
-use grpc_lb::{BuildError, Channel, Peer};
+use grpc_lb::service_config::ServiceConfig;
+use grpc_lb::{BuildError, Channel, Peer, TlsConfig, TlsError};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::service_config;
 use crate::CliError;
 
 /// The channel type every subcommand uses: tonic bodies over HTTP/2.
@@ -33,9 +33,9 @@ pub(crate) struct ChannelArgs {
     #[arg(long, default_value = "pick_first", value_parser = POLICIES)]
     pub(crate) policy: String,
 
-    /// A gRPC service config (JSON); its `loadBalancingConfig` (first supported
-    /// policy) or `loadBalancingPolicy` overrides --policy. Other fields are not
-    /// used yet.
+    /// A gRPC service config (JSON): its `loadBalancingConfig` (first supported
+    /// policy) or `loadBalancingPolicy` overrides --policy, and each method's
+    /// `timeout` and `waitForReady` apply to its calls.
     #[arg(long, value_name = "JSON")]
     pub(crate) service_config: Option<String>,
 
@@ -59,37 +59,49 @@ pub(crate) struct ChannelArgs {
     #[arg(long, value_name = "MS", default_value_t = 20_000)]
     pub(crate) min_connect_timeout_ms: u64,
 
-    /// Connect with TLS (not built yet: issue 8).
+    /// Connect with TLS (rustls); servers are verified against --ca-cert, or
+    /// the system's root certificates without it.
     #[arg(long)]
     pub(crate) tls: bool,
 
-    /// CA certificate (PEM) to verify servers with (TLS; not built yet).
+    /// CA certificate (PEM) to verify servers with (needs --tls).
     #[arg(long, value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
 
-    /// Client certificate (PEM) for mutual TLS (not built yet).
+    /// Client certificate chain (PEM) for mutual TLS (with --client-key).
     #[arg(long, value_name = "FILE")]
     pub(crate) client_cert: Option<PathBuf>,
 
-    /// Client private key (PEM) for mutual TLS (not built yet).
+    /// Client private key (PEM) for mutual TLS (with --client-cert).
     #[arg(long, value_name = "FILE")]
     pub(crate) client_key: Option<PathBuf>,
 
     /// The authority (TLS server name, `:authority`) to use instead of the
-    /// target's (not built yet: comes with TLS).
+    /// target's.
     #[arg(long, value_name = "NAME")]
     pub(crate) authority: Option<String>,
 }
 
 impl ChannelArgs {
+    /// The service config from `--service-config`, validated by the same
+    /// parser the library uses.
+    fn service_config(&self) -> Result<Option<ServiceConfig>, CliError> {
+        let Some(json) = &self.service_config else {
+            return Ok(None);
+        };
+        let config = ServiceConfig::from_json(json)
+            .map_err(|error| CliError::usage(format!("--service-config: {error}")))?;
+        Ok(Some(config))
+    }
+
     /// The policy the channel uses: the service config's, else --policy.
     pub(crate) fn effective_policy(&self) -> Result<String, CliError> {
-        let Some(json) = &self.service_config else {
+        let Some(config) = self.service_config()? else {
             return Ok(self.policy.clone());
         };
-        let supported = PolicyRegistry::with_defaults().names();
-        match service_config::lb_policy(json, &supported) {
-            Ok(Some(policy)) => Ok(policy),
+        let registry = PolicyRegistry::with_defaults();
+        match config.choose_policy(|name| registry.contains(name)) {
+            Ok(Some(policy)) => Ok(policy.name().to_owned()),
             Ok(None) => Ok(self.policy.clone()),
             Err(error) => Err(CliError::usage(format!("--service-config: {error}"))),
         }
@@ -107,19 +119,51 @@ impl ChannelArgs {
         .map_err(|error| CliError::usage(format!("bad backoff flags: {error}")))
     }
 
-    fn check_tls(&self) -> Result<(), CliError> {
-        let asked = self.tls
-            || self.ca_cert.is_some()
-            || self.client_cert.is_some()
-            || self.client_key.is_some()
-            || self.authority.is_some();
-        if asked {
-            return Err(CliError::usage(
-                "TLS support not built yet (issue 8): --tls, --ca-cert, --client-cert, \
-                 --client-key and --authority are accepted but cannot be used",
-            ));
+    /// The TLS settings from the flags: `--ca-cert` or the system's roots,
+    /// and a client identity when both `--client-cert` and `--client-key` are
+    /// given.
+    fn tls_config(&self) -> Result<Option<TlsConfig>, CliError> {
+        let needs_tls =
+            self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some();
+        if !self.tls {
+            if needs_tls {
+                return Err(CliError::usage(
+                    "--ca-cert, --client-cert and --client-key need --tls",
+                ));
+            }
+            return Ok(None);
         }
-        Ok(())
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|error| CliError::usage(format!("{flag} {}: {error}", path.display())))
+        };
+        let tls_error = |flag: &str, error: TlsError| CliError::usage(format!("{flag}: {error}"));
+        let mut config = TlsConfig::new();
+        config = match &self.ca_cert {
+            Some(path) => config
+                .with_root_certificates_pem(&read("--ca-cert", path)?)
+                .map_err(|e| tls_error("--ca-cert", e))?,
+            None => config
+                .with_native_roots()
+                .map_err(|e| tls_error("--tls (system root certificates)", e))?,
+        };
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                config = config
+                    .with_client_identity_pem(
+                        &read("--client-cert", cert)?,
+                        &read("--client-key", key)?,
+                    )
+                    .map_err(|e| tls_error("--client-cert/--client-key", e))?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(CliError::usage(
+                    "--client-cert and --client-key go together",
+                ))
+            }
+        }
+        Ok(Some(config))
     }
 
     /// Builds the channel to `target` (inside the runtime, which runs its
@@ -129,20 +173,25 @@ impl ChannelArgs {
         target: &str,
         wait_for_ready: bool,
     ) -> Result<(GrpcChannel, String), CliError> {
-        self.check_tls()?;
         let policy = self.effective_policy()?;
         let backoff = self.backoff()?;
-        let channel = Channel::builder(target)
+        let mut builder = Channel::builder(target)
             .policy(policy.clone())
             .backoff(backoff)
-            .wait_for_ready(wait_for_ready)
-            .build()
-            .map_err(|error| match error {
-                BuildError::Target(error) => {
-                    CliError::usage(format!("bad target {target:?}: {error}"))
-                }
-                other => CliError::usage(other.to_string()),
-            })?;
+            .wait_for_ready(wait_for_ready);
+        if let Some(config) = self.service_config()? {
+            builder = builder.service_config(config);
+        }
+        if let Some(authority) = &self.authority {
+            builder = builder.authority(authority.clone());
+        }
+        if let Some(tls) = self.tls_config()? {
+            builder = builder.tls(tls);
+        }
+        let channel = builder.build().map_err(|error| match error {
+            BuildError::Target(error) => CliError::usage(format!("bad target {target:?}: {error}")),
+            other => CliError::usage(other.to_string()),
+        })?;
         Ok((channel, policy))
     }
 }

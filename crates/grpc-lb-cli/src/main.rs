@@ -18,7 +18,6 @@ mod channel;
 mod demo;
 mod load;
 mod serve;
-mod service_config;
 mod time;
 mod watch;
 

@@ -260,7 +260,7 @@ fn bad_usage_exits_2_with_a_clear_message() {
         ),
         (
             &["call", &dead, "--service-config", "{nope"],
-            "invalid JSON",
+            "invalid service config: not JSON",
         ),
         (
             &[
@@ -269,15 +269,28 @@ fn bad_usage_exits_2_with_a_clear_message() {
                 "--service-config",
                 r#"{"loadBalancingConfig":[{"grpclb":{}}]}"#,
             ],
-            "no supported policy",
-        ),
-        (
-            &["call", &dead, "--tls"],
-            "TLS support not built yet (issue 8)",
+            "none of the policies [grpclb] is supported",
         ),
         (
             &["call", &dead, "--ca-cert", "ca.pem"],
-            "TLS support not built yet (issue 8)",
+            "--ca-cert, --client-cert and --client-key need --tls",
+        ),
+        (
+            &["call", &dead, "--tls", "--ca-cert", "/no/such/ca.pem"],
+            "--ca-cert /no/such/ca.pem",
+        ),
+        (
+            &["call", &dead, "--tls", "--client-cert", "c.pem"],
+            "--client-cert and --client-key go together",
+        ),
+        (
+            &[
+                "call",
+                &dead,
+                "--service-config",
+                r#"{"methodConfig": [{"timeout": 5}]}"#,
+            ],
+            "methodConfig[0].timeout: expected a string",
         ),
         (
             &["call", &dead, "--backoff-multiplier", "0.5"],

@@ -182,6 +182,8 @@ async fn resolve_now_is_rate_limited_and_coalesced() {
         next_reset(&mut updates).await,
         endpoints(&["127.0.0.5:50051"])
     );
+    // dnsmasq may log the query just after answering it: wait for the line.
+    dns.wait_for_log(|log| dnsmasq::count_a_queries(log, "greeter.test") >= 3);
     assert_eq!(dns_a_queries(&dns), 3, "log: {:#?}", dns.log());
 }
 

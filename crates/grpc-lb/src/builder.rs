@@ -1,6 +1,7 @@
 //! Building a channel from a target string.
 
 use std::fmt;
+use std::sync::Arc;
 
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
@@ -11,6 +12,7 @@ use grpc_lb_connect::{
 use grpc_lb_core::{BoxError, ResolveNow};
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
+use grpc_lb_service_config::{ServiceConfig, ServiceConfigError};
 use http::uri::{Authority, Scheme};
 use http_body::Body;
 use tower_service::Service;
@@ -81,6 +83,7 @@ pub struct Builder {
     #[cfg(feature = "tls")]
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
     max_connections: usize,
+    service_config: Option<Arc<ServiceConfig>>,
 }
 
 impl fmt::Debug for Builder {
@@ -93,6 +96,7 @@ impl fmt::Debug for Builder {
             .field("max_waiting", &self.max_waiting)
             .field("authority", &self.authority)
             .field("custom_connector", &self.connector.is_some())
+            .field("service_config", &self.service_config.is_some())
             .finish()
     }
 }
@@ -106,6 +110,8 @@ pub enum BuildError {
     Policy(UnknownPolicy),
     /// No tokio runtime to run the channel's worker on.
     NoRuntime,
+    /// The service config names only policies this channel does not have.
+    ServiceConfig(ServiceConfigError),
     /// The authority (from [`Builder::authority`] or the target) is not a
     /// valid `host[:port]`.
     InvalidAuthority(String),
@@ -120,6 +126,7 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::Target(error) => error.fmt(f),
             BuildError::Policy(error) => error.fmt(f),
+            BuildError::ServiceConfig(error) => error.fmt(f),
             BuildError::NoRuntime => {
                 f.pad("a channel must be built inside a tokio runtime, which runs its worker")
             }
@@ -137,6 +144,7 @@ impl std::error::Error for BuildError {
         match self {
             BuildError::Target(error) => Some(error),
             BuildError::Policy(error) => Some(error),
+            BuildError::ServiceConfig(error) => Some(error),
             BuildError::NoRuntime | BuildError::InvalidAuthority(_) => None,
             #[cfg(feature = "tls")]
             BuildError::Tls(error) => Some(error),
@@ -167,6 +175,7 @@ impl Builder {
             #[cfg(feature = "tls")]
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            service_config: None,
         }
     }
 
@@ -218,6 +227,27 @@ impl Builder {
     /// ```
     pub fn authority(mut self, authority: impl Into<String>) -> Self {
         self.authority = Some(authority.into());
+        self
+    }
+
+    /// Applies a service config: its `loadBalancingConfig` (the first
+    /// registered policy) chooses the policy instead of
+    /// [`policy`](Self::policy), and each method's `timeout` and
+    /// `waitForReady` apply to its calls. A config that names only unknown
+    /// policies fails [`build`](Self::build) with [`BuildError::ServiceConfig`].
+    /// Its `retryPolicy` is applied by wrapping the channel in
+    /// `grpc_lb_retry::RetryLayer`.
+    ///
+    /// ```
+    /// # use grpc_lb::Channel;
+    /// let config = r#"{"loadBalancingConfig": [{"round_robin": {}}],
+    ///                  "methodConfig": [{"name": [{}], "timeout": "5s"}]}"#;
+    /// let builder = Channel::builder("ipv4:127.0.0.1:50051").service_config(config.parse()?);
+    /// # drop(builder);
+    /// # Ok::<(), grpc_lb::service_config::ServiceConfigError>(())
+    /// ```
+    pub fn service_config(mut self, config: ServiceConfig) -> Self {
+        self.service_config = Some(Arc::new(config));
         self
     }
 
@@ -430,9 +460,16 @@ impl Builder {
         <C::Response as Service<Req>>::Error: Into<BoxError>,
         Req: 'static,
     {
+        let chosen = match &self.service_config {
+            Some(config) => config
+                .choose_policy(|name| self.policies.contains(name))
+                .map_err(BuildError::ServiceConfig)?,
+            None => None,
+        };
+        let policy_name = chosen.as_ref().map_or(self.policy.as_str(), |p| p.name());
         let policy = self
             .policies
-            .build(&self.policy)
+            .build(policy_name)
             .map_err(BuildError::Policy)?;
         let resolve_now = ResolveNow::new();
         let updates = self
@@ -453,7 +490,7 @@ impl Builder {
             resolve_now,
             resolver_status: Some(discover.status()),
             channel_id,
-            service_config: None,
+            service_config: self.service_config.clone(),
         };
         tracing::info!(
             "[Channel #{}] Channel created for target {:?} with policy {}",

@@ -55,6 +55,7 @@ pub use grpc_lb_core as core;
 pub use grpc_lb_failfast as failfast;
 pub use grpc_lb_reconnect as reconnect;
 pub use grpc_lb_resolve as resolve;
+pub use grpc_lb_service_config as service_config;
 
 #[cfg(test)]
 mod tests {
