@@ -1,10 +1,13 @@
 //! HTTP/1.1 through the Channel: a pool of connections per endpoint, balanced
 //! and reconnected like gRPC, against axum servers on loopback.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::fast_backoff;
 
 use axum::routing::get;
 use axum::Router;
@@ -12,7 +15,6 @@ use bytes::Bytes;
 use grpc_lb::connect::Http1Pool;
 use grpc_lb::resolve::Address;
 use grpc_lb::{Channel, ConnectivityState};
-use grpc_lb_backoff::BackoffConfig;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -85,17 +87,6 @@ async fn serve(name: &'static str, gate: Arc<Semaphore>) -> Server {
         holding,
         task,
     }
-}
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig::try_new(
-        Duration::from_millis(50),
-        1.6,
-        0.2,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    )
-    .unwrap()
 }
 
 fn channel(servers: &[&Server], max: usize) -> RestChannel {

@@ -2,13 +2,15 @@
 //! subchannels, its event stream, its call counters and the peer of each
 //! response.
 
+mod support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use support::fast_backoff;
 
 use grpc_lb::resolve::{Address, Endpoint, ManualHandle, ManualResolver, Registry};
 use grpc_lb::{Channel, ChannelEvent, ConnectivityState, Peer};
-use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_helloworld::proto::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
 use grpc_lb_helloworld::BACKEND_METADATA_KEY;
 use integration_tests::GreeterProcess;
@@ -19,17 +21,6 @@ type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>
 
 const SERVER: &str = env!("CARGO_BIN_EXE_test-greeter-server");
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig::try_new(
-        Duration::from_millis(50),
-        1.6,
-        0.2,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    )
-    .unwrap()
-}
 
 fn manual(policy: &str) -> (GrpcChannel, ManualHandle) {
     let (resolver, handle) = ManualResolver::new("test");

@@ -261,6 +261,17 @@ impl Load {
         .unwrap_or_else(|_| panic!("{backend} never answered {more} more calls"));
     }
 
+    fn assert_no_failures(&self) {
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} of {} RPCs failed, first: {:?}",
+            failures.len(),
+            self.calls.load(Ordering::Relaxed),
+            failures.first()
+        );
+    }
+
     async fn stop(&self, handles: Vec<tokio::task::JoinHandle<()>>) {
         self.stop.store(true, Ordering::Relaxed);
         for handle in handles {
@@ -285,14 +296,7 @@ async fn killing_one_of_four_backends_under_load_fails_no_rpc_with_retries_on() 
     servers[0].restart();
     load.wait_for_replies("a", 50).await;
     load.stop(handles).await;
-    let failures = load.failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} RPCs failed, first: {:?}",
-        failures.len(),
-        load.calls.load(Ordering::Relaxed),
-        failures.first()
-    );
+    load.assert_no_failures();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,12 +336,5 @@ async fn draining_backend_fails_no_rpc_without_a_retry_policy() {
         load.wait_for_replies(name, 300).await;
     }
     load.stop(handles).await;
-    let failures = load.failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} RPCs failed, first: {:?}",
-        failures.len(),
-        load.calls.load(Ordering::Relaxed),
-        failures.first()
-    );
+    load.assert_no_failures();
 }

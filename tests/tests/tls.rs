@@ -4,14 +4,16 @@
 //! that name, never against its IP; each way a handshake can be wrong is
 //! refused with its own error, on its endpoint only.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::fast_backoff;
 
 use grpc_lb::connect::tls::rustls;
 use grpc_lb::resolve::{Endpoint, ManualHandle, ManualResolver, Registry};
 use grpc_lb::{Channel, ConnectivityState, TlsConfig, TlsError, TlsErrorKind};
-use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_helloworld::proto::{GreeterClient, GreeterServer, HelloRequest};
 use grpc_lb_helloworld::NamedGreeter;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -208,17 +210,6 @@ async fn serve_tls(ip: &str, backend: &str, config: Arc<ServerConfig>) -> TlsSer
 }
 
 // ===== channels =====
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig::try_new(
-        Duration::from_millis(50),
-        1.6,
-        0.2,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-    )
-    .unwrap()
-}
 
 /// A round_robin TLS channel to `greeter.test:443`, which the returned handle
 /// resolves.
