@@ -68,6 +68,19 @@ impl<'a> Field<'a> {
             .ok_or_else(|| self.wrong_type("an array"))
     }
 
+    /// Reads every element of an array with `read`, each at its own path
+    /// (`field[i]`).
+    pub(crate) fn each<T>(&self, mut read: impl FnMut(Field<'_>) -> Result<T>) -> Result<Vec<T>> {
+        self.array()?
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let path = format!("{}[{i}]", self.path);
+                read(Field { path: &path, value })
+            })
+            .collect()
+    }
+
     pub(crate) fn string(&self) -> Result<&'a str> {
         self.value
             .as_str()

@@ -141,17 +141,7 @@ impl ServiceConfig {
         let load_balancing_policy =
             object.optional("loadBalancingPolicy", |f| f.string().map(str::to_owned))?;
         let method_configs = object
-            .optional("methodConfig", |field| {
-                field
-                    .array()?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, value)| {
-                        let path = format!("{}[{i}]", field.path);
-                        MethodConfig::parse(Field { path: &path, value })
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?
+            .optional("methodConfig", |field| field.each(MethodConfig::parse))?
             .unwrap_or_default();
         let methods = index_methods(&method_configs)?;
         let health_check = object.optional("healthCheckConfig", |field| {
@@ -278,34 +268,26 @@ impl FromStr for ServiceConfig {
 }
 
 fn parse_policies(field: Field<'_>) -> Result<Vec<PolicyConfig>> {
-    field
-        .array()?
-        .iter()
-        .enumerate()
-        .map(|(i, value)| {
-            let path = format!("{}[{i}]", field.path);
-            let entry = Field { path: &path, value };
-            let map = entry.object()?;
-            let mut pairs = map.iter();
-            match (pairs.next(), pairs.next()) {
-                (Some((name, config)), None) => {
-                    let config_path = child_path(&path, name);
-                    Field {
-                        path: &config_path,
-                        value: config,
-                    }
-                    .object()?;
-                    Ok(PolicyConfig {
-                        name: name.clone(),
-                        config: config.clone(),
-                    })
+    field.each(|entry| {
+        let path = entry.path;
+        let map = entry.object()?;
+        let mut pairs = map.iter();
+        match (pairs.next(), pairs.next()) {
+            (Some((name, config)), None) => {
+                let config_path = child_path(path, name);
+                Field {
+                    path: &config_path,
+                    value: config,
                 }
-                _ => {
-                    Err(entry.invalid(format!("must name exactly one policy, found {}", map.len())))
-                }
+                .object()?;
+                Ok(PolicyConfig {
+                    name: name.clone(),
+                    config: config.clone(),
+                })
             }
-        })
-        .collect()
+            _ => Err(entry.invalid(format!("must name exactly one policy, found {}", map.len()))),
+        }
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

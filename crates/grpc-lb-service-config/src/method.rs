@@ -91,17 +91,7 @@ impl MethodConfig {
             map: field.object()?,
         };
         let names = object
-            .optional("name", |field| {
-                field
-                    .array()?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, value)| {
-                        let path = format!("{}[{i}]", field.path);
-                        parse_name(Field { path: &path, value })
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?
+            .optional("name", |field| field.each(parse_name))?
             .unwrap_or_default();
         Ok(MethodConfig {
             names,
@@ -215,15 +205,7 @@ impl RetryPolicy {
             Ok(m)
         })?;
         let retryable_status_codes = object.required("retryableStatusCodes", |f| {
-            let codes = f
-                .array()?
-                .iter()
-                .enumerate()
-                .map(|(i, value)| {
-                    let path = format!("{}[{i}]", f.path);
-                    parse_code(Field { path: &path, value })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let codes = f.each(parse_code)?;
             if codes.is_empty() {
                 return Err(f.invalid("must name at least one status code"));
             }
