@@ -330,12 +330,7 @@ impl Builder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let target = self
-            .resolvers
-            .parse(&self.target)
-            .map_err(|e| BuildError::Target(ResolveError::BadTarget(e)))?;
-        let transport = self.transport(&target, ALPN_H2)?;
+        let (runtime, target, transport) = self.prepare(ALPN_H2)?;
         let mut connector = Http2Connector::<B>::new()
             .with_transport(transport.io)
             .with_scheme(transport.scheme);
@@ -387,12 +382,7 @@ impl Builder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let target = self
-            .resolvers
-            .parse(&self.target)
-            .map_err(|e| BuildError::Target(ResolveError::BadTarget(e)))?;
-        let transport = self.transport(&target, ALPN_HTTP11)?;
+        let (runtime, target, transport) = self.prepare(ALPN_HTTP11)?;
         let mut connector = Http1Connector::<B>::new()
             .with_transport(transport.io)
             .with_scheme(transport.scheme)
@@ -403,10 +393,25 @@ impl Builder {
         self.spawn::<_, http::Request<B>>(runtime, &target, connector)
     }
 
+    /// What every kind of channel needs before its connector: the runtime to
+    /// spawn the worker on, the parsed target, and the transport for `alpn`.
+    fn prepare(
+        &self,
+        alpn: &[u8],
+    ) -> Result<(tokio::runtime::Handle, Target, Transport), BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let target = self
+            .resolvers
+            .parse(&self.target)
+            .map_err(|e| BuildError::Target(ResolveError::BadTarget(e)))?;
+        let transport = self.transport(&target, alpn)?;
+        Ok((runtime, target, transport))
+    }
+
     /// The transport stack below HTTP: the connector, TLS if set, and the
-    /// names to send and check.
+    /// names to send and check. `alpn` matters only with TLS.
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
     fn transport(&self, target: &Target, alpn: &[u8]) -> Result<Transport, BuildError> {
-        let _ = alpn;
         let authority_text = self.authority.clone().unwrap_or_else(|| target.authority());
         let authority = match Authority::try_from(authority_text.as_str()) {
             Ok(authority) => Some(authority),
