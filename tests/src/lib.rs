@@ -2,9 +2,10 @@
 //! loopback that a test can kill and restart.
 //!
 //! Two servers answer the helloworld Greeter the same way ("Hello {name} from
-//! {backend}", with `x-backend` metadata): [`GreeterProcess`], our tonic server,
-//! and [`PythonGreeter`], grpcio's C-core driven from Python
-//! (`tests/python/greeter_server.py`), to check the channel against a gRPC
+//! {backend}", with `x-backend` metadata), both run as a [`GreeterProcess`]:
+//! our tonic server ([`GreeterProcess::start`]), and grpcio's C-core driven
+//! from Python ([`GreeterProcess::start_python`],
+//! `tests/python/greeter_server.py`), to check the channel against a gRPC
 //! implementation that is not ours.
 #![deny(missing_docs)]
 
@@ -15,128 +16,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 
 use rustix::process::{kill_process, Pid, Signal};
 
-/// A server process the tests can address: a backend of the channel under test.
-pub trait Backend {
-    /// The address the server listens on.
-    fn addr(&self) -> SocketAddr;
-    /// The backend name the server puts in its replies.
-    fn name(&self) -> &str;
-}
-
-/// The `ipv4:` target that lists `backends` in order.
-pub fn ipv4_target<B: Backend>(backends: &[B]) -> String {
-    let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
+/// The `ipv4:` target that lists `servers` in order.
+pub fn ipv4_target(servers: &[GreeterProcess]) -> String {
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr().to_string()).collect();
     format!("ipv4:{}", addrs.join(","))
-}
-
-/// A helloworld Greeter server running as a child process.
-///
-/// Killing it is a real `SIGKILL`: the process dies, the kernel closes its
-/// sockets, and the client sees exactly what it would see in production.
-#[derive(Debug)]
-pub struct GreeterProcess(ServerProcess);
-
-impl GreeterProcess {
-    /// Starts a server named `name` on `listen` (port 0 picks a free port) and
-    /// waits until it reports that it is listening.
-    ///
-    /// `binary` is the server executable; tests pass
-    /// `env!("CARGO_BIN_EXE_test-greeter-server")`.
-    pub fn start(binary: impl Into<PathBuf>, listen: &str, name: &str) -> GreeterProcess {
-        GreeterProcess(ServerProcess::start(
-            Launcher::Rust(binary.into()),
-            listen,
-            name,
-        ))
-    }
-
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.0.addr
-    }
-
-    /// The backend name the server puts in its replies.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    /// Kills the process with SIGKILL and waits until it has exited.
-    pub fn kill(&mut self) {
-        self.0.kill();
-    }
-
-    /// Stops the process with SIGTERM (a graceful shutdown) and waits until it
-    /// has exited.
-    pub fn stop(&mut self) -> Option<ExitStatus> {
-        self.0.stop()
-    }
-
-    /// Starts the server again on the same address.
-    pub fn restart(&mut self) {
-        self.0.restart();
-    }
-}
-
-impl Backend for GreeterProcess {
-    fn addr(&self) -> SocketAddr {
-        self.addr()
-    }
-    fn name(&self) -> &str {
-        self.name()
-    }
-}
-
-/// A helloworld Greeter served by grpcio from Python
-/// (`tests/python/greeter_server.py`), running as a child process.
-///
-/// It needs `python3` with the packages of `tests/python/requirements.txt`
-/// (`scripts/test` installs them); without them [`start`](Self::start) panics
-/// and says what to install, so no test skips silently.
-#[derive(Debug)]
-pub struct PythonGreeter(ServerProcess);
-
-impl PythonGreeter {
-    /// Starts a server named `name` on `listen` (port 0 picks a free port) and
-    /// waits until it reports that it is listening.
-    pub fn start(listen: &str, name: &str) -> PythonGreeter {
-        PythonGreeter(ServerProcess::start(Launcher::Python, listen, name))
-    }
-
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.0.addr
-    }
-
-    /// The backend name the server puts in its replies.
-    pub fn name(&self) -> &str {
-        &self.0.name
-    }
-
-    /// Kills the process with SIGKILL and waits until it has exited.
-    pub fn kill(&mut self) {
-        self.0.kill();
-    }
-
-    /// Stops the process with SIGTERM (a graceful shutdown) and waits until it
-    /// has exited.
-    pub fn stop(&mut self) -> Option<ExitStatus> {
-        self.0.stop()
-    }
-
-    /// Starts the server again on the same address (killing it first if it
-    /// still runs).
-    pub fn restart(&mut self) {
-        self.0.restart();
-    }
-}
-
-impl Backend for PythonGreeter {
-    fn addr(&self) -> SocketAddr {
-        self.addr()
-    }
-    fn name(&self) -> &str {
-        self.name()
-    }
 }
 
 /// The install command printed when Python or grpcio is missing.
@@ -198,19 +81,41 @@ impl Launcher {
     }
 }
 
-/// A server child process of either kind, and what it takes to restart it.
+/// A helloworld Greeter server running as a child process, and what it takes
+/// to restart it.
+///
+/// Killing it is a real `SIGKILL`: the process dies, the kernel closes its
+/// sockets, and the client sees exactly what it would see in production.
 #[derive(Debug)]
-struct ServerProcess {
+pub struct GreeterProcess {
     launcher: Launcher,
     name: String,
     addr: SocketAddr,
     child: Option<Child>,
 }
 
-impl ServerProcess {
-    fn start(launcher: Launcher, listen: &str, name: &str) -> ServerProcess {
+impl GreeterProcess {
+    /// Starts our tonic server named `name` on `listen` (port 0 picks a free
+    /// port) and waits until it reports that it is listening.
+    ///
+    /// `binary` is the server executable; tests pass
+    /// `env!("CARGO_BIN_EXE_test-greeter-server")`.
+    pub fn start(binary: impl Into<PathBuf>, listen: &str, name: &str) -> GreeterProcess {
+        Self::launch(Launcher::Rust(binary.into()), listen, name)
+    }
+
+    /// Starts the grpcio (Python) server instead.
+    ///
+    /// It needs `python3` with the packages of `tests/python/requirements.txt`
+    /// (`scripts/test` installs them); without them it panics and says what to
+    /// install, so no test skips silently.
+    pub fn start_python(listen: &str, name: &str) -> GreeterProcess {
+        Self::launch(Launcher::Python, listen, name)
+    }
+
+    fn launch(launcher: Launcher, listen: &str, name: &str) -> GreeterProcess {
         let (child, addr) = spawn(&launcher, listen, name);
-        ServerProcess {
+        GreeterProcess {
             launcher,
             name: name.to_owned(),
             addr,
@@ -218,20 +123,35 @@ impl ServerProcess {
         }
     }
 
-    fn kill(&mut self) {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The backend name the server puts in its replies.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Kills the process with SIGKILL and waits until it has exited.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn stop(&mut self) -> Option<ExitStatus> {
+    /// Stops the process with SIGTERM (a graceful shutdown) and waits until it
+    /// has exited.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         kill_process(Pid::from_child(&child), Signal::TERM).expect("send SIGTERM");
         Some(child.wait().expect("wait for the server to exit"))
     }
 
-    fn restart(&mut self) {
+    /// Starts the server again on the same address (killing it first if it
+    /// still runs).
+    pub fn restart(&mut self) {
         self.kill();
         let (child, addr) = spawn(&self.launcher, &self.addr.to_string(), &self.name);
         assert_eq!(addr, self.addr, "restarted on the same address");
@@ -239,7 +159,7 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
+impl Drop for GreeterProcess {
     fn drop(&mut self) {
         self.kill();
     }

@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use grpc_lb::resolve::{Address, Endpoint};
@@ -117,23 +116,8 @@ async fn backend_added_by_the_resolver_gets_traffic_without_a_request_to_notice(
 // restart sequence Connecting, Ready, Idle, Connecting, Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pick_first_single_address_restart_state_sequence() {
-    let mut server = GreeterProcess::start(SERVER, "127.0.0.1:0", "solo");
-    let target: SocketAddr = server.addr();
-    let channel = Channel::builder(format!("ipv4:{target}"))
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
-    wait_for_state(&channel, ConnectivityState::Ready).await;
-    server.kill();
-    wait_for_state(&channel, ConnectivityState::Idle).await;
-    server.restart();
-    assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
-    // The trace, not the watch: a watch may merge changes that follow quickly.
-    use ConnectivityState::*;
-    assert_eq!(
-        states_from_first_connecting(&channel),
-        [Connecting, Ready, Idle, Connecting, Ready]
-    );
+    let server = GreeterProcess::start(SERVER, "127.0.0.1:0", "solo");
+    assert_stop_connected_server_state_sequence(server).await;
 }
 
 // grpc-go test/balancer_test.go TestWaitForReady (resolver error first).

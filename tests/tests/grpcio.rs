@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use grpc_lb::{Channel, ConnectivityState};
 use grpc_lb_helloworld::proto::HelloRequest;
-use integration_tests::{ipv4_target, PythonGreeter};
+use integration_tests::{ipv4_target, GreeterProcess};
 use support::*;
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
@@ -24,10 +24,10 @@ use tokio::time::{timeout, Instant};
 /// with room for a loaded machine.
 const PROMPTLY: Duration = Duration::from_secs(1);
 
-fn python_servers(names: &[&str]) -> Vec<PythonGreeter> {
+fn python_servers(names: &[&str]) -> Vec<GreeterProcess> {
     names
         .iter()
-        .map(|name| PythonGreeter::start("127.0.0.1:0", name))
+        .map(|name| GreeterProcess::start_python("127.0.0.1:0", name))
         .collect()
 }
 
@@ -250,22 +250,8 @@ async fn round_robin_all_servers_down_fails_fast_and_wait_for_ready_waits() {
 // single-address restart sequence Connecting, Ready, Idle, Connecting, Ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pick_first_stop_connected_server_state_sequence() {
-    let mut server = PythonGreeter::start("127.0.0.1:0", "solo");
-    let channel = Channel::builder(ipv4_target(std::slice::from_ref(&server)))
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
-    channel.connect();
-    wait_for_state(&channel, ConnectivityState::Ready).await;
-    server.kill();
-    wait_for_state(&channel, ConnectivityState::Idle).await;
-    server.restart();
-    assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
-    use ConnectivityState::*;
-    assert_eq!(
-        states_from_first_connecting(&channel),
-        [Connecting, Ready, Idle, Connecting, Ready]
-    );
+    let server = GreeterProcess::start_python("127.0.0.1:0", "solo");
+    assert_stop_connected_server_state_sequence(server).await;
 }
 
 // A graceful stop (SIGTERM: grpcio sends GOAWAY and lets calls in flight

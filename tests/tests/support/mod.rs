@@ -10,7 +10,7 @@ use grpc_lb::resolve::{ManualHandle, ManualResolver, Registry};
 use grpc_lb::{Channel, ConnectivityState, WaitForReady};
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
-use integration_tests::{ipv4_target, Backend, GreeterProcess};
+use integration_tests::{ipv4_target, GreeterProcess};
 use tokio::time::timeout;
 
 pub(crate) type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
@@ -51,7 +51,7 @@ pub(crate) fn manual_channel(policy: &str, backoff: BackoffConfig) -> (GrpcChann
 }
 
 /// A round_robin channel over `servers`, with a fast backoff.
-pub(crate) fn round_robin<B: Backend>(servers: &[B]) -> GrpcChannel {
+pub(crate) fn round_robin(servers: &[GreeterProcess]) -> GrpcChannel {
     Channel::builder(ipv4_target(servers))
         .policy("round_robin")
         .backoff(fast_backoff())
@@ -134,4 +134,26 @@ pub(crate) fn states_from_first_connecting(channel: &GrpcChannel) -> Vec<Connect
         .into_iter()
         .skip_while(|s| *s != ConnectivityState::Connecting)
         .collect()
+}
+
+/// grpc-go's StopConnectedServer: a pick_first channel to the lone `server`
+/// (whose name is `solo`) goes Connecting, Ready, Idle (server killed),
+/// Connecting, Ready (restarted, one call).
+pub(crate) async fn assert_stop_connected_server_state_sequence(mut server: GreeterProcess) {
+    let channel = Channel::builder(ipv4_target(std::slice::from_ref(&server)))
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    channel.connect();
+    wait_for_state(&channel, ConnectivityState::Ready).await;
+    server.kill();
+    wait_for_state(&channel, ConnectivityState::Idle).await;
+    server.restart();
+    assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
+    // The trace, not the watch: a watch may merge changes that follow quickly.
+    use ConnectivityState::*;
+    assert_eq!(
+        states_from_first_connecting(&channel),
+        [Connecting, Ready, Idle, Connecting, Ready]
+    );
 }
