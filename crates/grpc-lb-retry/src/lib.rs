@@ -240,7 +240,9 @@ where
         sent += 1;
         let result = service.call(attempt).await.map_err(Into::into);
         let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
-        let delay = match classify(&result) {
+        // What the retry policy judges: a transparent retry that is used up
+        // falls back to it as UNAVAILABLE, as in grpc-go.
+        let (code, pushback) = match classify(&result) {
             Verdict::Done { success } => {
                 if success {
                     if let Some(throttle) = &shared.throttle {
@@ -262,32 +264,18 @@ where
                 tracing::debug!("request refused unprocessed; sending it again once");
                 continue;
             }
-            Verdict::NeverSent | Verdict::Unprocessed => {
-                match policy_delay(
-                    policy,
-                    &shared,
-                    tonic::Code::Unavailable,
-                    Pushback::None,
-                    policy_retries,
-                    &mut retries_since_pushback,
-                ) {
-                    Some(delay) => delay,
-                    None => return result,
-                }
-            }
-            Verdict::Failed { code, pushback } => {
-                match policy_delay(
-                    policy,
-                    &shared,
-                    code,
-                    pushback,
-                    policy_retries,
-                    &mut retries_since_pushback,
-                ) {
-                    Some(delay) => delay,
-                    None => return result,
-                }
-            }
+            Verdict::NeverSent | Verdict::Unprocessed => (tonic::Code::Unavailable, Pushback::None),
+            Verdict::Failed { code, pushback } => (code, pushback),
+        };
+        let Some(delay) = policy_delay(
+            policy,
+            &shared,
+            code,
+            pushback,
+            policy_retries,
+            &mut retries_since_pushback,
+        ) else {
+            return result;
         };
         if !body.is_replayable() || deadline.is_some_and(|d| Instant::now() + delay >= d) {
             return result;
