@@ -2,6 +2,7 @@
 //! `resolver/manual` does. It is the workhorse of tests, and the way to feed a
 //! channel from discovery code of your own.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -121,13 +122,9 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 impl ManualHandle {
     /// Replaces the whole set (grpc-go's `UpdateState`).
     pub fn reset(&self, endpoints: impl IntoIterator<Item = Endpoint>) {
-        let mut update: Vec<Endpoint> = Vec::new();
-        for endpoint in endpoints {
-            // A repeated address counts once, where it first appears.
-            if !update.iter().any(|e| e.address == endpoint.address) {
-                update.push(endpoint);
-            }
-        }
+        // As given: `ResolverDiscover` counts a repeated address once, where
+        // it first appears.
+        let update: Vec<Endpoint> = endpoints.into_iter().collect();
         let mut shared = lock(&self.shared);
         shared.current = Some(update.clone());
         shared.send(|| Ok(Update::Reset(update.clone())));
@@ -138,10 +135,18 @@ impl ManualHandle {
         let added: Vec<Endpoint> = endpoints.into_iter().collect();
         let mut shared = lock(&self.shared);
         let current = shared.current.get_or_insert_with(Vec::new);
+        let mut index: HashMap<Address, usize> = current
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.address.clone(), i))
+            .collect();
         for endpoint in &added {
-            match current.iter_mut().find(|e| e.address == endpoint.address) {
-                Some(existing) => *existing = endpoint.clone(),
-                None => current.push(endpoint.clone()),
+            match index.get(&endpoint.address) {
+                Some(&i) => current[i] = endpoint.clone(),
+                None => {
+                    index.insert(endpoint.address.clone(), current.len());
+                    current.push(endpoint.clone());
+                }
             }
         }
         shared.send(|| Ok(Update::Add(added.clone())));
@@ -152,7 +157,8 @@ impl ManualHandle {
         let removed: Vec<Address> = addresses.into_iter().collect();
         let mut shared = lock(&self.shared);
         let current = shared.current.get_or_insert_with(Vec::new);
-        current.retain(|e| !removed.contains(&e.address));
+        let gone: HashSet<&Address> = removed.iter().collect();
+        current.retain(|e| !gone.contains(&e.address));
         shared.send(|| Ok(Update::Remove(removed.clone())));
     }
 
