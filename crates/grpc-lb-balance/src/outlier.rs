@@ -184,6 +184,9 @@ impl Tracked {
 pub struct OutlierDetector<K> {
     config: OutlierDetectionConfig,
     endpoints: HashMap<K, Tracked>,
+    /// How many of `endpoints` are ejected, kept so that the cap is checked
+    /// without a pass over every endpoint per candidate.
+    ejected_count: usize,
 }
 
 impl<K: Hash + Eq + Clone> OutlierDetector<K> {
@@ -192,6 +195,7 @@ impl<K: Hash + Eq + Clone> OutlierDetector<K> {
         OutlierDetector {
             config,
             endpoints: HashMap::new(),
+            ejected_count: 0,
         }
     }
 
@@ -219,7 +223,11 @@ impl<K: Hash + Eq + Clone> OutlierDetector<K> {
 
     /// Stops tracking `key`.
     pub fn remove(&mut self, key: &K) {
-        self.endpoints.remove(key);
+        if let Some(tracked) = self.endpoints.remove(key) {
+            if tracked.ejected_at.is_some() {
+                self.ejected_count -= 1;
+            }
+        }
     }
 
     /// Whether `key` is ejected now.
@@ -260,6 +268,7 @@ impl<K: Hash + Eq + Clone> OutlierDetector<K> {
                     let lasts = base.saturating_mul(tracked.multiplier).min(cap);
                     if now >= at + lasts {
                         tracked.ejected_at = None;
+                        self.ejected_count -= 1;
                         changed = true;
                     }
                 }
@@ -270,13 +279,14 @@ impl<K: Hash + Eq + Clone> OutlierDetector<K> {
     }
 
     fn ejected_percent(&self) -> u64 {
-        let ejected = self.ejected().count() as u64;
-        ejected * 100 / (self.endpoints.len().max(1) as u64)
+        self.ejected_count as u64 * 100 / (self.endpoints.len().max(1) as u64)
     }
 
     fn eject(&mut self, key: &K, now: Instant) {
         if let Some(tracked) = self.endpoints.get_mut(key) {
-            tracked.ejected_at = Some(now);
+            if tracked.ejected_at.replace(now).is_none() {
+                self.ejected_count += 1;
+            }
             tracked.multiplier = tracked.multiplier.saturating_add(1);
         }
     }
@@ -439,6 +449,36 @@ mod tests {
         }
         detector.evaluate(Instant::now(), &mut never());
         assert_eq!(detector.ejected().count(), 1, "20 % of 5");
+    }
+
+    #[test]
+    fn removing_an_ejected_endpoint_frees_its_share_of_the_cap() {
+        let config = OutlierDetectionConfig {
+            failure_percentage: Some(FailurePercentage {
+                minimum_hosts: 4,
+                ..Default::default()
+            }),
+            max_ejection_percent: 20,
+            ..Default::default()
+        };
+        let (mut detector, counters) = detector(config, &["a", "b", "c", "d", "e"]);
+        for counter in &counters {
+            calls(counter, 0, 100);
+        }
+        detector.evaluate(Instant::now(), &mut never());
+        let first: &str = detector.ejected().next().unwrap();
+        detector.remove(&first);
+        for counter in &counters {
+            calls(counter, 0, 100);
+        }
+        detector.evaluate(Instant::now(), &mut never());
+        let ejected: Vec<_> = detector.ejected().collect();
+        assert_eq!(
+            ejected.len(),
+            1,
+            "the removed one no longer counts against the cap"
+        );
+        assert_ne!(*ejected[0], first);
     }
 
     #[test]
