@@ -7,6 +7,14 @@ use crate::SharedError;
 /// These are the states of gRPC's `doc/connectivity-semantics-and-api.md`. Their
 /// [`Display`](fmt::Display) form is the spelling used by gRPC's logs and APIs
 /// (`TRANSIENT_FAILURE`), so that logs from this crate read like grpc-go's.
+///
+/// ```
+/// use grpc_lb_core::ConnectivityState;
+///
+/// let state = ConnectivityState::TransientFailure;
+/// assert_eq!(state.as_str(), "TRANSIENT_FAILURE");
+/// assert_eq!(format!("[{state:>18}]"), "[ TRANSIENT_FAILURE]");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConnectivityState {
     /// No connection, and none being made: the next use starts one.
@@ -45,6 +53,23 @@ impl fmt::Display for ConnectivityState {
 /// This is what subchannels and channels publish on their `tokio::sync::watch`
 /// channels. `last_error` is kept after a failure so that a fail-fast caller can
 /// answer `UNAVAILABLE` with the real cause rather than a generic message.
+///
+/// ```
+/// use grpc_lb_core::{Connectivity, ConnectivityState};
+/// use std::sync::Arc;
+///
+/// let (publish, watch) = tokio::sync::watch::channel(Connectivity::default());
+/// assert_eq!(watch.borrow().state, ConnectivityState::Idle);
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// publish.send_replace(Connectivity {
+///     state: ConnectivityState::TransientFailure,
+///     last_error: Some(Arc::new(refused)),
+/// });
+/// let seen = watch.borrow();
+/// assert_eq!(seen.state, ConnectivityState::TransientFailure);
+/// assert_eq!(seen.last_error.as_ref().unwrap().to_string(), "connection refused");
+/// ```
 #[derive(Clone, Debug)]
 pub struct Connectivity {
     /// The current state.

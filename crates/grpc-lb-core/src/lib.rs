@@ -28,9 +28,30 @@ pub use connectivity::{Connectivity, ConnectivityState};
 pub use resolve_now::ResolveNow;
 
 /// The boxed error type used throughout the stack, as in tower.
+///
+/// ```
+/// use grpc_lb_core::BoxError;
+///
+/// fn parse_port(text: &str) -> Result<u16, BoxError> {
+///     Ok(text.parse::<u16>()?)
+/// }
+///
+/// assert_eq!(parse_port("50051").unwrap(), 50051);
+/// assert!(parse_port("grpc").is_err());
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error that can be kept and handed to many readers (a state watch, a fail-fast RPC).
+///
+/// ```
+/// use grpc_lb_core::SharedError;
+/// use std::sync::Arc;
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let error: SharedError = Arc::new(refused);
+/// let for_the_watch = error.clone();
+/// assert_eq!(for_the_watch.to_string(), error.to_string());
+/// ```
 pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Allocates an id for a channel or subchannel, unique in this process.
@@ -49,6 +70,17 @@ pub fn next_channelz_id() -> u64 {
 /// Connectors wrap such failures in this type so that layers above can tell them
 /// from errors of the request itself: gRPC reports them as `UNAVAILABLE` (grpc-go:
 /// "transport is closing"), and a fail-fast layer converts them to that status.
+///
+/// ```
+/// use grpc_lb_core::{BoxError, TransportError};
+///
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// let error: BoxError = TransportError::new(reset).into();
+///
+/// // Layers above tell a broken connection from a failed request by its type.
+/// assert!(error.downcast_ref::<TransportError>().is_some());
+/// assert_eq!(error.to_string(), "transport error: connection reset");
+/// ```
 #[derive(Debug)]
 pub struct TransportError {
     source: BoxError,
