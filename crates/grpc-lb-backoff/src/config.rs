@@ -17,6 +17,22 @@ use crate::{InvalidBackoff, Rng};
 ///
 /// [`try_new`]: BackoffConfig::try_new
 /// [`try_from_secs_f64`]: BackoffConfig::try_from_secs_f64
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_backoff::{BackoffConfig, FixedRng};
+///
+/// let config = BackoffConfig::default();
+/// assert_eq!(config.base_delay(), Duration::from_secs(1));
+/// assert_eq!(config.max_delay(), Duration::from_secs(120));
+///
+/// // The nominal delay grows by 1.6 per failure until the 120 s cap ...
+/// assert_eq!(config.nominal_delay(2), Duration::from_millis(2560));
+/// assert_eq!(config.nominal_delay(50), Duration::from_secs(120));
+/// // ... and jitter spreads each delay by up to ±20 % around it.
+/// let shortest = config.delay(2, &mut FixedRng(0.0));
+/// assert_eq!(shortest, Duration::from_millis(2048));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BackoffConfig {
     base_delay: Duration,

@@ -8,6 +8,14 @@ use std::time::Duration;
 /// The [`Display`](fmt::Display) form names the offending field and the
 /// problem, e.g. `invalid backoff: jitter must be in [0, 1], got 1.5`, so it
 /// can be shown to whoever wrote the configuration.
+///
+/// ```
+/// use grpc_lb_backoff::{BackoffConfig, InvalidBackoff};
+///
+/// let error = BackoffConfig::try_from_secs_f64(1.0, 1.6, 1.5, 120.0, 20.0).unwrap_err();
+/// assert_eq!(error, InvalidBackoff::JitterOutOfRange { jitter: 1.5 });
+/// assert_eq!(error.to_string(), "invalid backoff: jitter must be in [0, 1], got 1.5");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum InvalidBackoff {

@@ -6,6 +6,24 @@ use rand::SeedableRng;
 /// Randomness is injected rather than drawn from a global generator so that
 /// tests (and callers who want reproducible schedules) can supply a
 /// deterministic source such as [`FixedRng`].
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_backoff::{Backoff, BackoffConfig, Rng};
+///
+/// /// Always the upper edge of the jitter band: the most patient schedule.
+/// struct Patient;
+///
+/// impl Rng for Patient {
+///     fn next_f64(&mut self) -> f64 {
+///         0.999_999
+///     }
+/// }
+///
+/// let mut backoff = Backoff::with_rng(BackoffConfig::default(), Patient);
+/// assert_eq!(backoff.next_delay(), Duration::from_secs(1)); // the first is never jittered
+/// assert!(backoff.next_delay() > Duration::from_millis(1900)); // 1.6 s + almost 20 %
+/// ```
 pub trait Rng {
     /// Returns a number uniformly distributed in `[0, 1)`.
     ///
@@ -26,6 +44,18 @@ impl<R: Rng + ?Sized> Rng for &mut R {
 ///
 /// Jitter only needs to decorrelate clients, not to be unpredictable to an
 /// attacker, so a cheap generator is enough.
+///
+/// ```
+/// use grpc_lb_backoff::{DefaultRng, Rng};
+///
+/// // A fixed seed replays the same jitter, e.g. to reproduce a schedule in a test.
+/// let mut a = DefaultRng::from_seed(42);
+/// let mut b = DefaultRng::from_seed(42);
+/// assert_eq!(a.next_f64(), b.next_f64());
+///
+/// let draw = DefaultRng::new().next_f64();
+/// assert!((0.0..1.0).contains(&draw));
+/// ```
 #[derive(Clone, Debug)]
 pub struct DefaultRng(SmallRng);
 
