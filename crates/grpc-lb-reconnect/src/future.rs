@@ -12,6 +12,23 @@ use crate::error::NotReady;
 pin_project! {
     /// Response future of [`Reconnect`](crate::Reconnect): the connected service's
     /// future with its error boxed, or an immediate [`NotReady`] error.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use grpc_lb_reconnect::{future::ResponseFuture, Reconnect};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+    /// let connector = tower::service_fn(|_: &'static str| async {
+    ///     Ok::<_, Infallible>(tower::service_fn(|n: u32| async move { Ok::<_, Infallible>(n + 1) }))
+    /// });
+    /// let mut subchannel = Reconnect::new(connector, "backend-1");
+    /// let future: ResponseFuture<_> = subchannel.ready().await?.call(41);
+    /// assert_eq!(future.await?, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]

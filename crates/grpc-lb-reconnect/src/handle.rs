@@ -47,6 +47,38 @@ impl Shared {
 /// [`reset_backoff`](Self::reset_backoff)) wake the task that last polled the
 /// service and take effect when it polls again; a balancer driving its endpoints
 /// does so at once.
+///
+/// ```
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_reconnect::Reconnect;
+/// use std::future::poll_fn;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use std::convert::Infallible;
+/// # let connector = tower::service_fn(|_: &'static str| async {
+/// #     Ok::<_, Infallible>(tower::service_fn(|name: &'static str| async move {
+/// #         Ok::<_, Infallible>(format!("hello {name}"))
+/// #     }))
+/// # });
+
+/// let mut subchannel = Reconnect::new(connector, "backend-1");
+/// let handle = subchannel.handle();
+///
+/// // Whoever owns the subchannel keeps driving it (a balancer does).
+/// tokio::spawn(poll_fn(move |cx| {
+///     subchannel.drive::<&str>(cx);
+///     std::task::Poll::<()>::Pending
+/// }));
+///
+/// // grpc-go's Connect and WaitForStateChange, for one subchannel.
+/// handle.connect();
+/// let mut state = ConnectivityState::Idle;
+/// while state != ConnectivityState::Ready {
+///     state = handle.wait_for_state_change(state).await;
+/// }
+/// assert_eq!(handle.connect_attempts(), 1);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SubchannelHandle {
     shared: Arc<Shared>,

@@ -93,6 +93,30 @@ pub use crate::handle::SubchannelHandle;
 pub use crate::layer::ReconnectLayer;
 
 /// When an idle subchannel connects.
+///
+/// ```
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_reconnect::{ConnectMode, Reconnect, ReconnectConfig};
+/// use std::future::poll_fn;
+/// use std::task::Poll;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // An in-memory connector whose connections answer "hello <name>".
+/// # use std::convert::Infallible;
+/// # let connector = tower::service_fn(|_: &'static str| async {
+/// #     Ok::<_, Infallible>(tower::service_fn(|name: &'static str| async move {
+/// #         Ok::<_, Infallible>(format!("hello {name}"))
+/// #     }))
+/// # });
+
+/// let eager = ReconnectConfig::default().mode(ConnectMode::Eager);
+/// let mut subchannel = Reconnect::with_config(connector, "backend-1", eager);
+///
+/// // Driving an eager subchannel connects it without any request.
+/// let state = poll_fn(|cx| Poll::Ready(subchannel.drive::<&str>(cx))).await;
+/// assert_eq!(state, ConnectivityState::Ready);
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConnectMode {
     /// Only when a request asks for it through `poll_ready` (grpc-go's idle
@@ -105,6 +129,29 @@ pub enum ConnectMode {
 }
 
 /// Settings for a [`Reconnect`].
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_backoff::BackoffConfig;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_reconnect::{ConnectMode, ReconnectConfig};
+///
+/// let backoff = BackoffConfig::try_new(
+///     Duration::from_millis(100),
+///     1.6,
+///     0.2,
+///     Duration::from_secs(5),
+///     Duration::from_secs(2),
+/// )?;
+/// let config = ReconnectConfig::default()
+///     .backoff(backoff)
+///     .mode(ConnectMode::Eager)
+///     .resolve_now(ResolveNow::new())
+///     .channel_id(7);
+/// assert_eq!(config.backoff_config().max_delay(), Duration::from_secs(5));
+/// assert_eq!(config.connect_mode(), ConnectMode::Eager);
+/// # Ok::<(), grpc_lb_backoff::InvalidBackoff>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ReconnectConfig {
     backoff: BackoffConfig,
@@ -152,6 +199,33 @@ impl ReconnectConfig {
 
 /// A service that keeps one connection to `target` up, with gRPC's subchannel
 /// state machine and connection backoff. See the [crate docs](crate).
+///
+/// ```
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_reconnect::Reconnect;
+/// use tower::{Service, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // An in-memory connector whose connections answer "hello <name>".
+/// # use std::convert::Infallible;
+/// # let connector = tower::service_fn(|_: &'static str| async {
+/// #     Ok::<_, Infallible>(tower::service_fn(|name: &'static str| async move {
+/// #         Ok::<_, Infallible>(format!("hello {name}"))
+/// #     }))
+/// # });
+
+/// let mut subchannel = Reconnect::new(connector, "backend-1");
+/// let handle = subchannel.handle();
+/// assert_eq!(handle.state(), ConnectivityState::Idle);
+///
+/// // The first request connects (lazy mode, like grpc-go's idle subchannel).
+/// let reply = subchannel.ready().await?.call("world").await?;
+/// assert_eq!(reply, "hello world");
+/// assert_eq!(handle.state(), ConnectivityState::Ready);
+/// assert_eq!(handle.connect_attempts(), 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Reconnect<C, T, R = DefaultRng>
 where
     C: Service<T>,
