@@ -46,6 +46,47 @@ use tower_service::Service;
 
 /// Fails calls fast with `UNAVAILABLE` while the watched connectivity is
 /// `TRANSIENT_FAILURE`. See the [crate docs](crate).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::task::{Context, Poll};
+/// use grpc_lb_core::{Connectivity, ConnectivityState};
+/// use grpc_lb_failfast::FailFast;
+/// use tower::{Service, ServiceExt};
+///
+/// // A service with no connection: never ready, like a subchannel in backoff.
+/// struct Disconnected;
+///
+/// impl tower::Service<()> for Disconnected {
+///     type Response = ();
+///     type Error = std::convert::Infallible;
+///     type Future = std::future::Ready<Result<(), Self::Error>>;
+///
+///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+///         Poll::Pending
+///     }
+///
+///     fn call(&mut self, _: ()) -> Self::Future {
+///         unreachable!("never ready")
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let (_publisher, connectivity) = tokio::sync::watch::channel(Connectivity {
+///     state: ConnectivityState::TransientFailure,
+///     last_error: Some(Arc::new(refused)),
+/// });
+/// let mut service = FailFast::new(Disconnected, connectivity);
+///
+/// // Ready at once, only to fail the call: UNAVAILABLE with the real cause.
+/// let error = service.ready().await.unwrap().call(()).await.unwrap_err();
+/// let status = error.downcast_ref::<tonic::Status>().unwrap();
+/// assert_eq!(status.code(), tonic::Code::Unavailable);
+/// assert_eq!(status.message(), "connection unavailable: connection refused");
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FailFast<S> {
     inner: S,
@@ -156,6 +197,45 @@ where
 }
 
 /// Applies [`FailFast`] with a given connectivity watch.
+///
+/// ```
+/// use std::task::{Context, Poll};
+/// use std::time::Duration;
+/// use grpc_lb_core::{Connectivity, ConnectivityState};
+/// use grpc_lb_failfast::FailFastLayer;
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// // A service with no connection: never ready, like a subchannel in backoff.
+/// struct Disconnected;
+///
+/// impl tower::Service<()> for Disconnected {
+///     type Response = ();
+///     type Error = std::convert::Infallible;
+///     type Future = std::future::Ready<Result<(), Self::Error>>;
+///
+///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+///         Poll::Pending
+///     }
+///
+///     fn call(&mut self, _: ()) -> Self::Future {
+///         unreachable!("never ready")
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let (_publisher, connectivity) =
+///     tokio::sync::watch::channel(Connectivity::new(ConnectivityState::TransientFailure));
+///
+/// // With wait-for-ready, the caller waits for a connection instead, bounded by
+/// // its own deadline.
+/// let service = ServiceBuilder::new()
+///     .layer(FailFastLayer::new(connectivity).wait_for_ready(true))
+///     .service(Disconnected);
+/// let waited = tokio::time::timeout(Duration::from_secs(1), service.oneshot(())).await;
+/// assert!(waited.is_err(), "still waiting for a connection after the deadline");
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FailFastLayer {
     connectivity: watch::Receiver<Connectivity>,
@@ -187,7 +267,25 @@ impl<S> Layer<S> for FailFastLayer {
 }
 
 pin_project! {
-    /// Response future of [`FailFast`].
+    /// Response future of [`FailFast`]: the inner service's future with its
+    /// error boxed, or the `UNAVAILABLE` status of a call failed fast.
+    ///
+    /// ```
+    /// use grpc_lb_core::{Connectivity, ConnectivityState};
+    /// use grpc_lb_failfast::{FailFast, ResponseFuture};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+    /// let (_publisher, connectivity) =
+    ///     tokio::sync::watch::channel(Connectivity::new(ConnectivityState::Ready));
+    /// let echo = tower::service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) });
+    /// let mut service = FailFast::new(echo, connectivity);
+    /// let future: ResponseFuture<_> = service.ready().await?.call(7);
+    /// assert_eq!(future.await?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]

@@ -80,6 +80,52 @@ const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
 /// Retries RPCs under a service config's retry policies; see the
 /// [crate docs](crate).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use grpc_lb_retry::RetryLayer;
+/// use http_body_util::{Empty, Full};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // A backend that is UNAVAILABLE (a Trailers-Only answer) for its first RPC.
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let counted = calls.clone();
+/// let backend = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
+///     let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+///     async move {
+///         let previous = request.headers().get("grpc-previous-rpc-attempts").cloned();
+///         let status = if first { "14" } else { "0" };
+///         let response = http::Response::builder()
+///             .header("content-type", "application/grpc")
+///             .header("grpc-status", status)
+///             .header("seen-previous-attempts", previous.unwrap_or_else(|| "none".parse().unwrap()))
+///             .body(Empty::<Bytes>::new())?;
+///         Ok::<_, http::Error>(response)
+///     }
+/// });
+///
+/// let config = r#"{"methodConfig": [{
+///     "name": [{"service": "helloworld.Greeter"}],
+///     "retryPolicy": {"maxAttempts": 2, "initialBackoff": "0.1s", "maxBackoff": "1s",
+///                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+/// }]}"#;
+/// let service = ServiceBuilder::new()
+///     .layer(RetryLayer::new(config.parse()?))
+///     .service(backend);
+///
+/// let request = http::Request::post("http://greeter/helloworld.Greeter/SayHello")
+///     .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))?;
+/// let response = service.oneshot(request).await?;
+/// assert_eq!(response.headers()["grpc-status"], "0");
+/// assert_eq!(response.headers()["seen-previous-attempts"], "1");
+/// assert_eq!(calls.load(Ordering::SeqCst), 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Retry<S> {
     inner: S,
     shared: Arc<Shared>,
@@ -87,6 +133,18 @@ pub struct Retry<S> {
 
 /// Adds [`Retry`] to a service; every service it wraps shares one
 /// [`RetryThrottle`], as a channel's RPCs do in grpc-go.
+///
+/// ```
+/// use grpc_lb_retry::RetryLayer;
+///
+/// let config = r#"{"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}}"#;
+/// let layer = RetryLayer::with_buffer_limit(config.parse()?, 64 * 1024);
+///
+/// // Every service this layer wraps draws from the same bucket.
+/// let throttle = layer.throttle().expect("the config sets retryThrottling");
+/// assert_eq!(throttle.tokens(), 10.0);
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct RetryLayer {
     shared: Arc<Shared>,
@@ -171,7 +229,27 @@ where
     }
 }
 
-/// The response future of [`Retry`].
+/// The response future of [`Retry`]: every attempt of one RPC, boxed once per
+/// RPC rather than once per attempt.
+///
+/// ```
+/// use bytes::Bytes;
+/// use grpc_lb_retry::{ResponseFuture, RetryLayer};
+/// use http_body_util::Empty;
+/// use tower::{Layer, Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let backend = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+/// });
+/// let mut service = RetryLayer::new(Default::default()).layer(backend);
+/// let request = http::Request::new(Empty::<Bytes>::new());
+/// let future: ResponseFuture<()> = service.ready().await?.call(request);
+/// assert_eq!(future.await?.status(), http::StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ResponseFuture<ResBody> {
     inner: Pin<Box<dyn Future<Output = Result<Response<ResBody>, BoxError>> + Send>>,
 }

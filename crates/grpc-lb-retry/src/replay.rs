@@ -19,6 +19,24 @@ use http_body::{Body, Frame, SizeHint};
 /// been read, nothing more is kept and [`is_replayable`](ReplayBody::is_replayable)
 /// turns false: the RPC is committed to its current attempt, as grpc-go
 /// commits one whose buffer outgrows `MaxRetryRPCBufferSize`.
+///
+/// ```
+/// use bytes::Bytes;
+/// use grpc_lb_retry::ReplayBody;
+/// use http_body_util::{BodyExt, Full};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
+/// let retry = body.replay();
+///
+/// assert_eq!(body.collect().await?.to_bytes(), "hello");
+/// // The second attempt sends the same bytes, read from what was kept.
+/// assert!(retry.is_replayable());
+/// assert_eq!(retry.collect().await?.to_bytes(), "hello");
+/// # Ok(())
+/// # }
+/// ```
 pub struct ReplayBody<B> {
     shared: Arc<Mutex<Shared<B>>>,
     /// Data frames this copy has yielded.
@@ -41,6 +59,25 @@ struct Shared<B> {
 
 /// The original request body failed, or a copy needed frames that were not
 /// kept.
+///
+/// ```
+/// use bytes::Bytes;
+/// use grpc_lb_retry::{ReplayBody, ReplayError};
+/// use http_body_util::{BodyExt, Full};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // Only 4 bytes may be kept, and the body is longer.
+/// let body = ReplayBody::new(Full::new(Bytes::from_static(b"too long to keep")), 4);
+/// let retry = body.replay();
+/// body.collect().await?;
+///
+/// assert!(!retry.is_replayable());
+/// let error = retry.collect().await.unwrap_err();
+/// assert!(error.is::<ReplayError>());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ReplayError(String);
 

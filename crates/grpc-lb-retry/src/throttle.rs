@@ -8,6 +8,21 @@ use grpc_lb_service_config::RetryThrottling;
 ///
 /// Tokens are counted in thousandths, the precision A6 gives `tokenRatio`, so
 /// that the bucket is a single atomic and never takes a lock.
+///
+/// ```
+/// use grpc_lb_retry::RetryThrottle;
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig =
+///     r#"{"retryThrottling": {"maxTokens": 4, "tokenRatio": 0.5}}"#.parse()?;
+/// let throttle = RetryThrottle::new(config.retry_throttling().unwrap());
+///
+/// assert!(!throttle.record_failure()); // 3 tokens left: above half
+/// assert!(throttle.record_failure()); // 2 left: half the bucket, retries stop
+/// throttle.record_success(); // +0.5
+/// assert_eq!(throttle.tokens(), 2.5);
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Debug)]
 pub struct RetryThrottle {
     milli_tokens: AtomicU64,
