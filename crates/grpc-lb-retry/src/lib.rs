@@ -245,7 +245,8 @@ where
 /// });
 /// let mut service = RetryLayer::new(Default::default()).layer(backend);
 /// let request = http::Request::new(Empty::<Bytes>::new());
-/// let future: ResponseFuture<()> = service.ready().await?.call(request);
+/// let ready = ServiceExt::<http::Request<Empty<Bytes>>>::ready(&mut service).await?;
+/// let future: ResponseFuture<()> = ready.call(request);
 /// assert_eq!(future.await?.status(), http::StatusCode::OK);
 /// # Ok(())
 /// # }
