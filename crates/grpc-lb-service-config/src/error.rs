@@ -4,6 +4,17 @@ use std::fmt;
 ///
 /// The message names the field by its JSON path, for example
 /// `methodConfig[0].retryPolicy.maxAttempts: must be at least 2, got 1`.
+///
+/// ```
+/// use grpc_lb_service_config::{ServiceConfig, ServiceConfigErrorKind};
+///
+/// let error = r#"{"methodConfig": [{"name": [{}], "timeout": 5}]}"#
+///     .parse::<ServiceConfig>()
+///     .unwrap_err();
+/// assert_eq!(error.field(), "methodConfig[0].timeout");
+/// assert!(matches!(error.kind(), ServiceConfigErrorKind::WrongType { found: "a number", .. }));
+/// println!("{error}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfigError {
     field: String,
@@ -11,6 +22,18 @@ pub struct ServiceConfigError {
 }
 
 /// What is wrong with a service config.
+///
+/// ```
+/// use grpc_lb_service_config::{ServiceConfig, ServiceConfigErrorKind};
+///
+/// let config: ServiceConfig = r#"{"loadBalancingConfig": [{"grpclb": {}}]}"#.parse()?;
+/// let error = config.choose_policy(|name| name == "round_robin").unwrap_err();
+/// assert_eq!(
+///     error.kind(),
+///     &ServiceConfigErrorKind::NoSupportedPolicy(vec!["grpclb".to_string()]),
+/// );
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServiceConfigErrorKind {

@@ -53,6 +53,30 @@ use crate::json::{child_path, Field, Object, Result};
 pub use crate::method::{code_name, MethodConfig, MethodName, RetryPolicy, MAX_ATTEMPTS_CAP};
 
 /// A parsed and validated service config.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig = r#"{
+///     "loadBalancingConfig": [{"weighted_target": {}}, {"round_robin": {}}],
+///     "methodConfig": [
+///         {"name": [{}], "timeout": "10s"},
+///         {"name": [{"service": "helloworld.Greeter"}], "waitForReady": true, "timeout": "1.5s"}
+///     ]
+/// }"#.parse()?;
+///
+/// // The first policy this channel supports wins (gRFC A24).
+/// let policy = config.choose_policy(|name| name == "round_robin")?.unwrap();
+/// assert_eq!(policy.name(), "round_robin");
+///
+/// // The most specific method config applies to each RPC.
+/// let greeter = config.method_config("/helloworld.Greeter/SayHello").unwrap();
+/// assert_eq!(greeter.timeout(), Some(Duration::from_millis(1500)));
+/// let other = config.method_config("/routeguide.RouteGuide/GetFeature").unwrap();
+/// assert_eq!(other.timeout(), Some(Duration::from_secs(10)));
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceConfig {
     load_balancing_config: Vec<PolicyConfig>,
@@ -66,6 +90,17 @@ pub struct ServiceConfig {
 }
 
 /// One entry of `loadBalancingConfig`: a policy name and its own config.
+///
+/// ```
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig =
+///     r#"{"loadBalancingConfig": [{"least_request": {"choiceCount": 3}}]}"#.parse()?;
+/// let policy = &config.load_balancing_config()[0];
+/// assert_eq!(policy.name(), "least_request");
+/// assert_eq!(policy.config()["choiceCount"], 3);
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyConfig {
     name: String,
@@ -85,6 +120,15 @@ impl PolicyConfig {
 }
 
 /// `healthCheckConfig`: which service gRFC A17 health checking watches.
+///
+/// ```
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig =
+///     r#"{"healthCheckConfig": {"serviceName": "helloworld.Greeter"}}"#.parse()?;
+/// assert_eq!(config.health_check().unwrap().service_name(), "helloworld.Greeter");
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthCheckConfig {
     service_name: String,
@@ -101,6 +145,17 @@ impl HealthCheckConfig {
 /// `retryThrottling` (gRFC A6): retries stop while the channel's token count
 /// is at or below half of `max_tokens`. Each failure costs one token, each
 /// success returns `token_ratio`.
+///
+/// ```
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig =
+///     r#"{"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}}"#.parse()?;
+/// let throttling = config.retry_throttling().unwrap();
+/// assert_eq!(throttling.max_tokens(), 10);
+/// assert_eq!(throttling.token_ratio(), 0.1);
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryThrottling {
     max_tokens: u32,

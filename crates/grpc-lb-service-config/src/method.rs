@@ -11,6 +11,21 @@ pub const MAX_ATTEMPTS_CAP: u32 = 5;
 
 /// Which RPCs a [`MethodConfig`] applies to: one method, every method of a
 /// service (empty `method`), or every method of every service (both empty).
+///
+/// ```
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig = r#"{"methodConfig": [{"name": [
+///     {"service": "helloworld.Greeter", "method": "SayHello"},
+///     {"service": "routeguide.RouteGuide"}
+/// ], "timeout": "1s"}]}"#.parse()?;
+/// let names = config.method_configs()[0].names();
+/// assert_eq!(names[0].to_string(), "/helloworld.Greeter/SayHello");
+/// assert_eq!(names[1].service(), "routeguide.RouteGuide");
+/// assert_eq!(names[1].method(), "");
+/// assert_eq!(names[1].to_string(), "/routeguide.RouteGuide/*");
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MethodName {
     service: String,
@@ -42,6 +57,24 @@ impl fmt::Display for MethodName {
 }
 
 /// The settings for the RPCs one `methodConfig` entry names.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_service_config::ServiceConfig;
+///
+/// let config: ServiceConfig = r#"{"methodConfig": [{
+///     "name": [{"service": "helloworld.Greeter"}],
+///     "waitForReady": true,
+///     "timeout": "0.250s",
+///     "maxRequestMessageBytes": 1048576
+/// }]}"#.parse()?;
+/// let method = config.method_config("/helloworld.Greeter/SayHello").unwrap();
+/// assert_eq!(method.wait_for_ready(), Some(true));
+/// assert_eq!(method.timeout(), Some(Duration::from_millis(250)));
+/// assert_eq!(method.max_request_message_bytes(), Some(1 << 20));
+/// assert!(method.retry_policy().is_none());
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MethodConfig {
     names: Vec<MethodName>,
@@ -122,6 +155,25 @@ fn parse_name(field: Field<'_>) -> Result<MethodName> {
 
 /// gRFC A6's `retryPolicy`: how many attempts an RPC may make, how long to
 /// wait between them and which status codes are worth another attempt.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_service_config::ServiceConfig;
+/// use tonic::Code;
+///
+/// let config: ServiceConfig = r#"{"methodConfig": [{
+///     "name": [{}],
+///     "retryPolicy": {"maxAttempts": 10, "initialBackoff": "0.1s", "maxBackoff": "1s",
+///                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+/// }]}"#.parse()?;
+/// let policy = config.method_configs()[0].retry_policy().unwrap();
+/// assert_eq!(policy.max_attempts(), 5); // capped, as in every gRPC implementation
+/// assert!(policy.is_retryable(Code::Unavailable));
+/// assert!(!policy.is_retryable(Code::DeadlineExceeded));
+/// assert_eq!(policy.nominal_backoff(3), Duration::from_millis(400));
+/// assert_eq!(policy.nominal_backoff(9), Duration::from_secs(1));
+/// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
