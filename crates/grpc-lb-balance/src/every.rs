@@ -20,6 +20,41 @@ use crate::policy::{Helper, LoadBalancer};
 ///   failed until it reports READY again, ignoring CONNECTING in between
 ///   (`doc/load-balancing.md`);
 /// - the channel state is the aggregate of those effective states.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{EveryEndpoint, LoadBalancer, RoundRobin};
+/// use grpc_lb_core::ConnectivityState::{Connecting, Ready, TransientFailure};
+/// # use std::time::Duration;
+/// # use grpc_lb_balance::Helper;
+/// # use grpc_lb_core::ConnectivityState;
+/// # use grpc_lb_resolve::Address;
+/// # /// Records what the policy asks for, as the channel's worker would act on it.
+/// # #[derive(Default)]
+/// # struct Recorder { connects: Vec<Address> }
+/// # impl Helper for Recorder {
+/// #     fn state(&self, _: &Address) -> Option<ConnectivityState> { Some(ConnectivityState::Idle) }
+/// #     fn connect(&mut self, address: &Address) { self.connects.push(address.clone()) }
+/// #     fn disconnect(&mut self, _: &Address) {}
+/// #     fn set_timer(&mut self, _: Duration) {}
+/// #     fn resolve_now(&mut self) {}
+/// # }
+///
+/// let a = Address::Socket("10.0.0.1:50051".parse().unwrap());
+/// let b = Address::Socket("10.0.0.2:50051".parse().unwrap());
+/// let mut helper = Recorder::default();
+/// let mut policy = EveryEndpoint::new("round_robin", Arc::new(RoundRobin::new()));
+///
+/// policy.update_addresses(&[a.clone(), b.clone()], &mut helper);
+/// assert_eq!(helper.connects, [a.clone(), b.clone()]); // every endpoint, at once
+///
+/// policy.update_subchannel(&a, Connecting, &mut helper);
+/// policy.update_subchannel(&b, TransientFailure, &mut helper);
+/// assert_eq!(policy.state(), Connecting);
+/// policy.update_subchannel(&a, Ready, &mut helper);
+/// assert_eq!(policy.state(), Ready);
+/// assert_eq!(policy.pickable(), [a]); // b backs off and is not picked
+/// ```
 #[derive(Debug)]
 pub struct EveryEndpoint {
     name: &'static str,

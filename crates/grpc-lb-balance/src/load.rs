@@ -9,6 +9,21 @@ use tokio::time::Instant;
 /// outstanding requests). The peak-EWMA round-trip estimate follows tower's
 /// `load::PeakEwma`: a new sample above the estimate replaces it at once (peak),
 /// one below decays towards it with the configured time constant.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_balance::EndpointLoad;
+///
+/// let load = EndpointLoad::new(Duration::from_millis(30), Duration::from_secs(10));
+/// load.start();
+/// load.start();
+/// assert_eq!(load.outstanding(), 2);
+///
+/// // A slow answer raises the estimate at once (the "peak" of PeakEWMA).
+/// load.finish(Some(Duration::from_millis(90)));
+/// assert_eq!(load.outstanding(), 1);
+/// assert!(load.peak_ewma_cost() >= 2.0 * 90e6); // 90 ms × (1 in flight + 1)
+/// ```
 #[derive(Debug)]
 pub struct EndpointLoad {
     outstanding: AtomicUsize,

@@ -8,6 +8,27 @@ use crate::load::EndpointLoad;
 ///
 /// Every caller of a channel runs the pick at once, so a `Pick` takes `&self`
 /// and keeps any state in atomics: no lock is held across a pick.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{EndpointLoad, Pick};
+///
+/// /// Always the endpoint with the fewest requests in flight (a full scan: fine
+/// /// for a handful of endpoints).
+/// #[derive(Debug)]
+/// struct LeastLoaded;
+///
+/// impl Pick for LeastLoaded {
+///     fn pick(&self, ready: &[Arc<EndpointLoad>]) -> usize {
+///         (0..ready.len()).min_by_key(|&i| ready[i].outstanding()).unwrap_or(0)
+///     }
+/// }
+///
+/// let ready: Vec<Arc<EndpointLoad>> = (0..3).map(|_| Arc::default()).collect();
+/// ready[0].start();
+/// ready[2].start();
+/// assert_eq!(LeastLoaded.pick(&ready), 1);
+/// ```
 pub trait Pick: Send + Sync + fmt::Debug + 'static {
     /// Returns the index of the chosen endpoint; `ready` is never empty.
     fn pick(&self, ready: &[Arc<EndpointLoad>]) -> usize;
@@ -42,6 +63,17 @@ impl SharedRng {
 
 /// Each ready endpoint in turn, starting at a random one (grpc-go's round_robin
 /// picker).
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{EndpointLoad, Pick, RoundRobin};
+///
+/// let ready: Vec<Arc<EndpointLoad>> = (0..3).map(|_| Arc::default()).collect();
+/// let pick = RoundRobin::new();
+/// let first = pick.pick(&ready);
+/// let next: Vec<usize> = (0..3).map(|_| pick.pick(&ready)).collect();
+/// assert_eq!(next, [(first + 1) % 3, (first + 2) % 3, first]);
+/// ```
 #[derive(Debug)]
 pub struct RoundRobin {
     next: AtomicUsize,
@@ -69,6 +101,14 @@ impl Pick for RoundRobin {
 }
 
 /// The first ready endpoint: pick_first publishes exactly one.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{EndpointLoad, Pick, SingleReady};
+///
+/// let ready = [Arc::new(EndpointLoad::default())];
+/// assert_eq!(SingleReady.pick(&ready), 0);
+/// ```
 #[derive(Debug, Default)]
 pub struct SingleReady;
 
@@ -79,6 +119,20 @@ impl Pick for SingleReady {
 }
 
 /// Power of two choices over PeakEWMA cost, as tower's p2c over `PeakEwma`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{EndpointLoad, P2cPeakEwma, Pick};
+///
+/// let ready: Vec<Arc<EndpointLoad>> = (0..2).map(|_| Arc::default()).collect();
+/// for _ in 0..5 {
+///     ready[0].start(); // five requests in flight on the first endpoint
+/// }
+/// // With two endpoints both are compared, so the idle one always wins.
+/// let pick = P2cPeakEwma::new();
+/// assert!((0..100).all(|_| pick.pick(&ready) == 1));
+/// assert!(pick.uses_latency());
+/// ```
 #[derive(Debug)]
 pub struct P2cPeakEwma {
     rng: SharedRng,
@@ -122,6 +176,21 @@ impl Pick for P2cPeakEwma {
 
 /// gRFC A48's least_request: the endpoint with the fewest outstanding requests
 /// among `choice_count` chosen at random.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{EndpointLoad, LeastRequest, Pick};
+///
+/// assert_eq!(LeastRequest::new(50).choice_count(), 10); // clamped to A48's 2..=10
+///
+/// let ready: Vec<Arc<EndpointLoad>> = (0..2).map(|_| Arc::default()).collect();
+/// ready[1].start();
+/// // Two candidates drawn with replacement: the idle endpoint wins unless both
+/// // draws land on the busy one, about 3 picks in 4.
+/// let pick = LeastRequest::default();
+/// let idle_wins = (0..1000).filter(|_| pick.pick(&ready) == 0).count();
+/// assert!(idle_wins > 600, "{idle_wins}");
+/// ```
 #[derive(Debug)]
 pub struct LeastRequest {
     choice_count: usize,

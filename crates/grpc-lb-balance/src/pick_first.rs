@@ -29,6 +29,41 @@ pub const CONNECTION_DELAY: Duration = Duration::from_millis(250);
 /// - with `shuffle_address_list` the list is shuffled on every update (A62).
 ///
 /// Address order is the resolver's; A61's IPv4/IPv6 interleaving is not applied.
+///
+/// ```
+/// use grpc_lb_balance::{LoadBalancer, PickFirst};
+/// use grpc_lb_core::ConnectivityState::{Connecting, Ready, TransientFailure};
+/// # use std::time::Duration;
+/// # use grpc_lb_balance::Helper;
+/// # use grpc_lb_core::ConnectivityState;
+/// # use grpc_lb_resolve::Address;
+/// # /// Records what the policy asks for, as the channel's worker would act on it.
+/// # #[derive(Default)]
+/// # struct Recorder { connects: Vec<Address> }
+/// # impl Helper for Recorder {
+/// #     fn state(&self, _: &Address) -> Option<ConnectivityState> { Some(ConnectivityState::Idle) }
+/// #     fn connect(&mut self, address: &Address) { self.connects.push(address.clone()) }
+/// #     fn disconnect(&mut self, _: &Address) {}
+/// #     fn set_timer(&mut self, _: Duration) {}
+/// #     fn resolve_now(&mut self) {}
+/// # }
+///
+/// let a = Address::Socket("10.0.0.1:50051".parse().unwrap());
+/// let b = Address::Socket("10.0.0.2:50051".parse().unwrap());
+/// let mut helper = Recorder::default();
+/// let mut policy = PickFirst::new(false);
+///
+/// policy.update_addresses(&[a.clone(), b.clone()], &mut helper);
+/// assert_eq!(helper.connects, [a.clone()]);
+/// assert_eq!(policy.state(), Connecting);
+///
+/// // The first address fails: on to the next one, without waiting for the timer.
+/// policy.update_subchannel(&a, TransientFailure, &mut helper);
+/// assert_eq!(helper.connects, [a.clone(), b.clone()]);
+/// policy.update_subchannel(&b, Ready, &mut helper);
+/// assert_eq!(policy.state(), Ready);
+/// assert_eq!(policy.pickable(), [b]);
+/// ```
 #[derive(Debug)]
 pub struct PickFirst {
     shuffle: bool,

@@ -9,6 +9,46 @@ use crate::pick::Pick;
 /// What a policy can ask of the channel that runs it (grpc-go's
 /// `balancer.ClientConn`). Every call is made on the channel's own task, so a
 /// policy needs no locks.
+///
+/// The channel's worker is the real helper; a test of a policy uses one that
+/// records what it is asked:
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_balance::{Helper, LoadBalancer, PickFirst};
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_resolve::Address;
+///
+/// #[derive(Default)]
+/// struct Recorder {
+///     connects: Vec<Address>,
+///     timer: Option<Duration>,
+/// }
+///
+/// impl Helper for Recorder {
+///     fn state(&self, _: &Address) -> Option<ConnectivityState> {
+///         Some(ConnectivityState::Idle)
+///     }
+///     fn connect(&mut self, address: &Address) {
+///         self.connects.push(address.clone());
+///     }
+///     fn disconnect(&mut self, _: &Address) {}
+///     fn set_timer(&mut self, after: Duration) {
+///         self.timer = Some(after);
+///     }
+///     fn resolve_now(&mut self) {}
+/// }
+///
+/// let a = Address::Socket("10.0.0.1:50051".parse().unwrap());
+/// let b = Address::Socket("10.0.0.2:50051".parse().unwrap());
+/// let mut helper = Recorder::default();
+/// let mut policy = PickFirst::default();
+/// policy.update_addresses(&[a.clone(), b], &mut helper);
+///
+/// // pick_first connects to the first address and gives it 250 ms (Happy Eyeballs).
+/// assert_eq!(helper.connects, [a]);
+/// assert_eq!(helper.timer, Some(Duration::from_millis(250)));
+/// ```
 pub trait Helper {
     /// The state of the subchannel for `address`, if there is one.
     fn state(&self, address: &Address) -> Option<ConnectivityState>;
@@ -31,6 +71,68 @@ pub trait Helper {
 /// which the channel reads after each event to publish a new picker. A failing
 /// endpoint is never removed by a policy: it backs off and comes back by itself;
 /// only the resolver removes endpoints.
+///
+/// A policy of your own, registered by name like grpc-go's balancer registry:
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::{aggregate, Helper, LoadBalancer, Pick, PolicyRegistry, RoundRobin};
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_resolve::Address;
+///
+/// /// Connects only to the first `n` endpoints and spreads requests over them.
+/// #[derive(Debug)]
+/// struct FirstN {
+///     n: usize,
+///     chosen: Vec<(Address, ConnectivityState)>,
+///     pick: Arc<RoundRobin>,
+/// }
+///
+/// impl LoadBalancer for FirstN {
+///     fn name(&self) -> &str {
+///         "first_n"
+///     }
+///     fn update_addresses(&mut self, addresses: &[Address], helper: &mut dyn Helper) {
+///         self.chosen = addresses.iter().take(self.n).map(|a| {
+///             let state = helper.state(a).unwrap_or(ConnectivityState::Idle);
+///             (a.clone(), state)
+///         }).collect();
+///         self.exit_idle(helper);
+///     }
+///     fn update_subchannel(&mut self, address: &Address, state: ConnectivityState, helper: &mut dyn Helper) {
+///         if let Some(entry) = self.chosen.iter_mut().find(|(a, _)| a == address) {
+///             entry.1 = state;
+///             if state == ConnectivityState::Idle {
+///                 helper.connect(address);
+///             }
+///         }
+///     }
+///     fn exit_idle(&mut self, helper: &mut dyn Helper) {
+///         for (address, state) in &self.chosen {
+///             if *state == ConnectivityState::Idle {
+///                 helper.connect(address);
+///             }
+///         }
+///     }
+///     fn state(&self) -> ConnectivityState {
+///         aggregate(self.chosen.iter().map(|(_, state)| *state))
+///     }
+///     fn pickable(&self) -> Vec<Address> {
+///         self.chosen.iter().map(|(a, _)| a.clone()).collect()
+///     }
+///     fn pick(&self) -> Arc<dyn Pick> {
+///         self.pick.clone()
+///     }
+/// }
+///
+/// let mut registry = PolicyRegistry::with_defaults();
+/// registry.register("first_n", || {
+///     Box::new(FirstN { n: 2, chosen: Vec::new(), pick: Arc::new(RoundRobin::new()) })
+/// });
+/// assert_eq!(registry.build("first_n").unwrap().name(), "first_n");
+/// // Builder::policy_registry hands the registry to a channel, and
+/// // Builder::policy("first_n") or a service config's loadBalancingConfig picks it.
+/// ```
 pub trait LoadBalancer: Send + 'static {
     /// The policy's name, as used in `loadBalancingConfig`.
     fn name(&self) -> &str;

@@ -103,6 +103,18 @@ impl fmt::Debug for PolicyRegistry {
 }
 
 /// No policy is registered under the name asked for.
+///
+/// ```
+/// use grpc_lb_balance::PolicyRegistry;
+///
+/// let Err(error) = PolicyRegistry::with_defaults().build("grpclb") else {
+///     unreachable!("grpclb is not a policy of this crate");
+/// };
+/// assert_eq!(
+///     error.to_string(),
+///     r#"unknown load-balancing policy "grpclb" (known: least_request, p2c, pick_first, round_robin)"#,
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownPolicy {
     name: String,
