@@ -111,6 +111,20 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// See the [module documentation](self) for the key convention, the target
 /// syntax and the behaviour on failure.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_resolve::{etcd::EtcdResolver, Registry};
+///
+/// let etcd = EtcdResolver::new(["http://127.0.0.1:2379"])
+///     .with_connect_timeout(Duration::from_secs(5));
+/// let mut registry = Registry::with_defaults();
+/// registry.register(etcd);
+///
+/// // Targets such as etcd:///services/greeter now resolve through that cluster;
+/// // nothing connects until one is resolved.
+/// assert!(registry.parse("etcd:///services/greeter").is_ok());
+/// ```
 #[derive(Clone, Debug)]
 pub struct EtcdResolver {
     endpoints: Vec<String>,

@@ -16,12 +16,67 @@ use crate::update::Update;
 /// An `Err` item is a failed resolution, not the end: the stream goes on, and the
 /// endpoints of the last good update stay in use. The end of the stream means the
 /// resolver has stopped for good.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{Registry, Update, UpdateStream};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_resolve::ResolveError> {
+/// let mut updates: UpdateStream =
+///     Registry::with_defaults().resolve("ipv4:10.0.0.1:50051", ResolveNow::new())?;
+/// let Some(Ok(Update::Reset(endpoints))) = updates.next().await else { unreachable!() };
+/// assert_eq!(endpoints[0].address.to_string(), "10.0.0.1:50051");
+/// # Ok(())
+/// # }
+/// ```
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<Update, BoxError>> + Send + 'static>>;
 
 /// Turns targets of one scheme into update streams (grpc-go's `resolver.Builder`).
 ///
 /// Implement it to plug a discovery system in by scheme, then
 /// [`register`](Registry::register) it.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::{BoxError, ResolveNow};
+/// use grpc_lb_resolve::{Endpoint, Registry, Resolver, Target, Update, UpdateStream};
+///
+/// /// `greeters:N` resolves to N local ports starting at 50051.
+/// struct Greeters;
+///
+/// impl Resolver for Greeters {
+///     fn scheme(&self) -> &str {
+///         "greeters"
+///     }
+///
+///     fn resolve(&self, target: &Target, _: ResolveNow) -> Result<UpdateStream, BoxError> {
+///         let Target::Custom { endpoint, .. } = target else {
+///             return Err("not a greeters target".into());
+///         };
+///         let count: u16 = endpoint.parse()?;
+///         let endpoints = (0..count)
+///             .map(|i| Endpoint::from(std::net::SocketAddr::from(([127, 0, 0, 1], 50051 + i))))
+///             .collect();
+///         // One answer, then the stream stays open: ending it would mean
+///         // "stopped for good".
+///         let answer = futures::stream::once(async { Ok(Update::Reset(endpoints)) });
+///         Ok(Box::pin(answer.chain(futures::stream::pending())))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let mut registry = Registry::with_defaults();
+/// registry.register(Greeters);
+/// let mut updates = registry.resolve("greeters:3", ResolveNow::new())?;
+/// let Some(Ok(Update::Reset(endpoints))) = updates.next().await else { unreachable!() };
+/// assert_eq!(endpoints.len(), 3);
+/// assert!(registry.resolve("greeters:many", ResolveNow::new()).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub trait Resolver: Send + Sync + 'static {
     /// The scheme this resolver answers for, e.g. `"dns"`.
     fn scheme(&self) -> &str;
@@ -32,6 +87,23 @@ pub trait Resolver: Send + Sync + 'static {
 }
 
 /// Why a target could not be resolved.
+///
+/// ```
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{Registry, ResolveError};
+///
+/// let registry = Registry::with_defaults();
+/// let Err(error) = registry.resolve("ipv4:10.0.0.300", ResolveNow::new()) else {
+///     unreachable!()
+/// };
+/// assert!(matches!(&error, ResolveError::BadTarget(_)));
+///
+/// let empty = Registry::new(); // parses every built-in scheme, resolves none
+/// let Err(error) = empty.resolve("ipv4:10.0.0.1:50051", ResolveNow::new()) else {
+///     unreachable!()
+/// };
+/// assert_eq!(error.to_string(), r#"no resolver is registered for scheme "ipv4""#);
+/// ```
 #[derive(Debug)]
 pub enum ResolveError {
     /// The target string is malformed.

@@ -127,6 +127,22 @@ pub const MAX_TARGET_LEN: usize = 4096;
 /// A parsed gRPC target.
 ///
 /// See the [module documentation](self) for the syntax of each variant.
+///
+/// ```
+/// use grpc_lb_resolve::target::{Host, Target};
+///
+/// let target: Target = "dns:///greeter.local:50051".parse()?;
+/// assert_eq!(target.scheme(), "dns");
+/// assert_eq!(target.authority(), "greeter.local:50051");
+/// assert!(matches!(&target, Target::Dns { host: Host::Name(name), port: 50051, .. } if name == "greeter.local"));
+///
+/// // A bare host:port is a dns target too, as in grpc-go.
+/// assert_eq!("greeter.local:50051".parse::<Target>()?, target);
+///
+/// let fixed: Target = "ipv4:127.0.0.1:50051,127.0.0.2:50051".parse()?;
+/// assert_eq!(fixed.to_string(), "ipv4:127.0.0.1:50051,127.0.0.2:50051");
+/// # Ok::<(), grpc_lb_resolve::target::TargetError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// `dns:[//dns_server/]host[:port]`, or a bare `host[:port]`: resolve
@@ -182,6 +198,16 @@ pub enum Target {
 /// `Display` writes a name as it is and an address without brackets
 /// (`::1`); bracketing an IPv6 address that a port follows is left to the
 /// caller (as [`Target`] and [`DnsServer`] do).
+///
+/// ```
+/// use std::net::{IpAddr, Ipv6Addr};
+/// use grpc_lb_resolve::target::{Host, Target};
+///
+/// let Target::Dns { host, port, .. } = "dns:[::1]:50051".parse()? else { unreachable!() };
+/// assert_eq!(host, Host::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+/// assert_eq!((host.to_string(), port), ("::1".to_string(), 50051));
+/// # Ok::<(), grpc_lb_resolve::target::TargetError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Host {
     /// A DNS name, as written in the target.
@@ -193,6 +219,18 @@ pub enum Host {
 /// The DNS server named by `dns://server[:port]/...`.
 ///
 /// `Display` writes `host:port`, with an IPv6 host in brackets.
+///
+/// ```
+/// use grpc_lb_resolve::target::{DnsServer, Target, DEFAULT_DNS_PORT};
+///
+/// let Target::Dns { dns_server, .. } = "dns://[::1]/greeter.local:50051".parse()? else {
+///     unreachable!()
+/// };
+/// let server: DnsServer = dns_server.unwrap();
+/// assert_eq!(server.port, DEFAULT_DNS_PORT);
+/// assert_eq!(server.to_string(), "[::1]:53");
+/// # Ok::<(), grpc_lb_resolve::target::TargetError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DnsServer {
     /// The server's name or address.
@@ -205,6 +243,15 @@ pub struct DnsServer {
 ///
 /// `Display` says what and where, e.g.
 /// `invalid target "dns:///:80": empty host`.
+///
+/// ```
+/// use grpc_lb_resolve::target::{Target, TargetErrorKind};
+///
+/// let error = "dns:///greeter.local:99999".parse::<Target>().unwrap_err();
+/// assert_eq!(error.input(), "dns:///greeter.local:99999");
+/// assert_eq!(error.kind(), &TargetErrorKind::InvalidPort("99999".to_string()));
+/// println!("{error}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetError {
     input: String,
@@ -216,6 +263,16 @@ pub struct TargetError {
 ///
 /// Where a variant carries a `String`, it is the offending part of the
 /// target, exactly as written.
+///
+/// ```
+/// use grpc_lb_resolve::target::{Target, TargetErrorKind};
+///
+/// let kind = |s: &str| s.parse::<Target>().unwrap_err().kind().clone();
+/// assert_eq!(kind(""), TargetErrorKind::Empty);
+/// assert_eq!(kind("dns:///:80"), TargetErrorKind::EmptyHost);
+/// assert_eq!(kind("ipv4:10.0.0.1:80,::1"), TargetErrorKind::InvalidIpv4("::1".to_string()));
+/// assert!(matches!(kind("dns:///greeter local"), TargetErrorKind::InvalidCharacter { ch: ' ', .. }));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TargetErrorKind {
@@ -797,8 +854,11 @@ fn parse_ipv4(rest: &str) -> Result<Target, Fail> {
     let addrs = parse_address_list(rest, TargetErrorKind::InvalidIpv4, |entry| {
         let (addr, port) = entry.split_once(':').unwrap_or((entry, ""));
         let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+            // `::1` splits into an empty address; naming the whole entry says
+            // what was written.
+            let shown = if addr.is_empty() { entry } else { addr };
             return Err(Fail::with(
-                TargetErrorKind::InvalidIpv4(addr.to_owned()),
+                TargetErrorKind::InvalidIpv4(shown.to_owned()),
                 "an ipv4: target lists IPv4 addresses (a.b.c.d[:port])",
             ));
         };

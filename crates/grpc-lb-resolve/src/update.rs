@@ -7,6 +7,19 @@ use std::path::PathBuf;
 
 /// Where one endpoint can be reached. This is the endpoint's stable key in the
 /// balancer: two updates that name the same address name the same endpoint.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::path::PathBuf;
+/// use grpc_lb_resolve::Address;
+///
+/// let tcp = Address::from("10.0.0.1:50051".parse::<SocketAddr>().unwrap());
+/// assert_eq!(tcp.as_socket().map(|s| s.port()), Some(50051));
+///
+/// let unix = Address::Unix(PathBuf::from("/run/greeter.sock"));
+/// assert_eq!(unix.to_string(), "unix:/run/greeter.sock");
+/// assert_eq!(unix.as_socket(), None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Address {
     /// A TCP socket address.
@@ -47,6 +60,16 @@ impl fmt::Display for Address {
 }
 
 /// Optional per-endpoint attributes a resolver can attach.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use grpc_lb_resolve::Endpoint;
+///
+/// let addr: SocketAddr = "10.0.0.1:50051".parse().unwrap();
+/// let endpoint = Endpoint::new(addr).with_weight(3).with_metadata("zone", "eu-west-1a");
+/// assert_eq!(endpoint.attributes.weight, Some(3));
+/// assert_eq!(endpoint.attributes.metadata["zone"], "eu-west-1a");
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attributes {
     /// A relative weight for weighted policies; `None` means the default weight.
@@ -56,6 +79,16 @@ pub struct Attributes {
 }
 
 /// One endpoint: an address and its attributes.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use grpc_lb_resolve::{Address, Endpoint};
+///
+/// let addr: SocketAddr = "10.0.0.1:50051".parse().unwrap();
+/// let endpoint = Endpoint::from(addr);
+/// assert_eq!(endpoint.address, Address::Socket(addr));
+/// assert_eq!(endpoint.attributes.weight, None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// Where it is.
@@ -97,6 +130,25 @@ impl From<SocketAddr> for Endpoint {
 /// `Reset` is what tower's `Change` lacks: "this is the whole set now". The
 /// adapter in [`crate::discover`] turns it into the inserts and removals a tower
 /// balancer understands.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{Endpoint, ManualResolver, Update};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (resolver, handle) = ManualResolver::new("example");
+/// let mut updates = resolver.stream(ResolveNow::new());
+/// let a: std::net::SocketAddr = "10.0.0.1:50051".parse().unwrap();
+/// let b: std::net::SocketAddr = "10.0.0.2:50051".parse().unwrap();
+///
+/// handle.reset([Endpoint::from(a), Endpoint::from(b)]);
+/// handle.remove([a.into()]);
+/// assert_eq!(updates.next().await.unwrap().unwrap(), Update::Reset(vec![a.into(), b.into()]));
+/// assert_eq!(updates.next().await.unwrap().unwrap(), Update::Remove(vec![a.into()]));
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Update {
     /// The complete set; every endpoint not in it is gone. An empty set is valid

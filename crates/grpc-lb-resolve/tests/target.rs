@@ -384,7 +384,7 @@ fn invalid_table() -> Vec<(String, TargetErrorKind, &'static str)> {
             "empty label",
         ),
         (s("ipv4:1.2.3"), InvalidIpv4(s("1.2.3")), "IPv4"),
-        (s("ipv4:::1"), InvalidIpv4(s("")), "IPv4"),
+        (s("ipv4:::1"), InvalidIpv4(s("::1")), "IPv4"),
         (s("ipv4:"), EmptyAddressList, "empty address list"),
         (s("ipv4:1.2.3.4,"), InvalidIpv4(s("")), "empty entry"),
         (s("ipv4:1.2.3.4:0"), InvalidPort(s("0")), "port 0"),
