@@ -12,6 +12,25 @@ use grpc_lb_core::SharedError;
 /// fail-fast RPC reports says what actually went wrong. The transport's own
 /// error (an I/O error, a `tls::TlsError`, a custom
 /// connector's error) is the [`source`](Error::source).
+///
+/// ```
+/// use grpc_lb_connect::Http2Connector;
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A port nobody listens on: bind one, then let it go.
+/// let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+///
+/// let mut connector = Http2Connector::<Empty<bytes::Bytes>>::new();
+/// let error = connector.call(addr).await.unwrap_err();
+/// assert!(error.is_connect());
+/// assert_eq!(error.peer(), addr.to_string());
+/// assert!(error.to_string().starts_with(&format!("connect to {addr} failed")));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ConnectError {
     peer: Arc<str>,
@@ -99,6 +118,40 @@ impl Error for ConnectError {
 ///
 /// Returned from [`Http2Connection`](crate::Http2Connection)'s `poll_ready` once
 /// the transport has gone, with the cause when one is known.
+///
+/// ```
+/// use std::future::poll_fn;
+/// use std::task::Poll;
+/// use grpc_lb_connect::{error::ConnectionClosed, Http2Connector};
+/// use http_body_util::Empty;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tower_service::Service;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // A server that completes the HTTP/2 preface, then hangs up.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (mut socket, _) = listener.accept().await?;
+///     socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?; // an empty SETTINGS frame
+///     let _ = socket.read(&mut [0; 1024]).await?;
+///     Ok::<_, std::io::Error>(())
+/// });
+///
+/// let mut connection = Http2Connector::<Empty<bytes::Bytes>>::new().call(addr).await?;
+/// // poll_ready wakes this task when the connection goes, even after `Ready`.
+/// let error = poll_fn(|cx| match connection.poll_ready(cx) {
+///     Poll::Ready(Ok(())) => Poll::Pending,
+///     closed => closed,
+/// })
+/// .await
+/// .unwrap_err();
+/// let closed = error.downcast_ref::<ConnectionClosed>().unwrap();
+/// assert_eq!(closed.peer(), addr.to_string());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConnectionClosed {
     peer: Arc<str>,

@@ -65,6 +65,43 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 
 /// Connects an HTTP/1.1 [`Http1Pool`] to a target, over any transport
 /// ([`TcpConnector`] by default). See the [module docs](self).
+///
+/// ```
+/// use grpc_lb_connect::Http1Connector;
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # async fn hello_server() -> std::net::SocketAddr {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 // One read per request is enough for these small GETs.
+/// #                 let mut buf = [0u8; 4096];
+/// #                 while let Ok(n) = socket.read(&mut buf).await {
+/// #                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+/// #                     if n == 0 || socket.write_all(reply).await.is_err() {
+/// #                         break;
+/// #                     }
+/// #                 }
+/// #             });
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = hello_server().await; // an HTTP/1.1 server on loopback
+/// let mut connector = Http1Connector::<Empty<bytes::Bytes>>::new().with_max_connections(4);
+/// let pool = connector.call(addr).await?;
+/// assert_eq!(pool.peer(), addr.to_string());
+/// assert_eq!(pool.connections(), 1); // the one that proved the endpoint reachable
+/// # Ok(())
+/// # }
+/// ```
 pub struct Http1Connector<B, C = TcpConnector> {
     transport: C,
     settings: Arc<Settings>,
@@ -287,6 +324,43 @@ impl std::error::Error for AllClosed {}
 
 /// The future of [`Http1Connector`]: resolves to a pool once its first
 /// connection is up.
+///
+/// ```
+/// use grpc_lb_connect::{http1::Http1ConnectFuture, Http1Connector};
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # async fn hello_server() -> std::net::SocketAddr {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 // One read per request is enough for these small GETs.
+/// #                 let mut buf = [0u8; 4096];
+/// #                 while let Ok(n) = socket.read(&mut buf).await {
+/// #                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+/// #                     if n == 0 || socket.write_all(reply).await.is_err() {
+/// #                         break;
+/// #                     }
+/// #                 }
+/// #             });
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = hello_server().await;
+/// let mut connector = Http1Connector::<Empty<bytes::Bytes>>::new();
+/// let connecting: Http1ConnectFuture<_> = connector.call(addr);
+/// let pool = connecting.await?;
+/// assert!(!pool.is_closed());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Http1ConnectFuture<B> {
     inner: Pin<Box<dyn Future<Output = Result<Http1Pool<B>, ConnectError>> + Send>>,
 }
@@ -315,6 +389,55 @@ impl<B> Future for Http1ConnectFuture<B> {
 /// the endpoint is gone (a new connection failed, or the last one closed), and
 /// then wakes the task that last polled the original (not a clone): the
 /// subchannel learns of it with no request in flight.
+///
+/// ```
+/// use std::future::poll_fn;
+/// use grpc_lb_connect::Http1Connector;
+/// use http_body_util::{BodyExt, Empty};
+/// use tower_service::Service;
+///
+/// # async fn hello_server() -> std::net::SocketAddr {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 // One read per request is enough for these small GETs.
+/// #                 let mut buf = [0u8; 4096];
+/// #                 while let Ok(n) = socket.read(&mut buf).await {
+/// #                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+/// #                     if n == 0 || socket.write_all(reply).await.is_err() {
+/// #                         break;
+/// #                     }
+/// #                 }
+/// #             });
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = hello_server().await;
+/// let mut pool = Http1Connector::<Empty<bytes::Bytes>>::new().call(addr).await?;
+///
+/// // Two requests at once need two connections: HTTP/1.1 carries one at a time.
+/// poll_fn(|cx| pool.poll_ready(cx)).await?;
+/// let first = pool.call(http::Request::get("/a").body(Empty::new())?);
+/// poll_fn(|cx| pool.poll_ready(cx)).await?;
+/// let second = pool.call(http::Request::get("/b").body(Empty::new())?);
+/// let (first, second) = tokio::try_join!(first, second)?;
+/// assert_eq!(pool.connections(), 2);
+/// assert_eq!(pool.in_flight(), 2);
+///
+/// // Read to the end, each response hands its connection back for reuse.
+/// assert_eq!(first.into_body().collect().await?.to_bytes(), "hello");
+/// assert_eq!(second.into_body().collect().await?.to_bytes(), "hello");
+/// assert_eq!((pool.in_flight(), pool.idle()), (0, 2));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Http1Pool<B> {
     shared: Arc<Pool<B>>,
     watcher: bool,
@@ -543,6 +666,44 @@ impl std::error::Error for SharedCause {
 
 /// The response future of [`Http1Pool`] (boxed: it may wait for a
 /// connection, open one, then send).
+///
+/// ```
+/// use std::future::poll_fn;
+/// use grpc_lb_connect::{http1::Http1ResponseFuture, Http1Connector};
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # async fn hello_server() -> std::net::SocketAddr {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 // One read per request is enough for these small GETs.
+/// #                 let mut buf = [0u8; 4096];
+/// #                 while let Ok(n) = socket.read(&mut buf).await {
+/// #                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+/// #                     if n == 0 || socket.write_all(reply).await.is_err() {
+/// #                         break;
+/// #                     }
+/// #                 }
+/// #             });
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = hello_server().await;
+/// let mut pool = Http1Connector::<Empty<bytes::Bytes>>::new().call(addr).await?;
+/// poll_fn(|cx| pool.poll_ready(cx)).await?;
+/// let future: Http1ResponseFuture<_> = pool.call(http::Request::get("/").body(Empty::new())?);
+/// assert_eq!(future.await?.status(), http::StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Http1ResponseFuture<B> {
     inner: Pin<Box<dyn Future<Output = PoolResult<B>> + Send>>,
 }
@@ -591,6 +752,47 @@ impl<B> Slot<B> {
 /// A response body from an [`Http1Pool`]: hyper's body, which hands its
 /// connection back to the pool once read to the end. Dropped before the end,
 /// it closes the connection instead (HTTP/1.1 cannot skip the rest).
+///
+/// ```
+/// use std::future::poll_fn;
+/// use grpc_lb_connect::{http1::PooledBody, Http1Connector};
+/// use http_body_util::{BodyExt, Empty};
+/// use tower_service::Service;
+///
+/// # async fn hello_server() -> std::net::SocketAddr {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (mut socket, _) = listener.accept().await.unwrap();
+/// #             tokio::spawn(async move {
+/// #                 // One read per request is enough for these small GETs.
+/// #                 let mut buf = [0u8; 4096];
+/// #                 while let Ok(n) = socket.read(&mut buf).await {
+/// #                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+/// #                     if n == 0 || socket.write_all(reply).await.is_err() {
+/// #                         break;
+/// #                     }
+/// #                 }
+/// #             });
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = hello_server().await;
+/// let mut pool = Http1Connector::<Empty<bytes::Bytes>>::new().call(addr).await?;
+/// poll_fn(|cx| pool.poll_ready(cx)).await?;
+/// let response = pool.call(http::Request::get("/").body(Empty::new())?).await?;
+/// let body: PooledBody<_> = response.into_body();
+/// assert_eq!(pool.idle(), 0); // the connection belongs to the body until it is read
+/// assert_eq!(body.collect().await?.to_bytes(), "hello");
+/// assert_eq!(pool.idle(), 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct PooledBody<B> {
     body: Incoming,
     slot: Option<Slot<B>>,

@@ -26,11 +26,40 @@ use tower_service::Service;
 ///
 /// Implemented for every type that has those bounds; a hyper `rt::Read +
 /// rt::Write` stream becomes one through `hyper_util::rt::TokioIo`.
+///
+/// ```
+/// use grpc_lb_connect::{BoxIo, Io};
+///
+/// fn erase(stream: impl Io) -> BoxIo {
+///     BoxIo::new(stream)
+/// }
+///
+/// // TCP and Unix streams, TLS streams and in-memory pipes are all `Io`.
+/// let (client, _server) = tokio::io::duplex(64);
+/// let _ = erase(client);
+/// ```
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T> Io for T where T: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 /// A type-erased [`Io`] stream, the response of a [`BoxConnector`].
+///
+/// ```
+/// use grpc_lb_connect::BoxIo;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let (client, mut server) = tokio::io::duplex(64);
+/// let mut io = BoxIo::new(client);
+/// io.write_all(b"PRI * HTTP/2.0").await?;
+///
+/// let mut received = [0; 14];
+/// server.read_exact(&mut received).await?;
+/// assert_eq!(&received, b"PRI * HTTP/2.0");
+/// # Ok(())
+/// # }
+/// ```
 pub struct BoxIo(Box<dyn Io>);
 
 impl BoxIo {
@@ -89,6 +118,47 @@ impl AsyncWrite for BoxIo {
 /// A future of a transport connector that cannot be named otherwise: tokio's
 /// connect futures are anonymous, and a connection attempt is rare next to the
 /// requests it serves, so one allocation per attempt is the price.
+///
+/// A transport of your own names its future with it:
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::task::{Context, Poll};
+/// use grpc_lb_connect::IoFuture;
+/// use grpc_lb_core::BoxError;
+/// use tokio::net::TcpStream;
+/// use tower_service::Service;
+///
+/// /// TCP with a larger send buffer, for bulk transfers.
+/// #[derive(Clone)]
+/// struct BigSendBuffer;
+///
+/// impl Service<SocketAddr> for BigSendBuffer {
+///     type Response = TcpStream;
+///     type Error = BoxError;
+///     type Future = IoFuture<TcpStream>;
+///
+///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+///         Poll::Ready(Ok(()))
+///     }
+///
+///     fn call(&mut self, addr: SocketAddr) -> Self::Future {
+///         IoFuture::from_future(async move {
+///             let socket = tokio::net::TcpSocket::new_v4()?;
+///             socket.set_send_buffer_size(1 << 20)?;
+///             Ok(socket.connect(addr).await?)
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), BoxError> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let stream = BigSendBuffer.call(listener.local_addr()?).await?;
+/// assert_eq!(stream.peer_addr()?, listener.local_addr()?);
+/// # Ok(())
+/// # }
+/// ```
 pub struct IoFuture<S> {
     inner: Pin<Box<dyn Future<Output = Result<S, BoxError>> + Send>>,
 }

@@ -362,6 +362,32 @@ fn server_name_of(target: &str) -> Result<ServerName<'static>, TlsError> {
 ///
 /// Its response is a [`TlsStream`] over the inner stream; its errors are the
 /// inner connector's, or a [`TlsError`].
+///
+/// ```
+/// use grpc_lb_connect::tls::{TlsConfig, TlsConnector, TlsError, TlsErrorKind};
+/// use grpc_lb_connect::TcpConnector;
+/// use tokio::io::AsyncWriteExt;
+/// use tower_service::Service;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // A plaintext server where a TLS one was expected.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (mut socket, _) = listener.accept().await?;
+///     socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await
+/// });
+///
+/// let config = TlsConfig::new().with_server_name("greeter.example")?;
+/// let mut connector = TlsConnector::new(config, TcpConnector::new());
+/// let error = connector.call(addr).await.unwrap_err();
+/// let tls = TlsError::find(&*error).unwrap();
+/// assert_eq!(tls.kind(), TlsErrorKind::NotTls);
+/// assert_eq!(tls.server_name(), Some("greeter.example"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TlsConnector<C> {
     inner: C,
@@ -516,6 +542,26 @@ impl ResolvesClientCert for RecordingResolver {
 /// or end of stream before the server's first byte is then reported as a
 /// [`TlsError`] of kind `ClientCertificateRequired` (none was configured) or
 /// `ClientCertificateRejected` (one was presented).
+///
+/// ```no_run
+/// use grpc_lb_connect::tls::{TlsConfig, TlsConnector};
+/// use grpc_lb_connect::TcpConnector;
+/// use tower_service::Service;
+///
+/// # async fn run() -> Result<(), grpc_lb_core::BoxError> {
+/// let config = TlsConfig::new()
+///     .with_root_certificates_pem(&std::fs::read("ca.pem")?)?
+///     .with_server_name("greeter.example")?;
+/// let mut connector = TlsConnector::new(config, TcpConnector::new());
+/// let io = connector.call("192.0.2.10:443".parse()?).await?;
+///
+/// // The rustls session: what was negotiated, and with whom.
+/// let (_tcp, session) = io.get_ref().get_ref();
+/// assert_eq!(session.alpn_protocol(), Some(&b"h2"[..]));
+/// println!("{:?}, {} certificates", session.protocol_version(), session.peer_certificates().map_or(0, |c| c.len()));
+/// # Ok(())
+/// # }
+/// ```
 pub struct TlsIo<IO> {
     stream: TlsStream<IO>,
     client_auth: u8,
@@ -645,6 +691,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsIo<IO> {
 // ===== impl TlsError =====
 
 /// A TLS connection could not be set up. [`kind`](Self::kind) says why.
+///
+/// ```
+/// use grpc_lb_connect::tls::{TlsConfig, TlsErrorKind};
+///
+/// let error = TlsConfig::new().with_server_name("greeter example").unwrap_err();
+/// assert_eq!(error.kind(), TlsErrorKind::InvalidServerName);
+/// println!("{error}");
+///
+/// let error = TlsConfig::new().with_root_certificates_pem(b"not a certificate").unwrap_err();
+/// assert_eq!(error.kind(), TlsErrorKind::Config);
+/// ```
 #[derive(Debug)]
 pub struct TlsError {
     kind: TlsErrorKind,
@@ -654,6 +711,18 @@ pub struct TlsError {
 }
 
 /// The kinds of [`TlsError`].
+///
+/// ```
+/// use grpc_lb_connect::tls::TlsErrorKind;
+///
+/// /// Whether retrying the same server could ever help without a config change.
+/// fn worth_retrying(kind: TlsErrorKind) -> bool {
+///     matches!(kind, TlsErrorKind::Handshake | TlsErrorKind::Expired)
+/// }
+///
+/// assert!(!worth_retrying(TlsErrorKind::NameMismatch));
+/// assert!(worth_retrying(TlsErrorKind::Handshake));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsErrorKind {
