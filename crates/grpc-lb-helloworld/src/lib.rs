@@ -104,6 +104,21 @@ pub const BACKEND_METADATA_KEY: &str = "x-backend";
 /// `message = format!("Hello {name} from {backend}")`, and the response carries
 /// the metadata entry `x-backend: <backend>` (omitted if `backend` is not a
 /// valid ASCII metadata value).
+///
+/// ```
+/// use grpc_lb_helloworld::proto::{Greeter, HelloRequest};
+/// use grpc_lb_helloworld::NamedGreeter;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tonic::Status> {
+/// let greeter = NamedGreeter::new("backend-1");
+/// let request = tonic::Request::new(HelloRequest { name: "world".into() });
+/// let response = greeter.say_hello(request).await?;
+/// assert_eq!(response.metadata().get("x-backend").unwrap(), "backend-1");
+/// assert_eq!(response.into_inner().message, "Hello world from backend-1");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct NamedGreeter {
     backend: Arc<str>,
