@@ -60,7 +60,6 @@ impl Shared {
 /// #         Ok::<_, Infallible>(format!("hello {name}"))
 /// #     }))
 /// # });
-
 /// let mut subchannel = Reconnect::new(connector, "backend-1");
 /// let handle = subchannel.handle();
 ///

@@ -108,7 +108,6 @@ pub use crate::layer::ReconnectLayer;
 /// #         Ok::<_, Infallible>(format!("hello {name}"))
 /// #     }))
 /// # });
-
 /// let eager = ReconnectConfig::default().mode(ConnectMode::Eager);
 /// let mut subchannel = Reconnect::with_config(connector, "backend-1", eager);
 ///
@@ -213,7 +212,6 @@ impl ReconnectConfig {
 /// #         Ok::<_, Infallible>(format!("hello {name}"))
 /// #     }))
 /// # });
-
 /// let mut subchannel = Reconnect::new(connector, "backend-1");
 /// let handle = subchannel.handle();
 /// assert_eq!(handle.state(), ConnectivityState::Idle);
