@@ -12,6 +12,7 @@ use grpc_lb_core::{BoxError, SharedError};
 use tokio::sync::watch;
 use tower::discover::Change;
 
+use crate::service_config::{ServiceConfigStatus, ServiceConfigUpdate};
 use crate::update::{Address, Attributes, Endpoint, Update};
 
 /// What the resolver has said so far, for the channel's connectivity state.
@@ -33,6 +34,11 @@ pub struct ResolverStatus {
     /// removes cannot carry: pick_first tries them in this order (gRFC A62),
     /// and a Reset that only reorders them changes it.
     pub order: Arc<[Address]>,
+    /// The resolver's service config: the latest good one and the latest
+    /// error, which never replaces it (gRPC's service config error handling).
+    /// A bad config before any good one leaves `config` empty with `error`
+    /// set; grpc-go then fails the channel, unless it has a default config.
+    pub service_config: ServiceConfigStatus,
 }
 
 /// A `tower::discover::Discover` over a resolver's updates, keyed by [`Address`].
@@ -102,8 +108,32 @@ where
         }
     }
 
+    /// A config from the resolver: a good one (or "none") replaces the last;
+    /// a bad one is only reported.
+    fn apply_config(&mut self, update: ServiceConfigUpdate) {
+        if let ServiceConfigUpdate::Invalid(error) = &update {
+            tracing::warn!(%error, "the resolver's service config is invalid; keeping the last good one");
+        }
+        self.status.send_modify(|status| {
+            let config = &mut status.service_config;
+            config.updates += 1;
+            match update {
+                ServiceConfigUpdate::Config(new) => {
+                    config.config = Some(new);
+                    config.error = None;
+                }
+                ServiceConfigUpdate::NoConfig => {
+                    config.config = None;
+                    config.error = None;
+                }
+                ServiceConfigUpdate::Invalid(error) => config.error = Some(error),
+            }
+        });
+    }
+
     fn apply(&mut self, update: Update) {
         match update {
+            Update::ServiceConfig(config) => return self.apply_config(config),
             Update::Reset(endpoints) => {
                 let mut wanted: HashMap<&Address, &Endpoint> =
                     HashMap::with_capacity(endpoints.len());
