@@ -22,6 +22,13 @@
 //! - A `Reset` is emitted only when the set differs from the last one reported,
 //!   or when the previous item was an error (so that the error is cleared).
 //!
+//! - Each resolution of a name also looks up its service config, in the TXT
+//!   record `_grpc_config.<host>` (gRFC A2, on by default as in grpc-go; see
+//!   [`DnsConfig::service_config`]). A changed config is reported as an
+//!   [`Update::ServiceConfig`] just before the addresses; an unusable record
+//!   is reported as [`ServiceConfigUpdate::Invalid`], which never replaces
+//!   the last good config.
+//!
 //! The authority of `dns://server[:port]/host` names the DNS server to ask
 //! (over UDP, falling back to TCP for truncated answers); without it the
 //! system's configuration (`/etc/resolv.conf`, with `/etc/hosts`) is used. The
