@@ -211,7 +211,7 @@ impl ClientSelector {
                 || self
                     .hostname
                     .as_deref()
-                    .is_some_and(|mine| list.iter().any(|h| *h == mine))
+                    .is_some_and(|mine| list.contains(&mine))
         });
         let percentage = choice.percentage.is_none_or(|p| u64::from(self.roll) <= p);
         language && hostname && percentage
