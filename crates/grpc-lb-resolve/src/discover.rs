@@ -340,6 +340,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn service_configs_keep_the_last_good_one() {
+        use crate::ServiceConfigUpdate;
+
+        let (resolver, handle) = ManualResolver::new("test");
+        let mut discover =
+            ResolverDiscover::new(resolver.stream(ResolveNow::new()), |e: &Endpoint| {
+                e.address.to_string()
+            });
+        let status = discover.status();
+        let config = || status.borrow().service_config.clone();
+
+        // Bad before any good: no config, the error reported.
+        handle.service_config("[]");
+        handle.reset([Endpoint::new(addr(1))]);
+        next(&mut discover).await;
+        assert!(config().config.is_none());
+        assert!(config()
+            .error
+            .unwrap()
+            .to_string()
+            .starts_with("invalid service config"));
+
+        handle.service_config(r#"{"loadBalancingPolicy": "round_robin"}"#);
+        handle.service_config(r#"{"loadBalancingPolicy": 7}"#);
+        handle.add([Endpoint::new(addr(2))]);
+        next(&mut discover).await;
+        let now = config();
+        assert_eq!(
+            now.config.unwrap().load_balancing_policy(),
+            Some("round_robin")
+        );
+        assert!(now
+            .error
+            .unwrap()
+            .to_string()
+            .contains("loadBalancingPolicy"));
+        assert_eq!(now.updates, 3);
+
+        // A new stream (a channel leaving idle) starts from the last config sent.
+        let mut again =
+            ResolverDiscover::new(resolver.stream(ResolveNow::new()), |e: &Endpoint| {
+                e.address.to_string()
+            });
+        let fresh = again.status();
+        next(&mut again).await;
+        assert!(fresh.borrow().service_config.error.is_some());
+        assert_eq!(fresh.borrow().endpoints, 2, "the set came after the config");
+
+        // "No config" clears both.
+        handle.send_service_config(ServiceConfigUpdate::NoConfig);
+        handle.remove([Address::Socket(addr(1))]);
+        next(&mut discover).await;
+        let now = config();
+        assert!(now.config.is_none() && now.error.is_none());
+    }
+
+    #[tokio::test]
     async fn works_as_a_tower_discover() {
         use tower::discover::Discover;
         fn assert_discover<D: Discover<Key = Address>>(_: &D) {}
