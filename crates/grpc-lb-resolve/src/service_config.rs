@@ -409,6 +409,22 @@ pub struct ChoiceError {
 }
 
 /// What is wrong with a `grpc_config` TXT record.
+///
+/// # Examples
+///
+/// ```
+/// use grpc_lb_resolve::service_config::{choose, ChoiceErrorKind, ClientSelector};
+///
+/// let client = ClientSelector::new();
+/// let error = choose(r#"[{"percentage": 150, "serviceConfig": {}}]"#, &client).unwrap_err();
+/// assert!(matches!(error.kind(), ChoiceErrorKind::Invalid(_)));
+///
+/// let error = choose(r#"[{"serviceConfig": {"methodConfig": 1}}]"#, &client).unwrap_err();
+/// match error.kind() {
+///     ChoiceErrorKind::ServiceConfig(inner) => assert_eq!(inner.field(), "methodConfig"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChoiceErrorKind {
