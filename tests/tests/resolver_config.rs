@@ -198,11 +198,12 @@ async fn dns_txt_config_with_no_choice_for_rust_is_no_config() {
     dns.restart(&[&record.arg]);
     let none = wait_for_config(&mut status, "cleared", |c| c.config.is_none()).await;
     assert!(none.error.is_none(), "no matching choice is not an error");
-    // The TXT lookup was really made, at the gRFC A2 name.
+    // The TXT lookup was really made, at the gRFC A2 name. dnsmasq may log
+    // the query after answering it: wait for the line.
     assert!(
-        dns.log()
+        dns.wait_for_log(|log| log
             .iter()
-            .any(|line| line.contains("query[TXT] _grpc_config.greeter.test")),
+            .any(|line| line.contains("query[TXT] _grpc_config.greeter.test"))),
         "{:#?}",
         dns.log()
     );
