@@ -448,14 +448,15 @@ impl Watcher {
             self.port,
         );
         let config = async {
-            if self.config.service_config {
+            Ok(if self.config.service_config {
                 lookup_service_config(resolver, &self.host, &self.selector).await
             } else {
                 None
-            }
+            })
         };
-        let (endpoints, config) = future::join(endpoints, config).await;
-        Ok((endpoints?, config))
+        // A failed address lookup fails the resolution at once, without
+        // waiting for the TXT answer.
+        future::try_join(endpoints, config).await
     }
 }
 
