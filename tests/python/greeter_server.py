@@ -10,6 +10,11 @@ It answers like the Rust `NamedGreeter` (crates/grpc-lb-helloworld):
 and sends the initial metadata entry `x-backend: {backend}`.
 
     greeter_server.py [--host HOST] [--port PORT] [--name NAME]
+                      [--option KEY=INT ...]
+
+Each --option is passed to grpc.server as a channel argument, e.g.
+`--option grpc.http2.max_ping_strikes=1` for the keepalive tests' ping
+policy; without any, the server runs with grpcio's defaults.
 
 PORT 0 (the default) picks a free port. Once bound, the server prints exactly
 one line, `listening on HOST:PORT` with the actual port, and flushes it, so a
@@ -114,17 +119,36 @@ def say_hello_handler(backend):
     )
 
 
+def server_option(text):
+    """`KEY=INT` as the (key, value) pair grpc.server takes."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=INT, got {text!r}")
+    try:
+        return (key, int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not an integer") from None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", help="backend name (default: HOST:PORT)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=server_option,
+        metavar="KEY=INT",
+        help="a grpc.server channel argument with an integer value (repeatable)",
+    )
     args = parser.parse_args()
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         # A restart must not share the port with a process still holding it.
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0)] + args.option,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     address = f"{host}:{args.port}"

@@ -32,8 +32,9 @@ const PYTHON_NO_GRPC: i32 = 3;
 enum Launcher {
     /// Our tonic server: `BINARY --listen ADDR --name NAME`.
     Rust(PathBuf),
-    /// `python3 greeter_server.py --host HOST --port PORT --name NAME`.
-    Python,
+    /// `python3 greeter_server.py --host HOST --port PORT --name NAME`, with
+    /// one `--option KEY=VALUE` per server option.
+    Python(Vec<(String, i64)>),
 }
 
 impl Launcher {
@@ -44,7 +45,7 @@ impl Launcher {
                 command.args(["--listen", listen, "--name", name]);
                 command
             }
-            Launcher::Python => {
+            Launcher::Python(options) => {
                 let listen: SocketAddr = listen
                     .parse()
                     .unwrap_or_else(|e| panic!("listen address {listen:?}: {e}"));
@@ -55,6 +56,9 @@ impl Launcher {
                     .args(["--host", &listen.ip().to_string()])
                     .args(["--port", &listen.port().to_string()])
                     .args(["--name", name]);
+                for (key, value) in options {
+                    command.arg("--option").arg(format!("{key}={value}"));
+                }
                 command
             }
         }
@@ -63,17 +67,17 @@ impl Launcher {
     fn describe(&self) -> String {
         match self {
             Launcher::Rust(binary) => binary.display().to_string(),
-            Launcher::Python => "python3 tests/python/greeter_server.py".to_owned(),
+            Launcher::Python(_) => "python3 tests/python/greeter_server.py".to_owned(),
         }
     }
 
     /// What to tell the reader when the server cannot start at all.
     fn hint(&self, exit: Option<ExitStatus>) -> String {
         match (self, exit.and_then(|s| s.code())) {
-            (Launcher::Python, Some(PYTHON_NO_GRPC)) => {
+            (Launcher::Python(_), Some(PYTHON_NO_GRPC)) => {
                 format!("grpcio is not installed for python3; install it with: {PYTHON_INSTALL}")
             }
-            (Launcher::Python, _) => {
+            (Launcher::Python(_), _) => {
                 format!("The grpcio tests need python3 with grpcio ({PYTHON_INSTALL})")
             }
             (Launcher::Rust(_), _) => String::new(),
@@ -110,7 +114,22 @@ impl GreeterProcess {
     /// (`scripts/test` installs them); without them it panics and says what to
     /// install, so no test skips silently.
     pub fn start_python(listen: &str, name: &str) -> GreeterProcess {
-        Self::launch(Launcher::Python, listen, name)
+        Self::launch(Launcher::Python(Vec::new()), listen, name)
+    }
+
+    /// Starts the grpcio (Python) server with these `grpc.server` channel
+    /// arguments, such as `("grpc.http2.max_ping_strikes", 1)`; they are kept
+    /// across [`restart`](Self::restart)s.
+    pub fn start_python_with_options(
+        listen: &str,
+        name: &str,
+        options: &[(&str, i64)],
+    ) -> GreeterProcess {
+        let options = options
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), *value))
+            .collect();
+        Self::launch(Launcher::Python(options), listen, name)
     }
 
     fn launch(launcher: Launcher, listen: &str, name: &str) -> GreeterProcess {
@@ -147,6 +166,21 @@ impl GreeterProcess {
         let mut child = self.child.take()?;
         kill_process(Pid::from_child(&child), Signal::TERM).expect("send SIGTERM");
         Some(child.wait().expect("wait for the server to exit"))
+    }
+
+    /// Freezes the process with SIGSTOP: its sockets stay open but nothing is
+    /// read or answered, as with a hung host or a partitioned network.
+    pub fn pause(&mut self) {
+        if let Some(child) = &self.child {
+            kill_process(Pid::from_child(child), Signal::STOP).expect("send SIGSTOP");
+        }
+    }
+
+    /// Lets a [`pause`](Self::pause)d process run again (SIGCONT).
+    pub fn resume(&mut self) {
+        if let Some(child) = &self.child {
+            kill_process(Pid::from_child(child), Signal::CONT).expect("send SIGCONT");
+        }
     }
 
     /// Starts the server again on the same address (killing it first if it

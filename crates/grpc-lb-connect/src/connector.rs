@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use grpc_lb_core::BoxError;
+use grpc_lb_core::{BoxError, SharedError};
 use http::uri::{Authority, Scheme};
 use http_body::Body;
 use hyper::client::conn::http2;
@@ -16,6 +16,7 @@ use tower_service::Service;
 use crate::connection::{CloseSignal, Http2Connection};
 use crate::error::{ConnectError, Step};
 use crate::io::{Io, TcpConnector};
+use crate::keepalive::{is_too_many_pings, Keepalive, KeepaliveConfig, TooManyPings};
 use crate::preface::{Preface, PrefaceWatch};
 
 /// Connects over a transport and HTTP/2 (prior knowledge).
@@ -47,13 +48,14 @@ pub struct Http2Connector<B, C = TcpConnector> {
 struct Settings {
     authority: Option<Authority>,
     scheme: Option<Scheme>,
-    keep_alive_interval: Option<Duration>,
-    keep_alive_timeout: Option<Duration>,
-    keep_alive_while_idle: bool,
+    /// Shared by every clone, so that a `too_many_pings` GOAWAY on one
+    /// connection slows the pings of all later ones.
+    keepalive: Arc<Keepalive>,
 }
 
 impl<B> Http2Connector<B> {
-    /// A connector over TCP with hyper's HTTP/2 defaults and no keepalive pings.
+    /// A connector over TCP with hyper's HTTP/2 defaults and no keepalive pings
+    /// (gRPC's default; see [`with_keepalive`](Http2Connector::with_keepalive)).
     pub fn new() -> Self {
         Http2Connector {
             transport: TcpConnector::new(),
@@ -135,22 +137,38 @@ impl<B, C> Http2Connector<B, C> {
         self
     }
 
-    /// Sends HTTP/2 PINGs at this interval to detect a dead peer (gRFC A8 keepalive time).
-    pub fn with_keep_alive_interval(mut self, interval: Duration) -> Self {
-        self.settings_mut().keep_alive_interval = Some(interval);
+    /// Sends keepalive PINGs (gRFC A8) as `config` says.
+    ///
+    /// The connector and its clones share the time in force: when a server
+    /// closes a connection with a `too_many_pings` GOAWAY, every later
+    /// connection made by any of them uses twice the time that connection
+    /// used, as grpc-go does for all the subchannels of a channel. The closed
+    /// connection's error then has a [`TooManyPings`](crate::TooManyPings)
+    /// in its source chain. Setting a config starts over from its time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use grpc_lb_connect::{Http2Connector, KeepaliveConfig};
+    ///
+    /// let connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new()
+    ///     .with_keepalive(KeepaliveConfig::new().time(Duration::from_secs(60)));
+    /// assert_eq!(connector.keepalive_time(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn with_keepalive(mut self, config: KeepaliveConfig) -> Self {
+        self.settings_mut().keepalive = Keepalive::new(config);
         self
     }
 
-    /// How long to wait for a PING acknowledgement before closing the connection.
-    pub fn with_keep_alive_timeout(mut self, timeout: Duration) -> Self {
-        self.settings_mut().keep_alive_timeout = Some(timeout);
-        self
+    /// The keepalive settings as given to
+    /// [`with_keepalive`](Self::with_keepalive).
+    pub fn keepalive(&self) -> &KeepaliveConfig {
+        self.settings.keepalive.config()
     }
 
-    /// Whether to send keepalive PINGs when no request is open.
-    pub fn with_keep_alive_while_idle(mut self, enabled: bool) -> Self {
-        self.settings_mut().keep_alive_while_idle = enabled;
-        self
+    /// The keepalive time the next connection will use: the configured one,
+    /// or longer after `too_many_pings` GOAWAYs; `None` when keepalive is off.
+    pub fn keepalive_time(&self) -> Option<Duration> {
+        self.settings.keepalive.time()
     }
 }
 
@@ -252,13 +270,14 @@ where
     let (io, preface) = PrefaceWatch::new(io);
 
     let mut builder = http2::Builder::new(TokioExecutor::new());
+    // hyper's keepalive PINGs and their timeout run on this timer.
     builder.timer(TokioTimer::new());
-    if let Some(interval) = settings.keep_alive_interval {
-        builder.keep_alive_interval(interval);
-        builder.keep_alive_while_idle(settings.keep_alive_while_idle);
-        if let Some(timeout) = settings.keep_alive_timeout {
-            builder.keep_alive_timeout(timeout);
-        }
+    let keepalive = settings.keepalive.clone();
+    let keepalive_time = keepalive.time();
+    if let Some(time) = keepalive_time {
+        builder.keep_alive_interval(time);
+        builder.keep_alive_timeout(keepalive.config().get_timeout());
+        builder.keep_alive_while_idle(keepalive.config().get_permit_without_calls());
     }
     let (send, connection) = builder
         .handshake::<_, B>(TokioIo::new(io))
@@ -271,7 +290,22 @@ where
     tokio::spawn(async move {
         let result = connection.await;
         tracing::debug!(peer = %task_peer, ?result, "HTTP/2 connection closed");
-        on_close.close(result.err().map(|e| Arc::new(e) as _));
+        let cause = result.err().map(|error| -> SharedError {
+            match keepalive_time {
+                Some(used) if is_too_many_pings(&error) => {
+                    let new_time = keepalive.too_many_pings(used);
+                    tracing::warn!(
+                        peer = %task_peer,
+                        ?used,
+                        ?new_time,
+                        "server sent GOAWAY too_many_pings; keepalive time raised"
+                    );
+                    Arc::new(TooManyPings::new(used, new_time, Box::new(error)))
+                }
+                _ => Arc::new(error),
+            }
+        });
+        on_close.close(cause);
     });
 
     match preface.await {

@@ -45,6 +45,7 @@ mod connector;
 pub mod error;
 pub mod http1;
 mod io;
+mod keepalive;
 mod preface;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -55,3 +56,4 @@ pub use http1::{Http1Connector, Http1Pool};
 #[cfg(unix)]
 pub use io::UnixConnector;
 pub use io::{BoxConnector, BoxIo, Io, IoFuture, TcpConnector};
+pub use keepalive::{KeepaliveConfig, TooManyPings};

@@ -12,6 +12,7 @@ use grpc_lb_core::{BoxError, SharedError};
 use tokio::sync::watch;
 use tower::discover::Change;
 
+use crate::service_config::{ServiceConfigStatus, ServiceConfigUpdate};
 use crate::update::{Address, Attributes, Endpoint, Update};
 
 /// What the resolver has said so far, for the channel's connectivity state.
@@ -33,6 +34,11 @@ pub struct ResolverStatus {
     /// removes cannot carry: pick_first tries them in this order (gRFC A62),
     /// and a Reset that only reorders them changes it.
     pub order: Arc<[Address]>,
+    /// The resolver's service config: the latest good one and the latest
+    /// error, which never replaces it (gRPC's service config error handling).
+    /// A bad config before any good one leaves `config` empty with `error`
+    /// set; grpc-go then fails the channel, unless it has a default config.
+    pub service_config: ServiceConfigStatus,
 }
 
 /// A `tower::discover::Discover` over a resolver's updates, keyed by [`Address`].
@@ -102,8 +108,32 @@ where
         }
     }
 
+    /// A config from the resolver: a good one (or "none") replaces the last;
+    /// a bad one is only reported.
+    fn apply_config(&mut self, update: ServiceConfigUpdate) {
+        if let ServiceConfigUpdate::Invalid(error) = &update {
+            tracing::warn!(%error, "the resolver's service config is invalid; keeping the last good one");
+        }
+        self.status.send_modify(|status| {
+            let config = &mut status.service_config;
+            config.updates += 1;
+            match update {
+                ServiceConfigUpdate::Config(new) => {
+                    config.config = Some(new);
+                    config.error = None;
+                }
+                ServiceConfigUpdate::NoConfig => {
+                    config.config = None;
+                    config.error = None;
+                }
+                ServiceConfigUpdate::Invalid(error) => config.error = Some(error),
+            }
+        });
+    }
+
     fn apply(&mut self, update: Update) {
         match update {
+            Update::ServiceConfig(config) => return self.apply_config(config),
             Update::Reset(endpoints) => {
                 let mut wanted: HashMap<&Address, &Endpoint> =
                     HashMap::with_capacity(endpoints.len());
@@ -307,6 +337,63 @@ mod tests {
             now.last_error.unwrap().to_string(),
             "lookup failed: NXDOMAIN"
         );
+    }
+
+    #[tokio::test]
+    async fn service_configs_keep_the_last_good_one() {
+        use crate::ServiceConfigUpdate;
+
+        let (resolver, handle) = ManualResolver::new("test");
+        let mut discover =
+            ResolverDiscover::new(resolver.stream(ResolveNow::new()), |e: &Endpoint| {
+                e.address.to_string()
+            });
+        let status = discover.status();
+        let config = || status.borrow().service_config.clone();
+
+        // Bad before any good: no config, the error reported.
+        handle.service_config("[]");
+        handle.reset([Endpoint::new(addr(1))]);
+        next(&mut discover).await;
+        assert!(config().config.is_none());
+        assert!(config()
+            .error
+            .unwrap()
+            .to_string()
+            .starts_with("invalid service config"));
+
+        handle.service_config(r#"{"loadBalancingPolicy": "round_robin"}"#);
+        handle.service_config(r#"{"loadBalancingPolicy": 7}"#);
+        handle.add([Endpoint::new(addr(2))]);
+        next(&mut discover).await;
+        let now = config();
+        assert_eq!(
+            now.config.unwrap().load_balancing_policy(),
+            Some("round_robin")
+        );
+        assert!(now
+            .error
+            .unwrap()
+            .to_string()
+            .contains("loadBalancingPolicy"));
+        assert_eq!(now.updates, 3);
+
+        // A new stream (a channel leaving idle) starts from the last config sent.
+        let mut again =
+            ResolverDiscover::new(resolver.stream(ResolveNow::new()), |e: &Endpoint| {
+                e.address.to_string()
+            });
+        let fresh = again.status();
+        next(&mut again).await;
+        assert!(fresh.borrow().service_config.error.is_some());
+        assert_eq!(fresh.borrow().endpoints, 2, "the set came after the config");
+
+        // "No config" clears both.
+        handle.send_service_config(ServiceConfigUpdate::NoConfig);
+        handle.remove([Address::Socket(addr(1))]);
+        next(&mut discover).await;
+        let now = config();
+        assert!(now.config.is_none() && now.error.is_none());
     }
 
     #[tokio::test]

@@ -22,6 +22,13 @@
 //! - A `Reset` is emitted only when the set differs from the last one reported,
 //!   or when the previous item was an error (so that the error is cleared).
 //!
+//! - Each resolution of a name also looks up its service config, in the TXT
+//!   record `_grpc_config.<host>` (gRFC A2, on by default as in grpc-go; see
+//!   [`DnsConfig::service_config`]). A changed config is reported as an
+//!   [`Update::ServiceConfig`] just before the addresses; an unusable record
+//!   is reported as [`ServiceConfigUpdate::Invalid`], which never replaces
+//!   the last good config.
+//!
 //! The authority of `dns://server[:port]/host` names the DNS server to ask
 //! (over UDP, falling back to TCP for truncated answers); without it the
 //! system's configuration (`/etc/resolv.conf`, with `/etc/hosts`) is used. The
@@ -75,7 +82,7 @@
 //!
 //! [hickory-resolver]: https://docs.rs/hickory-resolver
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -96,6 +103,9 @@ use tokio::time::Instant;
 
 use crate::fixed::static_list;
 use crate::resolver::{Resolver, UpdateStream};
+use crate::service_config::{
+    from_txt, ChoiceError, ClientSelector, ServiceConfigUpdate, TXT_ATTRIBUTE, TXT_RECORD_PREFIX,
+};
 use crate::target::{DnsServer, Host, Target};
 use crate::update::{Address, Endpoint, Update};
 
@@ -135,6 +145,7 @@ pub struct DnsConfig {
     resolve_timeout: Duration,
     error_backoff: BackoffConfig,
     srv_service: Option<String>,
+    service_config: bool,
 }
 
 impl DnsConfig {
@@ -189,6 +200,22 @@ impl DnsConfig {
         self.srv_service = Some(service.into());
         self
     }
+
+    /// Whether each resolution also looks up the service config in the TXT
+    /// record `_grpc_config.<host>` (gRFC A2; default true, as grpc-go,
+    /// whose `GRPC_ENABLE_TXT_SERVICE_CONFIG` defaults to true).
+    ///
+    /// The TXT lookup runs beside the address lookups. A record that changed
+    /// is reported as an [`Update::ServiceConfig`] before the addresses; "no
+    /// record" (`NXDOMAIN`, no TXT data, no `grpc_config=` record) is
+    /// [`ServiceConfigUpdate::NoConfig`]; a record that cannot be used is
+    /// [`ServiceConfigUpdate::Invalid`], naming the field. A TXT lookup that
+    /// fails otherwise (a timeout, `SERVFAIL`) changes nothing, and does not
+    /// fail the resolution.
+    pub fn service_config(mut self, enabled: bool) -> Self {
+        self.service_config = enabled;
+        self
+    }
 }
 
 impl Default for DnsConfig {
@@ -199,6 +226,7 @@ impl Default for DnsConfig {
             resolve_timeout: Self::DEFAULT_RESOLVE_TIMEOUT,
             error_backoff: BackoffConfig::default(),
             srv_service: None,
+            service_config: true,
         }
     }
 }
@@ -258,6 +286,11 @@ impl Resolver for DnsResolver {
                 last: None,
                 last_failed: false,
                 next: Next::Now,
+                // One draw for the stream's life: a client stays in or out
+                // of a percentage canary instead of flipping per resolution.
+                selector: ClientSelector::new(),
+                last_config: ServiceConfigUpdate::NoConfig,
+                pending: VecDeque::new(),
             })),
         }
     }
@@ -294,6 +327,12 @@ struct Watcher {
     /// Whether the last item was an error.
     last_failed: bool,
     next: Next,
+    /// Who this client is, for the TXT record's choices.
+    selector: ClientSelector,
+    /// The last service config reported (none at first).
+    last_config: ServiceConfigUpdate,
+    /// Updates of one resolution not yet returned.
+    pending: VecDeque<Update>,
 }
 
 fn watch(watcher: Watcher) -> UpdateStream {
@@ -309,6 +348,9 @@ impl Watcher {
     /// stream lives as long as its consumer holds it.
     async fn next_item(&mut self) -> Result<Update, BoxError> {
         loop {
+            if let Some(update) = self.pending.pop_front() {
+                return Ok(update);
+            }
             self.wait().await;
             let result = match tokio::time::timeout(self.config.resolve_timeout, self.resolve())
                 .await
@@ -317,7 +359,7 @@ impl Watcher {
                 Err(_) => Err(format!("timed out after {:?}", self.config.resolve_timeout).into()),
             };
             match result {
-                Ok(endpoints) => {
+                Ok((endpoints, config)) => {
                     let now = Instant::now();
                     self.retry = 1;
                     self.next = Next::Requested {
@@ -331,10 +373,18 @@ impl Watcher {
                         changed,
                         "dns resolution"
                     );
+                    // The config first, so that whoever applies it has it
+                    // when the addresses come.
+                    if let Some(config) = config {
+                        if config != self.last_config {
+                            self.last_config = config.clone();
+                            self.pending.push_back(Update::ServiceConfig(config));
+                        }
+                    }
                     if changed || self.last_failed {
                         self.last_failed = false;
                         self.last = Some(endpoints.clone());
-                        return Ok(Update::Reset(endpoints));
+                        self.pending.push_back(Update::Reset(endpoints));
                     }
                 }
                 Err(cause) => {
@@ -378,8 +428,9 @@ impl Watcher {
         }
     }
 
-    /// One resolution: the sorted, deduplicated endpoints, or why there are none.
-    async fn resolve(&mut self) -> Result<Vec<Endpoint>, BoxError> {
+    /// One resolution: the sorted, deduplicated endpoints, or why there are
+    /// none; and the service config, unless its lookup failed (`None`).
+    async fn resolve(&mut self) -> Result<(Vec<Endpoint>, Option<ServiceConfigUpdate>), BoxError> {
         if self.resolver.is_none() {
             self.resolver = Some(build_resolver(self.dns_server.as_ref()).await?);
         }
@@ -390,26 +441,99 @@ impl Watcher {
         // a re-resolution always asks the server.
         resolver.clear_cache();
 
-        let mut endpoints: BTreeMap<Address, Endpoint> = BTreeMap::new();
-        if let Some(service) = &self.config.srv_service {
-            for endpoint in lookup_srv(resolver, service, &self.host).await? {
-                endpoints
-                    .entry(endpoint.address.clone())
-                    .or_insert(endpoint);
-            }
-        }
-        if endpoints.is_empty() {
-            let ips = lookup_ips(resolver, &self.host).await?;
-            for ip in ips {
-                let address = SocketAddr::new(ip, self.port);
-                endpoints.insert(Address::Socket(address), Endpoint::new(address));
-            }
-        }
-        if endpoints.is_empty() {
-            return Err("no addresses".into());
-        }
-        Ok(endpoints.into_values().collect())
+        let endpoints = lookup_endpoints(
+            resolver,
+            self.config.srv_service.as_deref(),
+            &self.host,
+            self.port,
+        );
+        let config = async {
+            Ok(if self.config.service_config {
+                lookup_service_config(resolver, &self.host, &self.selector).await
+            } else {
+                None
+            })
+        };
+        // A failed address lookup fails the resolution at once, without
+        // waiting for the TXT answer.
+        future::try_join(endpoints, config).await
     }
+}
+
+/// The endpoints of `host`: SRV targets first if `srv_service` is set, else
+/// (or without SRV records) its A/AAAA addresses with `port`.
+async fn lookup_endpoints(
+    resolver: &TokioResolver,
+    srv_service: Option<&str>,
+    host: &str,
+    port: u16,
+) -> Result<Vec<Endpoint>, BoxError> {
+    let mut endpoints: BTreeMap<Address, Endpoint> = BTreeMap::new();
+    if let Some(service) = srv_service {
+        for endpoint in lookup_srv(resolver, service, host).await? {
+            endpoints
+                .entry(endpoint.address.clone())
+                .or_insert(endpoint);
+        }
+    }
+    if endpoints.is_empty() {
+        let ips = lookup_ips(resolver, host).await?;
+        for ip in ips {
+            let address = SocketAddr::new(ip, port);
+            endpoints.insert(Address::Socket(address), Endpoint::new(address));
+        }
+    }
+    if endpoints.is_empty() {
+        return Err("no addresses".into());
+    }
+    Ok(endpoints.into_values().collect())
+}
+
+/// The service config in the TXT record `_grpc_config.<host>` (gRFC A2), or
+/// `None` when the lookup failed for another reason than the record's absence.
+///
+/// A record's strings are joined (DNS cuts long text into strings of 255
+/// bytes), and the first record that starts with `grpc_config=` is the
+/// config; other TXT records at that name are ignored.
+async fn lookup_service_config(
+    resolver: &TokioResolver,
+    host: &str,
+    selector: &ClientSelector,
+) -> Option<ServiceConfigUpdate> {
+    let name = format!("{TXT_RECORD_PREFIX}{host}");
+    let lookup = match resolver.txt_lookup(name.as_str()).await {
+        Ok(lookup) => lookup,
+        Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+            return Some(ServiceConfigUpdate::NoConfig)
+        }
+        Err(error) => {
+            // grpc-go ignores TXT errors by default (GRPC_GO_IGNORE_TXT_ERRORS);
+            // keeping the config in force is the safer reading of "ignore".
+            tracing::warn!(%name, "TXT lookup failed; keeping the service config in force: {error}");
+            return None;
+        }
+    };
+    for record in lookup.answers() {
+        let RData::TXT(txt) = &record.data else {
+            continue;
+        };
+        let bytes: Vec<u8> = txt
+            .txt_data
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        if !bytes.starts_with(TXT_ATTRIBUTE.as_bytes()) {
+            continue;
+        }
+        let update = match String::from_utf8(bytes) {
+            Ok(text) => ServiceConfigUpdate::from(from_txt(&text, selector)),
+            Err(_) => ServiceConfigUpdate::Invalid(std::sync::Arc::new(ChoiceError::not_utf8())),
+        };
+        tracing::debug!(%name, ?update, "service config from DNS");
+        return Some(update);
+    }
+    tracing::debug!(%name, "no grpc_config= TXT record");
+    Some(ServiceConfigUpdate::NoConfig)
 }
 
 /// The A and AAAA addresses of `host`; no records is an error.

@@ -15,6 +15,9 @@
 //!   plugs in here; a user's own `Discover` plugs in through [`discover_updates`]
 //!   (the stack then builds its own subchannels for its keys) or into a balancer
 //!   directly.
+//! - [`service_config`]: service configs from resolvers (DNS TXT
+//!   `grpc_config=` records, gRFC A2), kept in [`ResolverStatus`] so that a
+//!   bad one never replaces a good one.
 //! - Resolvers: [`static_list`] and the `ipv4`/`ipv6`/`unix`/`passthrough`
 //!   schemes, and [`ManualResolver`], whose handle pushes updates.
 //!
@@ -52,6 +55,7 @@ mod fixed;
 mod from_discover;
 mod manual;
 mod resolver;
+pub mod service_config;
 pub mod target;
 mod update;
 
@@ -60,5 +64,6 @@ pub use crate::fixed::static_list;
 pub use crate::from_discover::discover_updates;
 pub use crate::manual::{ManualHandle, ManualResolver};
 pub use crate::resolver::{Registry, ResolveError, Resolver, UpdateStream};
+pub use crate::service_config::{ServiceConfigStatus, ServiceConfigUpdate};
 pub use crate::target::Target;
 pub use crate::update::{Address, Attributes, Endpoint, Update};

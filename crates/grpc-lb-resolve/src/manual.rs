@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::resolver::{Resolver, UpdateStream};
+use crate::service_config::ServiceConfigUpdate;
 use crate::target::Target;
 use crate::update::{Address, Endpoint, Update};
 
@@ -59,6 +60,8 @@ struct Shared {
     /// `None` until the first update: a new stream then starts with nothing.
     /// In the order given, which pick_first follows.
     current: Option<Vec<Endpoint>>,
+    /// The last service config pushed, which a new stream starts with too.
+    config: Option<ServiceConfigUpdate>,
     subscribers: Vec<mpsc::UnboundedSender<Result<Update, BoxError>>>,
     resolve_now: Vec<ResolveNow>,
 }
@@ -92,6 +95,9 @@ impl ManualResolver {
     pub fn stream(&self, resolve_now: ResolveNow) -> UpdateStream {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut shared = lock(&self.shared);
+        if let Some(config) = &shared.config {
+            let _ = tx.send(Ok(Update::ServiceConfig(config.clone())));
+        }
         if let Some(current) = &shared.current {
             let _ = tx.send(Ok(Update::Reset(current.clone())));
         }
@@ -160,6 +166,29 @@ impl ManualHandle {
         let gone: HashSet<&Address> = removed.iter().collect();
         current.retain(|e| !gone.contains(&e.address));
         shared.send(|| Ok(Update::Remove(removed.clone())));
+    }
+
+    /// Sends a service config, given as JSON: a valid one replaces the
+    /// channel's last one from the resolver; an invalid one is reported as
+    /// [`ServiceConfigUpdate::Invalid`] (with the field at fault) and the
+    /// last good one stays (grpc-go's `UpdateState` with a `ServiceConfig`).
+    ///
+    /// ```
+    /// use grpc_lb_resolve::ManualResolver;
+    ///
+    /// let (_resolver, handle) = ManualResolver::new("test");
+    /// handle.service_config(r#"{"methodConfig": [{"name": [{}], "timeout": "2s"}]}"#);
+    /// ```
+    pub fn service_config(&self, json: &str) {
+        self.send_service_config(ServiceConfigUpdate::parse(json));
+    }
+
+    /// Sends a service config update as it is: a config, "no config", or an
+    /// error.
+    pub fn send_service_config(&self, update: ServiceConfigUpdate) {
+        let mut shared = lock(&self.shared);
+        shared.config = Some(update.clone());
+        shared.send(|| Ok(Update::ServiceConfig(update.clone())));
     }
 
     /// Reports a resolution error (grpc-go's `ReportError`).

@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::service_config::ServiceConfigUpdate;
+
 /// Where one endpoint can be reached. This is the endpoint's stable key in the
 /// balancer: two updates that name the same address name the same endpoint.
 ///
@@ -158,4 +160,8 @@ pub enum Update {
     Add(Vec<Endpoint>),
     /// These endpoints are gone.
     Remove(Vec<Address>),
+    /// The service config the resolver found for the target (gRFC A2 for
+    /// DNS): a new one, none, or one that cannot be used. It says nothing
+    /// about the endpoints; a resolver that has both sends the config first.
+    ServiceConfig(ServiceConfigUpdate),
 }

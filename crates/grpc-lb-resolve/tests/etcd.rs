@@ -106,6 +106,7 @@ fn apply(set: &mut BTreeMap<Address, Endpoint>, update: Update) {
                 set.remove(&a);
             }
         }
+        Update::ServiceConfig(_) => {}
     }
 }
 

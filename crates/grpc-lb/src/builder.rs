@@ -7,7 +7,7 @@ use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
 use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
 use grpc_lb_connect::{
-    BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io,
+    BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io, KeepaliveConfig,
 };
 use grpc_lb_core::{BoxError, ResolveNow};
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
@@ -84,6 +84,7 @@ pub struct Builder {
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
     max_connections: usize,
     service_config: Option<Arc<ServiceConfig>>,
+    keepalive: KeepaliveConfig,
 }
 
 impl fmt::Debug for Builder {
@@ -97,6 +98,7 @@ impl fmt::Debug for Builder {
             .field("authority", &self.authority)
             .field("custom_connector", &self.connector.is_some())
             .field("service_config", &self.service_config.is_some())
+            .field("keepalive", &self.keepalive)
             .finish()
     }
 }
@@ -176,6 +178,7 @@ impl Builder {
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             service_config: None,
+            keepalive: KeepaliveConfig::new(),
         }
     }
 
@@ -248,6 +251,28 @@ impl Builder {
     /// ```
     pub fn service_config(mut self, config: ServiceConfig) -> Self {
         self.service_config = Some(Arc::new(config));
+        self
+    }
+
+    /// HTTP/2 keepalive for every connection of a gRPC channel (gRFC A8; off
+    /// by default, as in grpc-go). A `too_many_pings` GOAWAY from any server
+    /// doubles the time for all the channel's later connections. See
+    /// [`KeepaliveConfig`] for the defaults and the 10 s minimum.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use grpc_lb::connect::KeepaliveConfig;
+    ///
+    /// let builder = grpc_lb::Channel::builder("dns:///greeter.example:50051").keepalive(
+    ///     KeepaliveConfig::new()
+    ///         .time(Duration::from_secs(30))
+    ///         .timeout(Duration::from_secs(5))
+    ///         .permit_without_calls(true),
+    /// );
+    /// # drop(builder);
+    /// ```
+    pub fn keepalive(mut self, config: KeepaliveConfig) -> Self {
+        self.keepalive = config;
         self
     }
 
@@ -333,7 +358,8 @@ impl Builder {
         let (runtime, target, transport) = self.prepare(ALPN_H2)?;
         let mut connector = Http2Connector::<B>::new()
             .with_transport(transport.io)
-            .with_scheme(transport.scheme);
+            .with_scheme(transport.scheme)
+            .with_keepalive(self.keepalive);
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }

@@ -26,6 +26,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// A running dnsmasq.
 pub struct Dnsmasq {
     child: Child,
+    program: PathBuf,
     port: u16,
     dir: PathBuf,
     hosts: PathBuf,
@@ -49,47 +50,7 @@ impl Dnsmasq {
         let mut failures = Vec::new();
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&program)
-                .arg("--keep-in-foreground")
-                .arg("--conf-file=/dev/null")
-                .arg(format!("--port={port}"))
-                .arg("--listen-address=127.0.0.1")
-                .arg("--bind-interfaces")
-                .arg("--no-resolv")
-                .arg("--no-hosts")
-                .arg(format!("--addn-hosts={}", hosts_path.display()))
-                .arg("--local=/test/")
-                .arg("--cache-size=0")
-                .arg("--local-ttl=0")
-                .arg("--pid-file=")
-                .arg("--user=root")
-                .arg("--log-facility=-")
-                .arg("--log-queries")
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-
-            let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-            let stderr = child.stderr.take().expect("piped stderr");
-            let sink = log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    sink.0.lock().unwrap().push(line);
-                    sink.1.notify_all();
-                }
-            });
-
-            let mut dnsmasq = Dnsmasq {
-                child,
-                port,
-                dir: dir.clone(),
-                hosts: hosts_path.clone(),
-                log,
-            };
+            let mut dnsmasq = spawn(&program, port, &dir, &hosts_path, extra);
             match dnsmasq.wait_until_answering() {
                 Ok(()) => return dnsmasq,
                 Err(why) => {
@@ -103,6 +64,26 @@ impl Dnsmasq {
         }
         let _ = std::fs::remove_dir_all(&dir);
         panic!("dnsmasq did not start: {failures:#?}");
+    }
+
+    /// Stops dnsmasq and starts it again on the same port and hosts file,
+    /// with these `extra` flags instead (for records only flags can set, such
+    /// as `--txt-record`, which a SIGHUP does not re-read). Returns once it
+    /// answers queries; its log starts over.
+    pub fn restart(&mut self, extra: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::take(&mut self.dir);
+        let mut fresh = spawn(&self.program, self.port, &dir, &self.hosts, extra);
+        if let Err(why) = fresh.wait_until_answering() {
+            panic!(
+                "dnsmasq did not restart on port {}: {why}; log: {:?}",
+                self.port,
+                fresh.log()
+            );
+        }
+        // The old value, now without a directory, drops quietly.
+        let _old = std::mem::replace(self, fresh);
     }
 
     /// The UDP and TCP port it listens on, on 127.0.0.1.
@@ -190,6 +171,51 @@ impl Dnsmasq {
                 Err(_) => thread::yield_now(),
             }
         }
+    }
+}
+
+/// Starts dnsmasq on `port`, serving `hosts`, with `extra` flags.
+fn spawn(program: &Path, port: u16, dir: &Path, hosts_path: &Path, extra: &[&str]) -> Dnsmasq {
+    let mut child = Command::new(program)
+        .arg("--keep-in-foreground")
+        .arg("--conf-file=/dev/null")
+        .arg(format!("--port={port}"))
+        .arg("--listen-address=127.0.0.1")
+        .arg("--bind-interfaces")
+        .arg("--no-resolv")
+        .arg("--no-hosts")
+        .arg(format!("--addn-hosts={}", hosts_path.display()))
+        .arg("--local=/test/")
+        .arg("--cache-size=0")
+        .arg("--local-ttl=0")
+        .arg("--pid-file=")
+        .arg("--user=root")
+        .arg("--log-facility=-")
+        .arg("--log-queries")
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+
+    let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.0.lock().unwrap().push(line);
+            sink.1.notify_all();
+        }
+    });
+    Dnsmasq {
+        child,
+        program: program.to_path_buf(),
+        port,
+        dir: dir.to_path_buf(),
+        hosts: hosts_path.to_path_buf(),
+        log,
     }
 }
 
