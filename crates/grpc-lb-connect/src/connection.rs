@@ -53,6 +53,47 @@ impl CloseSignal {
 /// `Ready`: a reconnect layer above learns of the loss with no request in flight.
 ///
 /// Many requests may be in flight at once; HTTP/2 multiplexes them.
+///
+/// ```
+/// use grpc_lb_connect::Http2Connector;
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # async fn h2_server() -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (stream, _) = listener.accept().await.unwrap();
+/// #             let echo_authority = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+/// #                 let authority = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+/// #                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(authority))))
+/// #             });
+/// #             tokio::spawn(
+/// #                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+/// #                     .serve_connection(hyper_util::rt::TokioIo::new(stream), echo_authority),
+/// #             );
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = h2_server().await;
+/// let mut connection = Http2Connector::<Empty<bytes::Bytes>>::new().call(addr).await?;
+/// std::future::poll_fn(|cx| connection.poll_ready(cx)).await?;
+///
+/// // Clones send on the same connection, from any task.
+/// let mut clone = connection.clone();
+/// let (a, b) = tokio::try_join!(
+///     connection.call(http::Request::get("/a").body(Empty::new())?),
+///     clone.call(http::Request::get("/b").body(Empty::new())?),
+/// )?;
+/// assert_eq!((a.status(), b.status()), (http::StatusCode::OK, http::StatusCode::OK));
+/// assert!(!connection.is_closed());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Http2Connection<B> {
     send: SendRequest<B>,
     peer: Arc<str>,
@@ -182,6 +223,40 @@ where
 ///
 /// hyper's request future cannot be named, so it is boxed here, which is the same
 /// one allocation per request that tonic's own `Channel` makes.
+///
+/// ```
+/// use grpc_lb_connect::{Http2Connector, ResponseFuture};
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # async fn h2_server() -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (stream, _) = listener.accept().await.unwrap();
+/// #             let echo_authority = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+/// #                 let authority = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+/// #                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(authority))))
+/// #             });
+/// #             tokio::spawn(
+/// #                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+/// #                     .serve_connection(hyper_util::rt::TokioIo::new(stream), echo_authority),
+/// #             );
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = h2_server().await;
+/// let mut connection = Http2Connector::<Empty<bytes::Bytes>>::new().call(addr).await?;
+/// std::future::poll_fn(|cx| connection.poll_ready(cx)).await?;
+/// let future: ResponseFuture = connection.call(http::Request::get("/").body(Empty::new())?);
+/// assert_eq!(future.await?.status(), http::StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>,
 }

@@ -38,6 +38,44 @@ use crate::preface::{Preface, PrefaceWatch};
 /// the service rather than an IP.
 ///
 /// The connector is cheap to clone: its settings are shared.
+///
+/// ```
+/// use grpc_lb_connect::Http2Connector;
+/// use http_body_util::{BodyExt, Empty};
+/// use tower_service::Service;
+///
+/// # async fn h2_server() -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (stream, _) = listener.accept().await.unwrap();
+/// #             let echo_authority = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+/// #                 let authority = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+/// #                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(authority))))
+/// #             });
+/// #             tokio::spawn(
+/// #                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+/// #                     .serve_connection(hyper_util::rt::TokioIo::new(stream), echo_authority),
+/// #             );
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = h2_server().await; // answers with the :authority it was sent
+/// let mut connector = Http2Connector::<Empty<bytes::Bytes>>::new()
+///     .with_authority("greeter.example:50051".parse()?);
+/// let mut connection = connector.call(addr).await?;
+///
+/// // A path-only request, as tonic sends them, gets the scheme and authority.
+/// std::future::poll_fn(|cx| connection.poll_ready(cx)).await?;
+/// let response = connection.call(http::Request::get("/").body(Empty::new())?).await?;
+/// assert_eq!(response.into_body().collect().await?.to_bytes(), "greeter.example:50051");
+/// # Ok(())
+/// # }
+/// ```
 pub struct Http2Connector<B, C = TcpConnector> {
     transport: C,
     settings: Arc<Settings>,
@@ -202,6 +240,40 @@ impl<B, C: fmt::Debug> fmt::Debug for Http2Connector<B, C> {
 ///
 /// It is boxed: a connection attempt is rare next to the requests it serves, and
 /// the handshake future of hyper cannot be named.
+///
+/// ```
+/// use grpc_lb_connect::{ConnectFuture, Http2Connector};
+/// use http_body_util::Empty;
+/// use tower_service::Service;
+///
+/// # async fn h2_server() -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     tokio::spawn(async move {
+/// #         loop {
+/// #             let (stream, _) = listener.accept().await.unwrap();
+/// #             let echo_authority = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+/// #                 let authority = request.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+/// #                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(authority))))
+/// #             });
+/// #             tokio::spawn(
+/// #                 hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+/// #                     .serve_connection(hyper_util::rt::TokioIo::new(stream), echo_authority),
+/// #             );
+/// #         }
+/// #     });
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let addr = h2_server().await;
+/// let mut connector = Http2Connector::<Empty<bytes::Bytes>>::new();
+/// let connecting: ConnectFuture<_> = connector.call(addr);
+/// let connection = connecting.await?; // after the server's SETTINGS
+/// assert_eq!(connection.peer(), addr.to_string());
+/// # Ok(())
+/// # }
+/// ```
 pub struct ConnectFuture<B> {
     inner: Pin<Box<dyn Future<Output = Result<Http2Connection<B>, ConnectError>> + Send>>,
 }

@@ -7,6 +7,15 @@ use std::fmt;
 pub const PREFIX_LEN: usize = 5;
 
 /// Which way a message was going when it broke its limit.
+///
+/// ```
+/// use grpc_lb_message_size::{Direction, FrameScanner};
+///
+/// let reply = [0, 0, 0, 0, 9];
+/// let too_large = FrameScanner::new().scan(&reply, 4, Direction::Receive).unwrap_err();
+/// assert_eq!(too_large.direction(), Direction::Receive);
+/// assert!(too_large.to_string().starts_with("grpc: received"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     /// A request message, from the client.

@@ -20,6 +20,32 @@ use crate::update::{Address, Attributes, Endpoint, Update};
 /// grpc-go: an error before any result leaves the channel in
 /// `TRANSIENT_FAILURE` with that error; after a good result an error keeps the
 /// last good set; an empty set is reported as such.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{Endpoint, ManualResolver, ResolverDiscover};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (resolver, handle) = ManualResolver::new("example");
+/// let mut discover = ResolverDiscover::new(resolver.stream(ResolveNow::new()), |e: &Endpoint| e.address.clone());
+/// let status = discover.status();
+///
+/// handle.error("no such host");
+/// let _ = futures::poll!(discover.next()); // the discover acts when polled
+/// assert!(!status.borrow().resolved);
+/// assert_eq!(status.borrow().last_error.as_ref().unwrap().to_string(), "no such host");
+///
+/// let addr: std::net::SocketAddr = "10.0.0.1:50051".parse().unwrap();
+/// handle.reset([Endpoint::from(addr)]);
+/// discover.next().await;
+/// let now = status.borrow();
+/// assert!(now.resolved && now.last_error.is_none());
+/// assert_eq!(now.endpoints, 1);
+/// assert_eq!(now.order[0].to_string(), "10.0.0.1:50051");
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ResolverStatus {
     /// True once the resolver has produced at least one good result.
@@ -52,6 +78,35 @@ pub struct ResolverStatus {
 ///
 /// `make` builds the service for a new endpoint, typically a reconnecting
 /// subchannel.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{Endpoint, ManualResolver, ResolverDiscover};
+/// use tower::discover::Change;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (resolver, handle) = ManualResolver::new("example");
+/// // Each endpoint's "service" here is just its address as text.
+/// let mut discover =
+///     ResolverDiscover::new(resolver.stream(ResolveNow::new()), |e: &Endpoint| e.address.to_string());
+///
+/// let a: std::net::SocketAddr = "10.0.0.1:50051".parse().unwrap();
+/// let b: std::net::SocketAddr = "10.0.0.2:50051".parse().unwrap();
+/// handle.reset([Endpoint::from(a), Endpoint::from(b)]);
+/// handle.reset([Endpoint::from(b)]); // a whole new set: `a` is gone
+///
+/// let mut changes = Vec::new();
+/// for _ in 0..3 {
+///     match discover.next().await.unwrap().unwrap() {
+///         Change::Insert(address, service) => changes.push(format!("+{address} {service}")),
+///         Change::Remove(address) => changes.push(format!("-{address}")),
+///     }
+/// }
+/// assert_eq!(changes, ["+10.0.0.1:50051 10.0.0.1:50051", "+10.0.0.2:50051 10.0.0.2:50051", "-10.0.0.1:50051"]);
+/// # }
+/// ```
 pub struct ResolverDiscover<S, M, Svc> {
     updates: S,
     make: M,

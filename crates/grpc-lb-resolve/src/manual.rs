@@ -50,6 +50,27 @@ pub struct ManualResolver {
 }
 
 /// Pushes updates to every stream a [`ManualResolver`] has started.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::ResolveNow;
+/// use grpc_lb_resolve::{Endpoint, ManualResolver, Update};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (resolver, handle) = ManualResolver::new("example");
+/// let addr: std::net::SocketAddr = "10.0.0.1:50051".parse().unwrap();
+/// handle.reset([Endpoint::from(addr)]);
+///
+/// // A stream started later begins with the current set.
+/// let mut updates = resolver.stream(ResolveNow::new());
+/// assert_eq!(updates.next().await.unwrap().unwrap(), Update::Reset(vec![addr.into()]));
+///
+/// handle.error("lookup failed");
+/// assert_eq!(updates.next().await.unwrap().unwrap_err().to_string(), "lookup failed");
+/// assert_eq!(handle.resolve_now_requests(), 0);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ManualHandle {
     shared: Arc<Mutex<Shared>>,
