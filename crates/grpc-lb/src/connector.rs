@@ -107,6 +107,28 @@ fn boxed(
 /// passthrough names) fail the attempt with [`UnsupportedAddress`], which backs
 /// off like any failed connection. [`AddressConnector`] reaches every kind of
 /// address, and connectors that take an `Address` need no adapter.
+///
+/// ```
+/// use grpc_lb::resolve::Address;
+/// use grpc_lb::{SocketConnector, UnsupportedAddress};
+/// use grpc_lb::connect::TcpConnector;
+/// use tower::{Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb::core::BoxError> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let mut connector = SocketConnector::new(TcpConnector::new());
+///
+/// let tcp = Address::from(listener.local_addr()?);
+/// let stream = connector.ready().await?.call(tcp).await?;
+/// assert_eq!(stream.peer_addr()?, listener.local_addr()?);
+///
+/// let unix = Address::Unix("/run/greeter.sock".into());
+/// let error = connector.ready().await?.call(unix).await.unwrap_err();
+/// assert!(error.is::<UnsupportedAddress>());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct SocketConnector<C> {
     inner: C,
@@ -120,6 +142,24 @@ impl<C> SocketConnector<C> {
 }
 
 /// The address is not one this connector can reach.
+///
+/// ```
+/// use grpc_lb::resolve::Address;
+/// use grpc_lb::SocketConnector;
+/// use grpc_lb::connect::TcpConnector;
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let connector = SocketConnector::new(TcpConnector::new());
+/// let name = Address::Name("greeter.local:50051".into());
+/// let error = connector.oneshot(name).await.unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "cannot connect to greeter.local:50051: this connector reaches TCP socket addresses only",
+/// );
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct UnsupportedAddress(Address);
 
@@ -172,7 +212,25 @@ where
 }
 
 pin_project! {
-    /// Future of [`SocketConnector`].
+    /// Future of [`SocketConnector`]: the inner connector's future, or an
+    /// immediate [`UnsupportedAddress`] error.
+    ///
+    /// ```
+    /// use grpc_lb::resolve::Address;
+    /// use grpc_lb::{ConnectFuture, SocketConnector};
+    /// use grpc_lb::connect::TcpConnector;
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb::core::BoxError> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let mut connector = SocketConnector::new(TcpConnector::new());
+    /// let ready = connector.ready().await?;
+    /// let future: ConnectFuture<_> = ready.call(Address::from(listener.local_addr()?));
+    /// assert!(future.await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ConnectFuture<F> {
         #[pin]
