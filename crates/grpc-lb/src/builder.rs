@@ -4,12 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use grpc_lb_backoff::BackoffConfig;
+use grpc_lb_balance::outlier::OutlierDetectionConfig;
 use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
 use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
 use grpc_lb_connect::{
     BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io,
 };
 use grpc_lb_core::{BoxError, ResolveNow};
+use grpc_lb_health::HealthCheck;
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
 use grpc_lb_service_config::{ServiceConfig, ServiceConfigError};
@@ -19,6 +21,7 @@ use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
+use crate::worker::StartHealth;
 
 /// Builds a [`Channel`] from a target such as `dns:///greeter.local:50051`.
 ///
@@ -84,6 +87,8 @@ pub struct Builder {
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
     max_connections: usize,
     service_config: Option<Arc<ServiceConfig>>,
+    health_check: Option<String>,
+    outlier_detection: Option<OutlierDetectionConfig>,
 }
 
 impl fmt::Debug for Builder {
@@ -97,6 +102,8 @@ impl fmt::Debug for Builder {
             .field("authority", &self.authority)
             .field("custom_connector", &self.connector.is_some())
             .field("service_config", &self.service_config.is_some())
+            .field("health_check", &self.health_check)
+            .field("outlier_detection", &self.outlier_detection)
             .finish()
     }
 }
@@ -176,6 +183,8 @@ impl Builder {
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             service_config: None,
+            health_check: None,
+            outlier_detection: None,
         }
     }
 
@@ -251,6 +260,66 @@ impl Builder {
         self
     }
 
+    /// Turns on client-side health checking (gRFC A17) of `service_name`
+    /// (empty: the server as a whole), as a service config's
+    /// `healthCheckConfig` does; this name wins over the config's.
+    ///
+    /// Every connection then watches `grpc.health.v1.Health/Watch`, and the
+    /// policy sees its subchannel CONNECTING until the first answer, READY
+    /// while the answer is SERVING and TRANSIENT_FAILURE (with the status as
+    /// the last error) otherwise, so traffic moves to the healthy endpoints.
+    /// A server without the health service (`UNIMPLEMENTED`) is used as if
+    /// healthy, and logged at ERROR, as in grpc-go. A failed watch is retried
+    /// after gRPC's connection backoff. `pick_first` ignores health, as in
+    /// gRPC. Applies to [`build`](Self::build) (tonic) channels; the others
+    /// have no gRPC client to watch with, and log a warning.
+    ///
+    /// ```
+    /// let builder = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051,127.0.0.1:50052")
+    ///     .policy("round_robin")
+    ///     .health_check("helloworld.Greeter");
+    /// # drop(builder);
+    /// ```
+    pub fn health_check(mut self, service_name: impl Into<String>) -> Self {
+        self.health_check = Some(service_name.into());
+        self
+    }
+
+    /// Turns on outlier detection (gRFC A50) with `config`: the channel counts
+    /// each endpoint's call outcomes, judges them every `config.interval`,
+    /// and keeps ejected endpoints out of the picker (the policy sees them in
+    /// TRANSIENT_FAILURE) until their ejection time is over.
+    ///
+    /// A call counts as a success when its response has HTTP status 200 and
+    /// no `grpc-status` other than 0 in its headers, and as a failure when it
+    /// fails or has another status; calls cancelled by their caller do not
+    /// count. A status sent in trailers after a message is not seen (see
+    /// [`ChannelStats`](crate::ChannelStats)).
+    ///
+    /// ```
+    /// use grpc_lb::balance::outlier::{FailurePercentage, OutlierDetectionConfig};
+    ///
+    /// let builder = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051,127.0.0.1:50052")
+    ///     .policy("round_robin")
+    ///     .outlier_detection(OutlierDetectionConfig {
+    ///         failure_percentage: Some(FailurePercentage::default()),
+    ///         ..Default::default()
+    ///     });
+    /// # drop(builder);
+    /// ```
+    pub fn outlier_detection(mut self, config: OutlierDetectionConfig) -> Self {
+        self.outlier_detection = Some(config);
+        self
+    }
+
+    /// The service name to health-check, if health checking is on.
+    fn health_service(&self) -> Option<String> {
+        self.health_check.clone().or_else(|| {
+            let config = self.service_config.as_ref()?.health_check()?;
+            Some(config.service_name().to_owned())
+        })
+    }
+
     /// Connects with TLS (feature `tls`): the certificate of every endpoint is
     /// checked against the target's host, or [`authority`](Self::authority),
     /// or the config's own server name; `:scheme` is `https`; ALPN `h2` is
@@ -319,12 +388,31 @@ impl Builder {
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
     pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
-        self.build_for_body::<tonic::body::Body>()
+        let health: Option<StartHealth<Http2Connection<tonic::body::Body>>> =
+            self.health_service().map(|name| {
+                let check = HealthCheck::new(name);
+                Arc::new(move |connection: &Http2Connection<tonic::body::Body>| {
+                    check.spawn(connection.clone())
+                }) as StartHealth<_>
+            });
+        self.build_h2(health)
     }
 
     /// Builds the channel for requests with body type `B` (hyper or axum
     /// users), and spawns its worker on the current tokio runtime.
     pub fn build_for_body<B>(self) -> Result<Channel<Http2Connection<B>>, BuildError>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.build_h2(None)
+    }
+
+    fn build_h2<B>(
+        self,
+        health: Option<StartHealth<Http2Connection<B>>>,
+    ) -> Result<Channel<Http2Connection<B>>, BuildError>
     where
         B: Body + Send + Unpin + 'static,
         B::Data: Send,
@@ -337,7 +425,7 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector, health)
     }
 
     /// At most this many HTTP/1.1 connections, and so requests in flight, per
@@ -390,7 +478,7 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector, None)
     }
 
     /// What every kind of channel needs before its connector: the runtime to
@@ -456,6 +544,7 @@ impl Builder {
         runtime: tokio::runtime::Handle,
         target: &Target,
         connector: C,
+        health: Option<StartHealth<C::Response>>,
     ) -> Result<Channel<C::Response>, BuildError>
     where
         C: Service<Address> + Clone + Send + Unpin + 'static,
@@ -496,14 +585,24 @@ impl Builder {
             resolver_status: Some(discover.status()),
             channel_id,
             service_config: self.service_config.clone(),
+            outlier_detection: self.outlier_detection.clone(),
         };
+        if health.is_none() {
+            if let Some(service) = self.health_service() {
+                tracing::warn!(
+                    service,
+                    "[Channel #{channel_id}] health checking needs a tonic channel (Builder::build); not checking"
+                );
+            }
+        }
         tracing::info!(
             "[Channel #{}] Channel created for target {:?} with policy {}",
             options.channel_id,
             self.target,
             policy.name()
         );
-        let (channel, worker) = Channel::pair::<_, _, _, _, Req>(discover, policy, options);
+        let (channel, mut worker) = Channel::pair::<_, _, _, _, Req>(discover, policy, options);
+        worker.set_health(health);
         runtime.spawn(worker);
         Ok(channel)
     }

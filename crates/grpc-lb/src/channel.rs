@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig};
 use grpc_lb_balance::{EndpointLoad, LoadBalancer};
 use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
 use grpc_lb_failfast::{transport_to_status, unavailable};
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::observe::{CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
+use crate::observe::{succeeded, CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
 use crate::snapshot::{Picked, Shared};
 use crate::worker::Worker;
 
@@ -109,6 +110,8 @@ pub struct ChannelOptions {
     /// Per-method `timeout` and `waitForReady` from a service config; the
     /// policy it names is chosen by whoever builds the channel.
     pub service_config: Option<Arc<ServiceConfig>>,
+    /// Outlier detection (gRFC A50), off by default.
+    pub outlier_detection: Option<OutlierDetectionConfig>,
 }
 
 impl Default for ChannelOptions {
@@ -120,6 +123,7 @@ impl Default for ChannelOptions {
             resolver_status: None,
             channel_id: grpc_lb_core::next_channelz_id(),
             service_config: None,
+            outlier_detection: None,
         }
     }
 }
@@ -162,6 +166,7 @@ impl<S> Channel<S> {
             shared.clone(),
             options.resolve_now,
             on_shutdown,
+            options.outlier_detection,
         );
         let channel = Channel {
             handle: Arc::new(Handle {
@@ -287,9 +292,10 @@ where
             Some(Picked {
                 mut connection,
                 load,
+                outcome,
                 peer,
             }) => {
-                let in_flight = InFlight::start(load);
+                let in_flight = InFlight::start(load, outcome);
                 ResponseFuture {
                     kind: Kind::Sent {
                         future: connection.call(request),
@@ -310,24 +316,33 @@ where
 }
 
 /// Counts one request against an endpoint's load until it is answered or
-/// dropped.
+/// dropped, and its outcome for outlier detection when it is answered.
 struct InFlight {
     load: Arc<EndpointLoad>,
+    outcome: Option<Arc<CallCounter>>,
     started: Instant,
 }
 
 impl InFlight {
-    fn start(load: Arc<EndpointLoad>) -> Self {
+    fn start(load: Arc<EndpointLoad>, outcome: Option<Arc<CallCounter>>) -> Self {
         load.start();
         InFlight {
             load,
+            outcome,
             started: Instant::now(),
         }
     }
 
-    fn finish(self, answered: bool) {
-        let rtt = answered.then(|| self.started.elapsed());
+    /// Counts the answer: its round trip when it is a response, and for
+    /// outlier detection whether it succeeded (as [`ChannelStats`] counts it).
+    /// A request dropped unanswered (cancelled by its caller) is not counted
+    /// as a failure of the endpoint.
+    fn finish<B, E>(mut self, result: &Result<http::Response<B>, E>) {
+        let rtt = result.is_ok().then(|| self.started.elapsed());
         self.load.finish(rtt);
+        if let Some(outcome) = self.outcome.take() {
+            outcome.record(succeeded(result));
+        }
         std::mem::forget(self);
     }
 }
@@ -382,7 +397,7 @@ where
             } => {
                 let result = std::task::ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
-                    in_flight.finish(result.is_ok());
+                    in_flight.finish(&result);
                 }
                 match result {
                     Ok(mut response) => {
@@ -429,15 +444,16 @@ where
         if let Some(Picked {
             mut connection,
             load,
+            outcome,
             peer,
         }) = picked
         {
-            let in_flight = InFlight::start(load);
+            let in_flight = InFlight::start(load, outcome);
             poll_fn(|cx| connection.poll_ready(cx))
                 .await
                 .map_err(|e| transport_to_status(e.into()))?;
             let result = connection.call(request).await;
-            in_flight.finish(result.is_ok());
+            in_flight.finish(&result);
             let mut response = result.map_err(|e| transport_to_status(e.into()))?;
             response.extensions_mut().insert(peer);
             return Ok(response);

@@ -53,6 +53,7 @@ pub use grpc_lb_balance as balance;
 pub use grpc_lb_connect as connect;
 pub use grpc_lb_core as core;
 pub use grpc_lb_failfast as failfast;
+pub use grpc_lb_health as health;
 pub use grpc_lb_reconnect as reconnect;
 pub use grpc_lb_resolve as resolve;
 pub use grpc_lb_service_config as service_config;

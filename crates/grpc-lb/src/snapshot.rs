@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use futures::task::AtomicWaker;
+use grpc_lb_balance::outlier::CallCounter;
 use grpc_lb_balance::{EndpointLoad, Pick, SingleReady};
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 use tokio::sync::{broadcast, watch, Semaphore};
@@ -21,6 +22,9 @@ pub(crate) struct Snapshot<S> {
     pub(crate) peers: Vec<Peer>,
     pub(crate) connections: Vec<S>,
     pub(crate) loads: Vec<Arc<EndpointLoad>>,
+    /// Where each endpoint's call outcomes are counted for outlier detection,
+    /// in the order of `connections`; empty when it is off.
+    pub(crate) outcomes: Vec<Arc<CallCounter>>,
     pub(crate) pick: Arc<dyn Pick>,
     pub(crate) state: ConnectivityState,
     pub(crate) last_error: Option<SharedError>,
@@ -32,6 +36,7 @@ impl<S> Snapshot<S> {
             peers: Vec::new(),
             connections: Vec::new(),
             loads: Vec::new(),
+            outcomes: Vec::new(),
             pick: Arc::new(SingleReady),
             state,
             last_error: None,
@@ -57,6 +62,7 @@ impl<S: Clone> Snapshot<S> {
                 return Some(Picked {
                     connection,
                     load: self.loads[index].clone(),
+                    outcome: self.outcomes.get(index).cloned(),
                     peer: self.peers[index].clone(),
                 });
             }
@@ -69,6 +75,8 @@ impl<S: Clone> Snapshot<S> {
 pub(crate) struct Picked<S> {
     pub(crate) connection: S,
     pub(crate) load: Arc<EndpointLoad>,
+    /// Where the call's outcome is counted, with outlier detection on.
+    pub(crate) outcome: Option<Arc<CallCounter>>,
     pub(crate) peer: Peer,
 }
 
