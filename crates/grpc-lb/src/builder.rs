@@ -21,7 +21,8 @@ use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
-use crate::worker::StartHealth;
+use crate::idle::DEFAULT_IDLE_TIMEOUT;
+use crate::worker::{IdleMode, Rebuild, StartHealth};
 
 /// Builds a [`Channel`] from a target such as `dns:///greeter.local:50051`.
 ///
@@ -89,6 +90,7 @@ pub struct Builder {
     service_config: Option<Arc<ServiceConfig>>,
     health_check: Option<String>,
     outlier_detection: Option<OutlierDetectionConfig>,
+    idle_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Builder {
@@ -104,6 +106,7 @@ impl fmt::Debug for Builder {
             .field("service_config", &self.service_config.is_some())
             .field("health_check", &self.health_check)
             .field("outlier_detection", &self.outlier_detection)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -185,6 +188,7 @@ impl Builder {
             service_config: None,
             health_check: None,
             outlier_detection: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -309,6 +313,27 @@ impl Builder {
     /// ```
     pub fn outlier_detection(mut self, config: OutlierDetectionConfig) -> Self {
         self.outlier_detection = Some(config);
+        self
+    }
+
+    /// Idle mode (grpc-go's `WithIdleTimeout`): after `timeout` with no call
+    /// open and none ended, the channel closes its connections and its
+    /// resolver and reports IDLE; the next call, or
+    /// [`Channel::connect`](crate::Channel::connect), starts the resolver
+    /// again and reconnects (the call waits meanwhile, as on a new channel). A
+    /// streaming call counts as open until its response body ends. Default
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT), 30 minutes, as
+    /// grpc-go; `Duration::ZERO` turns idle mode off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = grpc_lb::Channel::builder("dns:///greeter.local:50051")
+    ///     .idle_timeout(Duration::from_secs(5 * 60));
+    /// # drop(builder);
+    /// ```
+    pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 
@@ -575,8 +600,30 @@ impl Builder {
             .backoff(self.backoff)
             .resolve_now(resolve_now.clone())
             .channel_id(channel_id);
-        let discover = ResolverDiscover::new(updates, move |endpoint: &Endpoint| {
-            Reconnect::with_config(connector.clone(), endpoint.address.clone(), config.clone())
+        // One function makes every discovery of this channel, so that idle
+        // mode can start the resolver again with the same type of Discover.
+        let make_discover = move |updates| {
+            let connector = connector.clone();
+            let config = config.clone();
+            ResolverDiscover::new(updates, move |endpoint: &Endpoint| {
+                Reconnect::with_config(connector.clone(), endpoint.address.clone(), config.clone())
+            })
+        };
+        let discover = make_discover.clone()(updates);
+        let idle = (!self.idle_timeout.is_zero()).then(|| {
+            let resolvers = self.resolvers.clone();
+            let policies = self.policies.clone();
+            let policy_name = policy_name.to_owned();
+            let target = target.clone();
+            let resolve_now = resolve_now.clone();
+            let rebuild: Rebuild<_> = Box::new(move || {
+                let updates = resolvers.resolve_target(&target, resolve_now.clone())?;
+                let discover = make_discover(updates);
+                let status = discover.status();
+                let policy = policies.build(&policy_name)?;
+                Ok((discover, Some(status), policy))
+            });
+            IdleMode::new(self.idle_timeout, rebuild)
         });
         let options = ChannelOptions {
             wait_for_ready: self.wait_for_ready,
@@ -601,7 +648,8 @@ impl Builder {
             self.target,
             policy.name()
         );
-        let (channel, mut worker) = Channel::pair::<_, _, _, _, Req>(discover, policy, options);
+        let (channel, mut worker) =
+            Channel::pair_with_idle::<_, _, _, _, Req>(discover, policy, options, idle);
         worker.set_health(health);
         runtime.spawn(worker);
         Ok(channel)

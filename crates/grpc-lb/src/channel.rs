@@ -19,9 +19,10 @@ use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
+use crate::idle::{OpenCall, ResponseBody};
 use crate::observe::{succeeded, CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
 use crate::snapshot::{Picked, Shared};
-use crate::worker::Worker;
+use crate::worker::{IdleMode, Worker};
 
 /// Per-request override of the channel's wait-for-ready default, set as a
 /// request extension (`request.extensions_mut().insert(WaitForReady(true))`).
@@ -137,6 +138,8 @@ impl<S> Channel<S> {
     /// `Discover` from a resolver with [`ResolverDiscover`](grpc_lb_resolve::ResolverDiscover)
     /// (or bring your own) and pick a policy from
     /// [`PolicyRegistry`](grpc_lb_balance::PolicyRegistry).
+    ///
+    /// Such a channel has no idle mode: it cannot rebuild your `Discover`.
     #[allow(clippy::type_complexity)]
     pub fn pair<D, C, T, R, Req>(
         discover: D,
@@ -153,10 +156,32 @@ impl<S> Channel<S> {
         T: Clone + fmt::Debug,
         R: grpc_lb_backoff::Rng,
     {
+        Self::pair_with_idle(discover, policy, options, None)
+    }
+
+    /// [`pair`](Self::pair), with idle mode when `idle` is given.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn pair_with_idle<D, C, T, R, Req>(
+        discover: D,
+        policy: Box<dyn LoadBalancer>,
+        options: ChannelOptions,
+        idle: Option<IdleMode<D>>,
+    ) -> (Channel<S>, Worker<D, C, T, R, Req>)
+    where
+        D: Discover<Key = Address, Service = Reconnect<C, T, R>> + Unpin,
+        D::Error: Into<BoxError>,
+        C: Service<T, Response = S>,
+        C::Error: Into<BoxError>,
+        S: Service<Req> + Clone,
+        S::Error: Into<BoxError>,
+        T: Clone + fmt::Debug,
+        R: grpc_lb_backoff::Rng,
+    {
         let shared = Arc::new(Shared::new(
             options.channel_id,
             options.max_waiting,
             options.wait_for_ready,
+            idle.is_some(),
         ));
         let (shutdown, on_shutdown) = oneshot::channel();
         let worker = Worker::new(
@@ -167,6 +192,7 @@ impl<S> Channel<S> {
             options.resolve_now,
             on_shutdown,
             options.outlier_detection,
+            idle,
         );
         let channel = Channel {
             handle: Arc::new(Handle {
@@ -271,7 +297,7 @@ where
     B: Send + 'static,
     ResBody: 'static,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<ResponseBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -288,6 +314,7 @@ where
             apply_method_config(config, &mut request);
         }
         let call = CallRecord::start(&self.handle.shared.calls);
+        let open = self.handle.shared.activity.as_ref().map(|a| a.begin());
         match self.picked.take() {
             Some(Picked {
                 mut connection,
@@ -303,6 +330,7 @@ where
                         peer: Some(peer),
                     },
                     call,
+                    open,
                 }
             }
             None => ResponseFuture {
@@ -310,6 +338,7 @@ where
                     future: Box::pin(wait_then_send(self.handle.shared.clone(), request)),
                 },
                 call,
+                open,
             },
         }
     }
@@ -363,6 +392,8 @@ pin_project! {
         #[pin]
         kind: Kind<F, ResBody>,
         call: CallRecord,
+        // Moved into the response body, which keeps the call open.
+        open: Option<OpenCall>,
     }
 }
 
@@ -385,7 +416,7 @@ where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<ResBody>, BoxError>;
+    type Output = Result<http::Response<ResponseBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -412,7 +443,8 @@ where
             KindProj::Waiting { future } => std::task::ready!(future.as_mut().poll(cx)),
         };
         this.call.finish(&result);
-        Poll::Ready(result)
+        let open = this.open.take();
+        Poll::Ready(result.map(|response| response.map(|body| ResponseBody::new(body, open))))
     }
 }
 

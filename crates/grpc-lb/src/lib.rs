@@ -33,6 +33,7 @@
 mod builder;
 mod channel;
 mod connector;
+mod idle;
 mod observe;
 mod snapshot;
 mod worker;
@@ -42,6 +43,7 @@ pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::idle::{ResponseBody, DEFAULT_IDLE_TIMEOUT};
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::worker::Worker;
 #[cfg(feature = "tls")]

@@ -13,6 +13,7 @@ use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 use tokio::sync::{broadcast, watch, Semaphore};
 use tower_service::Service;
 
+use crate::idle::Activity;
 use crate::observe::{CallCounters, ChannelEvent, Peer, SubchannelEntry, EVENT_CAPACITY};
 
 /// An immutable picker: the ready connections and how to choose among them.
@@ -100,13 +101,20 @@ pub(crate) struct Shared<S> {
     pub(crate) events: broadcast::Sender<ChannelEvent>,
     /// Calls started, succeeded and failed.
     pub(crate) calls: Arc<CallCounters>,
+    /// Open calls, for idle mode; `None` without it.
+    pub(crate) activity: Option<Arc<Activity>>,
 }
 
 /// How many state changes [`Shared::history`] keeps.
 pub(crate) const HISTORY_LEN: usize = 64;
 
 impl<S> Shared<S> {
-    pub(crate) fn new(channel_id: u64, max_waiting: usize, wait_for_ready: bool) -> Self {
+    pub(crate) fn new(
+        channel_id: u64,
+        max_waiting: usize,
+        wait_for_ready: bool,
+        track_activity: bool,
+    ) -> Self {
         let (version, _) = watch::channel(0);
         let (connectivity, _) = watch::channel(Connectivity::new(ConnectivityState::Idle));
         Shared {
@@ -123,6 +131,7 @@ impl<S> Shared<S> {
             subchannels: ArcSwap::from_pointee(Vec::new()),
             events: broadcast::channel(EVENT_CAPACITY).0,
             calls: Arc::new(CallCounters::new(channel_id)),
+            activity: track_activity.then(|| Arc::new(Activity::new())),
         }
     }
 

@@ -91,6 +91,39 @@ impl<C: Service<T>, T, R> Subchannel<C, T, R> {
     }
 }
 
+/// Builds what idle mode tears down: a new discovery (the resolver started
+/// again), its status, and a new policy.
+pub(crate) type Rebuild<D> = Box<
+    dyn FnMut() -> Result<(D, Option<watch::Receiver<ResolverStatus>>, Box<dyn LoadBalancer>), BoxError>
+        + Send,
+>;
+
+/// Idle mode (grpc-go's `WithIdleTimeout`): after `timeout` with no call open
+/// and none ended, the worker drops its subchannels, their connections and the
+/// resolver, and the channel is IDLE until a call or `connect()`.
+pub(crate) struct IdleMode<D> {
+    timeout: Duration,
+    rebuild: Rebuild<D>,
+    /// Created on the first poll; reset to the next moment the channel could
+    /// be idle long enough.
+    timer: Option<Pin<Box<Sleep>>>,
+    idle: bool,
+    /// Why leaving idle failed (the resolver could not start again).
+    failure: Option<SharedError>,
+}
+
+impl<D> IdleMode<D> {
+    pub(crate) fn new(timeout: Duration, rebuild: Rebuild<D>) -> Self {
+        IdleMode {
+            timeout,
+            rebuild,
+            timer: None,
+            idle: false,
+            failure: None,
+        }
+    }
+}
+
 /// Outlier detection (gRFC A50) as the worker runs it: the detector, its
 /// interval timer, and randomness for the enforcement percentages.
 struct Outlier {
@@ -112,7 +145,8 @@ pub struct Worker<D, C, T, R, Req>
 where
     C: Service<T>,
 {
-    discover: D,
+    /// `None` while idle.
+    discover: Option<D>,
     discover_ended: bool,
     resolver_status: Option<watch::Receiver<ResolverStatus>>,
     subchannels: HashMap<Address, Subchannel<C, T, R>>,
@@ -127,6 +161,7 @@ where
     /// Set when health checking is on.
     health: Option<StartHealth<C::Response>>,
     outlier: Option<Outlier>,
+    idle: Option<IdleMode<D>>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -208,6 +243,7 @@ where
         resolve_now: ResolveNow,
         shutdown: oneshot::Receiver<()>,
         outlier_detection: Option<OutlierDetectionConfig>,
+        idle: Option<IdleMode<D>>,
     ) -> Self {
         let outlier = outlier_detection.map(|config| Outlier {
             detector: OutlierDetector::new(config),
@@ -215,7 +251,7 @@ where
             rng: DefaultRng::new(),
         });
         Worker {
-            discover,
+            discover: Some(discover),
             discover_ended: false,
             resolver_status,
             subchannels: HashMap::new(),
@@ -228,6 +264,7 @@ where
             shutdown,
             health: None,
             outlier,
+            idle,
             _request: PhantomData,
         }
     }
@@ -235,8 +272,8 @@ where
     fn poll_discovery(&mut self, cx: &mut Context<'_>) -> bool {
         let mut changed = false;
         let mut events = Vec::new();
-        while !self.discover_ended {
-            match Pin::new(&mut self.discover).poll_discover(cx) {
+        while let Some(discover) = self.discover.as_mut().filter(|_| !self.discover_ended) {
+            match Pin::new(discover).poll_discover(cx) {
                 Poll::Pending => break,
                 Poll::Ready(None) => self.discover_ended = true,
                 Poll::Ready(Some(Err(error))) => {
@@ -344,6 +381,18 @@ where
             return Poll::Ready(());
         }
         self.shared.worker.register(cx.waker());
+        if self.idle.as_ref().is_some_and(|idle| idle.idle) {
+            if !self.shared.exit_idle.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            if !self.leave_idle() {
+                return Poll::Pending;
+            }
+        }
+        if self.poll_idle_timer(cx) {
+            self.enter_idle();
+            return Poll::Pending;
+        }
         let mut timer_request = None;
         loop {
             let mut events = self.poll_discovery(cx);
@@ -438,6 +487,112 @@ where
         Poll::Pending
     }
 
+    /// Whether the idle timeout has passed with no call open and none ended
+    /// within it; otherwise the timer is set for the next moment it could be.
+    fn poll_idle_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(idle), Some(activity)) = (&mut self.idle, &self.shared.activity) else {
+            return false;
+        };
+        let timeout = idle.timeout;
+        let timer = idle
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let next = if activity.open_calls() > 0 {
+            Some(now + timeout)
+        } else {
+            activity
+                .last_end()
+                .map(|end| end + timeout)
+                .filter(|deadline| *deadline > now)
+        };
+        match next {
+            Some(deadline) => {
+                timer.as_mut().reset(deadline);
+                // Polled so that the new deadline wakes this task.
+                let _ = timer.as_mut().poll(cx);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Tears down the subchannels (closing their connections once the calls on
+    /// them are done), the resolver and the policy's state; the channel is
+    /// IDLE until a call or `connect()`.
+    fn enter_idle(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        tracing::info!(
+            "[Channel #{}] entering idle mode after {:?} without RPCs",
+            self.shared.channel_id,
+            idle.timeout
+        );
+        idle.idle = true;
+        idle.timer = None;
+        let removed: Vec<ChannelEvent> = self
+            .order
+            .drain(..)
+            .filter_map(|address| {
+                let subchannel = self.subchannels.remove(&address)?;
+                Some(ChannelEvent::SubchannelRemoved {
+                    id: subchannel.handle.id(),
+                    address,
+                })
+            })
+            .collect();
+        self.subchannels.clear();
+        self.discover = None;
+        self.discover_ended = false;
+        self.resolver_status = None;
+        self.resolver_order = Arc::from(Vec::new());
+        self.timer = None;
+        if let Some(outlier) = &mut self.outlier {
+            outlier.detector = OutlierDetector::new(outlier.detector.config().clone());
+            outlier.timer = None;
+        }
+        self.shared.subchannels.store(Arc::new(Vec::new()));
+        for event in removed {
+            self.shared.emit(event);
+        }
+        self.publish();
+    }
+
+    /// Starts the resolver and a new policy again; false if that failed, and
+    /// then the channel reports the failure in TRANSIENT_FAILURE.
+    fn leave_idle(&mut self) -> bool {
+        let Some(idle) = &mut self.idle else {
+            return true;
+        };
+        match (idle.rebuild)() {
+            Ok((discover, status, policy)) => {
+                tracing::info!("[Channel #{}] exiting idle mode", self.shared.channel_id);
+                idle.idle = false;
+                idle.failure = None;
+                self.discover = Some(discover);
+                self.discover_ended = false;
+                self.resolver_status = status;
+                self.policy = policy;
+                self.publish();
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    channel = self.shared.channel_id,
+                    %error,
+                    "could not leave idle mode"
+                );
+                idle.failure = Some(Arc::new(ResolverFailed(error.to_string())));
+                self.publish();
+                false
+            }
+        }
+    }
+
     /// Ends an outlier-detection interval when its timer fires: judges the
     /// calls counted in it and ejects or returns endpoints. Returns whether any
     /// endpoint was ejected or returned.
@@ -491,6 +646,12 @@ where
     }
 
     fn channel_state(&self) -> (ConnectivityState, Option<SharedError>) {
+        if let Some(idle) = self.idle.as_ref().filter(|idle| idle.idle) {
+            return match &idle.failure {
+                Some(error) => (ConnectivityState::TransientFailure, Some(error.clone())),
+                None => (ConnectivityState::Idle, None),
+            };
+        }
         if let Some(status) = &self.resolver_status {
             let status = status.borrow();
             if !status.resolved {
