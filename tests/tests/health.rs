@@ -290,10 +290,7 @@ async fn the_watch_ends_with_the_subchannel_and_restarts_with_a_new_connection()
         (channel, handle)
     };
     let endpoints = |backends: &[&Backend]| -> Vec<Endpoint> {
-        backends
-            .iter()
-            .map(|b| Endpoint::new(b.addr))
-            .collect()
+        backends.iter().map(|b| Endpoint::new(b.addr)).collect()
     };
     resolver.reset(endpoints(&[&a, &b]));
     wait_for_ready_count(&channel, 2).await;

@@ -156,8 +156,16 @@ async fn no_activity_goes_idle_closes_the_connection_and_an_rpc_leaves_idle() {
                 .position(|s| *s == ConnectivityState::Idle)
                 .unwrap();
         let after = &history[idle_at + 1..];
-        assert_eq!(after.first(), Some(&ConnectivityState::Connecting), "{policy}: {history:?}");
-        assert_eq!(after.last(), Some(&ConnectivityState::Ready), "{policy}: {history:?}");
+        assert_eq!(
+            after.first(),
+            Some(&ConnectivityState::Connecting),
+            "{policy}: {history:?}"
+        );
+        assert_eq!(
+            after.last(),
+            Some(&ConnectivityState::Ready),
+            "{policy}: {history:?}"
+        );
     }
 }
 
@@ -193,7 +201,11 @@ async fn an_open_stream_keeps_the_channel_active() {
     // happening: the channel must not change. This wait is the behaviour under
     // test (time passing), not a synchronisation.
     let changed = timeout(IDLE_TIMEOUT * 5, states.changed()).await;
-    assert!(changed.is_err(), "the channel left READY: {:?}", channel.state_history());
+    assert!(
+        changed.is_err(),
+        "the channel left READY: {:?}",
+        channel.state_history()
+    );
     assert_eq!(channel.state(), ConnectivityState::Ready);
 
     // Once the stream ends, the channel goes idle.

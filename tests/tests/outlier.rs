@@ -34,7 +34,7 @@ impl Greeter for Flaky {
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        if self.fail_one_in != 0 && call % self.fail_one_in == 0 {
+        if self.fail_one_in != 0 && call.is_multiple_of(self.fail_one_in) {
             return Err(Status::internal(format!("{} failed on purpose", self.name)));
         }
         let name = request.into_inner().name;
@@ -128,7 +128,10 @@ async fn a_backend_failing_half_its_calls_is_ejected_then_returns() {
 
     let (served, failed) =
         traffic_until(&channel, || !channel.ready_addresses().contains(&c_address)).await;
-    assert!(failed > 0 && served.contains_key("c"), "{served:?} {failed}");
+    assert!(
+        failed > 0 && served.contains_key("c"),
+        "{served:?} {failed}"
+    );
     assert_eq!(channel.ready_addresses().len(), 2);
     assert_eq!(channel.state(), grpc_lb::ConnectivityState::Ready);
 

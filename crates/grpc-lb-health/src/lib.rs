@@ -39,8 +39,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use grpc_lb_backoff::{Backoff, BackoffConfig};
 use futures::task::AtomicWaker;
+use grpc_lb_backoff::{Backoff, BackoffConfig};
 use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

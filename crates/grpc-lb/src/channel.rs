@@ -191,9 +191,8 @@ impl<S> Channel<S> {
             shared.clone(),
             options.resolve_now,
             on_shutdown,
-            options.outlier_detection,
-            idle,
-        );
+        )
+        .with_modes(options.outlier_detection, idle);
         let channel = Channel {
             handle: Arc::new(Handle {
                 shared,

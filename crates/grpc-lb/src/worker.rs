@@ -94,8 +94,14 @@ impl<C: Service<T>, T, R> Subchannel<C, T, R> {
 /// Builds what idle mode tears down: a new discovery (the resolver started
 /// again), its status, and a new policy.
 pub(crate) type Rebuild<D> = Box<
-    dyn FnMut() -> Result<(D, Option<watch::Receiver<ResolverStatus>>, Box<dyn LoadBalancer>), BoxError>
-        + Send,
+    dyn FnMut() -> Result<
+            (
+                D,
+                Option<watch::Receiver<ResolverStatus>>,
+                Box<dyn LoadBalancer>,
+            ),
+            BoxError,
+        > + Send,
 >;
 
 /// Idle mode (grpc-go's `WithIdleTimeout`): after `timeout` with no call open
@@ -242,14 +248,7 @@ where
         shared: Arc<Shared<C::Response>>,
         resolve_now: ResolveNow,
         shutdown: oneshot::Receiver<()>,
-        outlier_detection: Option<OutlierDetectionConfig>,
-        idle: Option<IdleMode<D>>,
     ) -> Self {
-        let outlier = outlier_detection.map(|config| Outlier {
-            detector: OutlierDetector::new(config),
-            timer: None,
-            rng: DefaultRng::new(),
-        });
         Worker {
             discover: Some(discover),
             discover_ended: false,
@@ -263,10 +262,25 @@ where
             resolve_now,
             shutdown,
             health: None,
-            outlier,
-            idle,
+            outlier: None,
+            idle: None,
             _request: PhantomData,
         }
+    }
+
+    /// Turns on outlier detection and idle mode, when given.
+    pub(crate) fn with_modes(
+        mut self,
+        outlier_detection: Option<OutlierDetectionConfig>,
+        idle: Option<IdleMode<D>>,
+    ) -> Self {
+        self.outlier = outlier_detection.map(|config| Outlier {
+            detector: OutlierDetector::new(config),
+            timer: None,
+            rng: DefaultRng::new(),
+        });
+        self.idle = idle;
+        self
     }
 
     fn poll_discovery(&mut self, cx: &mut Context<'_>) -> bool {
@@ -908,7 +922,9 @@ struct Ejected;
 
 impl fmt::Display for Ejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad("ejected by outlier detection (gRFC A50): its calls failed more often than its peers'")
+        f.pad(
+            "ejected by outlier detection (gRFC A50): its calls failed more often than its peers'",
+        )
     }
 }
 
