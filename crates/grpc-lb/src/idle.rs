@@ -172,6 +172,155 @@ mod tests {
         assert_eq!(ended - activity.epoch, Duration::from_secs(5));
     }
 
+    /// A channel over fake connections that answer at once, fed by a manual
+    /// resolver, with idle mode after `timeout`; the worker is spawned.
+    mod channel {
+        use std::convert::Infallible;
+        use std::future::{ready, Ready};
+
+        use bytes::Bytes;
+        use grpc_lb_balance::PolicyRegistry;
+        use grpc_lb_core::{ConnectivityState, ResolveNow};
+        use grpc_lb_reconnect::Reconnect;
+        use grpc_lb_resolve::{Address, Endpoint, ManualHandle, ManualResolver, ResolverDiscover};
+        use http_body_util::Full;
+        use tower::{Service, ServiceExt};
+
+        use super::*;
+        use crate::channel::{Channel, ChannelOptions};
+        use crate::worker::{IdleMode, Rebuild};
+
+        /// A connection that answers every request with an empty body.
+        #[derive(Clone)]
+        pub(super) struct Answers;
+
+        impl Service<http::Request<()>> for Answers {
+            type Response = http::Response<Full<Bytes>>;
+            type Error = Infallible;
+            type Future = Ready<Result<Self::Response, Infallible>>;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, _: http::Request<()>) -> Self::Future {
+                ready(Ok(http::Response::new(Full::new(Bytes::from_static(b"x")))))
+            }
+        }
+
+        pub(super) fn channel(
+            timeout: Duration,
+        ) -> (Channel<Answers>, ManualHandle, Arc<AtomicUsize>) {
+            let (resolver, handle) = ManualResolver::new("test");
+            let resolutions = Arc::new(AtomicUsize::new(0));
+            let make = |resolver: &ManualResolver| {
+                let connector = tower::service_fn(|_: Address| ready(Ok::<_, Infallible>(Answers)));
+                ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+                    Reconnect::new(connector, e.address.clone())
+                })
+            };
+            let discover = make(&resolver);
+            let options = ChannelOptions {
+                resolver_status: Some(discover.status()),
+                ..ChannelOptions::default()
+            };
+            let rebuild: Rebuild<_> = Box::new({
+                let resolutions = resolutions.clone();
+                move || {
+                    resolutions.fetch_add(1, Ordering::Relaxed);
+                    let discover = make(&resolver);
+                    let status = discover.status();
+                    let policy = PolicyRegistry::with_defaults().build("round_robin")?;
+                    Ok((discover, Some(status), policy))
+                }
+            });
+            let policy = PolicyRegistry::with_defaults()
+                .build("round_robin")
+                .unwrap();
+            let (channel, worker) = Channel::pair_with_idle::<_, _, _, _, http::Request<()>>(
+                discover,
+                policy,
+                options,
+                Some(IdleMode::new(timeout, rebuild)),
+            );
+            tokio::spawn(worker);
+            handle.reset([Endpoint::new(
+                "127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(),
+            )]);
+            (channel, handle, resolutions)
+        }
+
+        pub(super) async fn call(
+            channel: &Channel<Answers>,
+        ) -> http::Response<ResponseBody<Full<Bytes>>> {
+            channel
+                .clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap()
+        }
+
+        pub(super) async fn wait_for(channel: &Channel<Answers>, want: ConnectivityState) {
+            let mut watch = channel.watch_state();
+            watch.wait_for(|c| c.state == want).await.unwrap();
+        }
+    }
+
+    use grpc_lb_core::ConnectivityState::{Idle, Ready};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::sleep;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_exactly_the_timeout_after_the_last_call_ended() {
+        let (channel, _resolver, resolutions) = channel::channel(TIMEOUT);
+        let response = channel::call(&channel).await;
+        channel::wait_for(&channel, Ready).await;
+        sleep(Duration::from_secs(4)).await;
+        // The call ends when its body is read (here: dropped), 4 s in.
+        drop(response);
+        let ended = Instant::now();
+        sleep(TIMEOUT - Duration::from_millis(1)).await;
+        assert_eq!(channel.state(), Ready, "not idle before the timeout");
+        channel::wait_for(&channel, Idle).await;
+        assert_eq!(ended.elapsed(), TIMEOUT);
+        assert!(channel.subchannels().is_empty());
+        assert_eq!(resolutions.load(Ordering::Relaxed), 0);
+
+        // A call leaves idle: the resolver runs again, and the call is served.
+        let response = channel::call(&channel).await;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(channel.state(), Ready);
+        assert_eq!(resolutions.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_call_keeps_the_channel_active_for_as_long_as_it_lasts() {
+        let (channel, _resolver, _) = channel::channel(TIMEOUT);
+        let open = channel::call(&channel).await;
+        channel::wait_for(&channel, Ready).await;
+        sleep(TIMEOUT * 5).await;
+        assert_eq!(channel.state(), Ready, "an open call keeps it active");
+        drop(open);
+        let ended = Instant::now();
+        channel::wait_for(&channel, Idle).await;
+        assert_eq!(ended.elapsed(), TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connect_leaves_idle_and_no_call_at_all_goes_idle_after_the_timeout() {
+        let (channel, _resolver, resolutions) = channel::channel(TIMEOUT);
+        let start = Instant::now();
+        channel.connect();
+        channel::wait_for(&channel, Ready).await;
+        channel::wait_for(&channel, Idle).await;
+        assert_eq!(start.elapsed(), TIMEOUT);
+        channel.connect();
+        channel::wait_for(&channel, Ready).await;
+        assert_eq!(resolutions.load(Ordering::Relaxed), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_dropped_body_ends_its_call() {
         let activity = Arc::new(Activity::new());
