@@ -308,3 +308,28 @@ async fn the_watch_ends_with_the_subchannel_and_restarts_with_a_new_connection()
     wait_for_ready_count(&channel, 2).await;
     a.wait_for_watches(1).await;
 }
+
+/// The same against grpcio's health service (C-core, from Python), flipped by
+/// signals: NOT_SERVING leaves the picker, SERVING comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_health_status_flips_move_traffic() {
+    let servers = [
+        integration_tests::GreeterProcess::start_python("127.0.0.1:0", "a"),
+        integration_tests::GreeterProcess::start_python("127.0.0.1:0", "b"),
+    ];
+    let channel = channel(integration_tests::ipv4_target(&servers), "round_robin");
+    channel.connect();
+    wait_for_ready_count(&channel, 2).await;
+    let counts = spread(&channel, 20).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    servers[1].set_serving(false);
+    wait_for_ready_count(&channel, 1).await;
+    let counts = spread(&channel, 20).await;
+    assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
+
+    servers[1].set_serving(true);
+    wait_for_ready_count(&channel, 2).await;
+    let counts = spread(&channel, 20).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+}
