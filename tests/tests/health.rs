@@ -333,3 +333,68 @@ async fn grpcio_health_status_flips_move_traffic() {
     let counts = spread(&channel, 20).await;
     assert_eq!(counts.len(), 2, "{counts:?}");
 }
+
+/// A health service whose watches answer only what the test sends them.
+struct Scripted {
+    watches: tokio::sync::mpsc::UnboundedSender<
+        tokio::sync::mpsc::UnboundedSender<Result<HealthCheckResponse, Status>>,
+    >,
+}
+
+#[tonic::async_trait]
+impl Health for Scripted {
+    async fn check(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        Err(Status::unimplemented("watch only"))
+    }
+
+    type WatchStream =
+        tokio_stream::wrappers::UnboundedReceiverStream<Result<HealthCheckResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (answers, stream) = tokio::sync::mpsc::unbounded_channel();
+        self.watches.send(answers).unwrap();
+        Ok(Response::new(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(stream),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_until_the_first_answer_and_a_call_waits_for_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (watches, mut opened) = tokio::sync::mpsc::unbounded_channel();
+    let router = tonic::transport::Server::builder()
+        .add_service(GreeterServer::new(NamedGreeter::new("a")))
+        .add_service(HealthServer::new(Scripted { watches }));
+    tokio::spawn(
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = channel(format!("ipv4:{addr}"), "round_robin");
+    channel.connect();
+    let watch = timeout(LIMIT, opened.recv())
+        .await
+        .expect("a health watch")
+        .unwrap();
+    // Connected, watch open, no answer yet: CONNECTING, nothing to pick.
+    assert_eq!(channel.state(), ConnectivityState::Connecting);
+    assert!(channel.ready_addresses().is_empty());
+    let waiting = tokio::spawn({
+        let channel = channel.clone();
+        async move { hello(&channel, false).await }
+    });
+    watch
+        .send(Ok(HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        }))
+        .unwrap();
+    let message = waiting.await.unwrap().unwrap();
+    assert_eq!(backend(&message), "a");
+    assert_eq!(channel.state(), ConnectivityState::Ready);
+}
