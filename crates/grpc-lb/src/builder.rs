@@ -31,7 +31,9 @@ use crate::worker::{IdleMode, Rebuild, StartHealth};
 /// and policies of [`Registry::with_defaults`] and
 /// [`PolicyRegistry::with_defaults`]; plaintext HTTP/2 over
 /// [`AddressConnector`] (TCP, Unix sockets), with the target's authority as
-/// `:authority`.
+/// `:authority`; idle mode after 30 minutes without RPCs (grpc-go's default);
+/// no health checking (unless the service config asks) and no outlier
+/// detection.
 ///
 /// # Transports
 ///
