@@ -975,6 +975,117 @@ impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
 }
 
 #[cfg(test)]
+mod outlier_tests {
+    //! Outlier detection in the worker, timed with tokio's paused clock.
+    use std::convert::Infallible;
+    use std::future::{ready, Ready};
+    use std::net::SocketAddr;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use grpc_lb_balance::outlier::{FailurePercentage, OutlierDetectionConfig};
+    use grpc_lb_balance::PolicyRegistry;
+    use grpc_lb_core::ResolveNow;
+    use grpc_lb_reconnect::Reconnect;
+    use grpc_lb_resolve::{Address, Endpoint, ManualResolver, ResolverDiscover};
+    use tokio::time::Instant;
+    use tower::{Service, ServiceExt};
+
+    use crate::channel::{Channel, ChannelOptions};
+
+    /// A connection whose every answer fails with `grpc-status: 13` when
+    /// `fails`, and succeeds otherwise.
+    #[derive(Clone)]
+    struct Answers {
+        fails: bool,
+    }
+
+    impl Service<http::Request<()>> for Answers {
+        type Response = http::Response<()>;
+        type Error = Infallible;
+        type Future = Ready<Result<http::Response<()>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut response = http::Response::new(());
+            if self.fails {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("13"));
+            }
+            ready(Ok(response))
+        }
+    }
+
+    fn address(port: u16) -> Address {
+        Address::from(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    async fn ready_count(channel: &Channel<Answers>, count: usize) {
+        let mut picker = channel.watch_picker();
+        while channel.ready_addresses().len() != count {
+            picker.changed().await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejected_at_the_end_of_the_interval_and_back_after_the_base_ejection_time() {
+        let (resolver, handle) = ManualResolver::new("test");
+        let bad = address(3);
+        let connector = tower::service_fn({
+            let bad = bad.clone();
+            move |a: Address| ready(Ok::<_, Infallible>(Answers { fails: a == bad }))
+        });
+        let discover =
+            ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+                Reconnect::new(connector.clone(), e.address.clone())
+            });
+        let options = ChannelOptions {
+            resolver_status: Some(discover.status()),
+            outlier_detection: Some(OutlierDetectionConfig {
+                max_ejection_percent: 50,
+                failure_percentage: Some(FailurePercentage {
+                    minimum_hosts: 3,
+                    request_volume: 10,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..ChannelOptions::default()
+        };
+        let policy = PolicyRegistry::with_defaults()
+            .build("round_robin")
+            .unwrap();
+        let (channel, worker) =
+            Channel::pair::<_, _, _, _, http::Request<()>>(discover, policy, options);
+        let start = Instant::now();
+        tokio::spawn(worker);
+        handle.reset([1, 2, 3].map(|port| Endpoint::new(address(port))));
+        channel.connect();
+        ready_count(&channel, 3).await;
+        for _ in 0..30 {
+            let _ = channel
+                .clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap();
+        }
+        ready_count(&channel, 2).await;
+        // The default interval, 10 s, counted from the worker's start.
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert!(!channel.ready_addresses().contains(&bad));
+        let ejected = Instant::now();
+        // Judged at each interval; the base ejection time, 30 s, is over at
+        // the third one after the ejection.
+        ready_count(&channel, 3).await;
+        assert_eq!(ejected.elapsed(), Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::steps;
     use grpc_lb_core::ConnectivityState::{self, Connecting, Idle, Ready, TransientFailure};
