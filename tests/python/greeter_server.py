@@ -32,6 +32,14 @@ import sys
 import threading
 from concurrent import futures
 
+# SIGTERM and SIGINT stop the server; SIGUSR1 and SIGUSR2 flip its health. The
+# main thread takes them with sigwait. They are blocked before grpc is loaded
+# and any thread exists, so that every thread gRPC starts inherits the mask: a
+# signal the kernel handed to one of those threads would otherwise wait for the
+# main thread to wake up, since Python runs handlers only there.
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2}
+signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
 try:
     import grpc
 except ImportError as error:
@@ -212,14 +220,15 @@ def main():
     )
     server.start()
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: health.set(NOT_SERVING))
-    signal.signal(signal.SIGUSR2, lambda *_: health.set(SERVING))
     print(f"listening on {bound}", flush=True)
-    while not stop.wait(timeout=3600):
-        pass
+    while True:
+        signum = signal.sigwait(SIGNALS)
+        if signum == signal.SIGUSR1:
+            health.set(NOT_SERVING)
+        elif signum == signal.SIGUSR2:
+            health.set(SERVING)
+        else:
+            break
     server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
     return 0
 
