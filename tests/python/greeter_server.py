@@ -9,6 +9,12 @@ It answers like the Rust `NamedGreeter` (crates/grpc-lb-helloworld):
 
 and sends the initial metadata entry `x-backend: {backend}`.
 
+It also serves `grpc.health.v1.Health` (Check and Watch) for the whole server
+("") and for helloworld.Greeter: SERVING at start, NOT_SERVING after SIGUSR1,
+SERVING again after SIGUSR2, for the client-side health checking tests. Other
+service names are NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch), as in
+grpc-go's and grpcio's health servers.
+
     greeter_server.py [--host HOST] [--port PORT] [--name NAME]
                       [--option KEY=INT ...]
 
@@ -30,6 +36,14 @@ import signal
 import sys
 import threading
 from concurrent import futures
+
+# SIGTERM and SIGINT stop the server; SIGUSR1 and SIGUSR2 flip its health. The
+# main thread takes them with sigwait. They are blocked before grpc is loaded
+# and any thread exists, so that every thread gRPC starts inherits the mask: a
+# signal the kernel handed to one of those threads would otherwise wait for the
+# main thread to wake up, since Python runs handlers only there.
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2}
+signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
 
 try:
     import grpc
@@ -107,6 +121,69 @@ def encode_string_field_1(text):
     return b"\x0a" + encode_varint(len(payload)) + payload
 
 
+HEALTH_SERVICE = "grpc.health.v1.Health"
+# grpc.health.v1.HealthCheckResponse.ServingStatus
+SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
+# How often a blocked Watch looks whether its client has gone.
+WATCH_POLL_SECONDS = 1.0
+
+
+def encode_status(status):
+    # HealthCheckResponse { ServingStatus status = 1; }: field 1, varint.
+    return b"\x08" + encode_varint(status)
+
+
+class Health:
+    """The health statuses, flipped by signals and watched by clients."""
+
+    def __init__(self):
+        self.status = SERVING
+        self.changed = threading.Condition()
+
+    def set(self, status):
+        with self.changed:
+            self.status = status
+            self.changed.notify_all()
+
+    def of(self, service):
+        return self.status if service in ("", SERVICE) else SERVICE_UNKNOWN
+
+    def check(self, service, context):
+        with self.changed:
+            status = self.of(service)
+        if status == SERVICE_UNKNOWN:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service!r}")
+        return status
+
+    def watch(self, service, context):
+        last = None
+        while context.is_active():
+            with self.changed:
+                status = self.of(service)
+                if status == last:
+                    self.changed.wait(timeout=WATCH_POLL_SECONDS)
+                    continue
+            last = status
+            yield status
+
+    def handler(self):
+        return grpc.method_handlers_generic_handler(
+            HEALTH_SERVICE,
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(
+                    self.check,
+                    request_deserializer=decode_string_field_1,
+                    response_serializer=encode_status,
+                ),
+                "Watch": grpc.unary_stream_rpc_method_handler(
+                    self.watch,
+                    request_deserializer=decode_string_field_1,
+                    response_serializer=encode_status,
+                ),
+            },
+        )
+
+
 def say_hello_handler(backend):
     def say_hello(name, context):
         context.send_initial_metadata(((BACKEND_METADATA_KEY, backend),))
@@ -158,17 +235,24 @@ def main():
         return 1
     bound = f"{host}:{port}"
     backend = args.name if args.name is not None else bound
+    health = Health()
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"SayHello": say_hello_handler(backend)}),)
+        (
+            grpc.method_handlers_generic_handler(SERVICE, {"SayHello": say_hello_handler(backend)}),
+            health.handler(),
+        )
     )
     server.start()
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     print(f"listening on {bound}", flush=True)
-    while not stop.wait(timeout=3600):
-        pass
+    while True:
+        signum = signal.sigwait(SIGNALS)
+        if signum == signal.SIGUSR1:
+            health.set(NOT_SERVING)
+        elif signum == signal.SIGUSR2:
+            health.set(SERVING)
+        else:
+            break
     server.stop(grace=SHUTDOWN_GRACE_SECONDS).wait()
     return 0
 

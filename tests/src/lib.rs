@@ -199,6 +199,22 @@ impl Drop for GreeterProcess {
     }
 }
 
+impl GreeterProcess {
+    /// Sets the grpcio server's `grpc.health.v1` status (for the whole
+    /// server and helloworld.Greeter): SERVING or NOT_SERVING, by SIGUSR2 or
+    /// SIGUSR1. Only servers from [`start_python`](Self::start_python) serve
+    /// the health service; it panics for the others.
+    pub fn set_serving(&self, serving: bool) {
+        assert!(
+            matches!(self.launcher, Launcher::Python(_)),
+            "only the grpcio server flips its health status"
+        );
+        let child = self.child.as_ref().expect("the server is running");
+        let signal = if serving { Signal::USR2 } else { Signal::USR1 };
+        kill_process(Pid::from_child(child), signal).expect("signal the server");
+    }
+}
+
 /// Starts the server and waits for its one line, `listening on ADDR`.
 fn spawn(launcher: &Launcher, listen: &str, name: &str) -> (Child, SocketAddr) {
     let what = launcher.describe();

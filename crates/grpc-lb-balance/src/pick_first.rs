@@ -240,6 +240,12 @@ impl LoadBalancer for PickFirst {
         self.selected.iter().cloned().collect()
     }
 
+    // gRFC A17 leaves pick_first out of health checking, and grpc-go's
+    // pick_first does not ask for health updates unless a parent policy does.
+    fn uses_health_checks(&self) -> bool {
+        false
+    }
+
     fn pick(&self) -> Arc<dyn Pick> {
         self.pick.clone()
     }

@@ -167,4 +167,12 @@ pub trait LoadBalancer: Send + 'static {
 
     /// How to choose among the pickable subchannels.
     fn pick(&self) -> Arc<dyn Pick>;
+
+    /// Whether the channel should gate this policy's subchannels on client-side
+    /// health checks (gRFC A17) when health checking is configured. Yes by
+    /// default; `pick_first` says no, as in gRPC: it sticks to one connection
+    /// and has nowhere to move traffic to.
+    fn uses_health_checks(&self) -> bool {
+        true
+    }
 }

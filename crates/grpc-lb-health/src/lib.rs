@@ -37,7 +37,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use grpc_lb_backoff::{Backoff, BackoffConfig};
 use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError};
 use tokio::sync::watch;
@@ -62,6 +64,10 @@ pub struct HealthCheck {
 #[derive(Debug)]
 pub struct HealthWatch {
     state: watch::Receiver<Connectivity>,
+    /// Woken by the watch task after each change, for [`HealthWatch::poll_changed`].
+    waker: Arc<AtomicWaker>,
+    /// Whether `poll_changed` has reported the end of the watch.
+    end_seen: bool,
     task: JoinHandle<()>,
 }
 
@@ -136,8 +142,14 @@ impl HealthCheck {
         <S::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
     {
         let (publish, state) = watch::channel(Connectivity::new(ConnectivityState::Connecting));
-        let task = tokio::spawn(run(self.clone(), connection, publish));
-        HealthWatch { state, task }
+        let waker = Arc::new(AtomicWaker::new());
+        let task = tokio::spawn(run(self.clone(), connection, publish, waker.clone()));
+        HealthWatch {
+            state,
+            waker,
+            end_seen: false,
+            task,
+        }
     }
 }
 
@@ -156,6 +168,40 @@ impl HealthWatch {
     /// A receiver that sees every change.
     pub fn watch(&self) -> watch::Receiver<Connectivity> {
         self.state.clone()
+    }
+
+    /// `Ready` once after each change since the last call (read the new value
+    /// with [`connectivity`](Self::connectivity)), and once when the watch
+    /// ends for good (the server does not implement the health service);
+    /// `Pending` otherwise, waking the task on the next change. This is how a
+    /// task that drives many watches, such as a channel's worker, follows them
+    /// without a future per watch.
+    ///
+    /// ```no_run
+    /// # async fn run(connection: grpc_lb_connect::Http2Connection<tonic::body::Body>) {
+    /// use std::future::poll_fn;
+    /// use grpc_lb_health::HealthCheck;
+    ///
+    /// let mut health = HealthCheck::new("").spawn(connection);
+    /// poll_fn(|cx| health.poll_changed(cx)).await;
+    /// println!("now {}", health.state());
+    /// # }
+    /// ```
+    pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        match self.state.has_changed() {
+            Ok(true) => {
+                self.state.borrow_and_update();
+                Poll::Ready(())
+            }
+            Ok(false) => Poll::Pending,
+            // The task ended after its last change; report that once.
+            Err(_) if !self.end_seen => {
+                self.end_seen = true;
+                Poll::Ready(())
+            }
+            Err(_) => Poll::Pending,
+        }
     }
 
     /// Waits until the state is no longer `from`, and returns the new one.
@@ -177,8 +223,12 @@ impl Drop for HealthWatch {
     }
 }
 
-async fn run<S>(check: HealthCheck, connection: S, publish: watch::Sender<Connectivity>)
-where
+async fn run<S>(
+    check: HealthCheck,
+    connection: S,
+    publish: watch::Sender<Connectivity>,
+    waker: Arc<AtomicWaker>,
+) where
     S: GrpcService<Body> + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
@@ -187,7 +237,7 @@ where
     <S::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
 {
     let set = |state: ConnectivityState, error: Option<SharedError>| {
-        publish.send_if_modified(|current| {
+        let changed = publish.send_if_modified(|current| {
             let changed = current.state != state || current.last_error.is_some() != error.is_some();
             *current = Connectivity {
                 state,
@@ -195,6 +245,9 @@ where
             };
             changed
         });
+        if changed {
+            waker.wake();
+        }
     };
     let mut client = HealthClient::new(connection);
     let mut backoff = Backoff::new(check.backoff);

@@ -4,12 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use grpc_lb_backoff::BackoffConfig;
+use grpc_lb_balance::outlier::OutlierDetectionConfig;
 use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
 use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
 use grpc_lb_connect::{
     BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io, KeepaliveConfig,
 };
 use grpc_lb_core::{BoxError, ResolveNow};
+use grpc_lb_health::HealthCheck;
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
 use grpc_lb_service_config::{ServiceConfig, ServiceConfigError};
@@ -19,6 +21,8 @@ use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
+use crate::idle::DEFAULT_IDLE_TIMEOUT;
+use crate::worker::{IdleMode, Rebuild, StartHealth};
 
 /// Builds a [`Channel`] from a target such as `dns:///greeter.local:50051`.
 ///
@@ -27,7 +31,9 @@ use crate::connector::AddressConnector;
 /// and policies of [`Registry::with_defaults`] and
 /// [`PolicyRegistry::with_defaults`]; plaintext HTTP/2 over
 /// [`AddressConnector`] (TCP, Unix sockets), with the target's authority as
-/// `:authority`.
+/// `:authority`; idle mode after 30 minutes without RPCs (grpc-go's default);
+/// no health checking (unless the service config asks) and no outlier
+/// detection.
 ///
 /// # Transports
 ///
@@ -85,6 +91,9 @@ pub struct Builder {
     max_connections: usize,
     service_config: Option<Arc<ServiceConfig>>,
     keepalive: KeepaliveConfig,
+    health_check: Option<String>,
+    outlier_detection: Option<OutlierDetectionConfig>,
+    idle_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Builder {
@@ -99,6 +108,9 @@ impl fmt::Debug for Builder {
             .field("custom_connector", &self.connector.is_some())
             .field("service_config", &self.service_config.is_some())
             .field("keepalive", &self.keepalive)
+            .field("health_check", &self.health_check)
+            .field("outlier_detection", &self.outlier_detection)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -179,6 +191,9 @@ impl Builder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             service_config: None,
             keepalive: KeepaliveConfig::new(),
+            health_check: None,
+            outlier_detection: None,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -276,6 +291,87 @@ impl Builder {
         self
     }
 
+    /// Turns on client-side health checking (gRFC A17) of `service_name`
+    /// (empty: the server as a whole), as a service config's
+    /// `healthCheckConfig` does; this name wins over the config's.
+    ///
+    /// Every connection then watches `grpc.health.v1.Health/Watch`, and the
+    /// policy sees its subchannel CONNECTING until the first answer, READY
+    /// while the answer is SERVING and TRANSIENT_FAILURE (with the status as
+    /// the last error) otherwise, so traffic moves to the healthy endpoints.
+    /// A server without the health service (`UNIMPLEMENTED`) is used as if
+    /// healthy, and logged at ERROR, as in grpc-go. A failed watch is retried
+    /// after gRPC's connection backoff. `pick_first` ignores health, as in
+    /// gRPC. Applies to [`build`](Self::build) (tonic) channels; the others
+    /// have no gRPC client to watch with, and log a warning.
+    ///
+    /// ```
+    /// let builder = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051,127.0.0.1:50052")
+    ///     .policy("round_robin")
+    ///     .health_check("helloworld.Greeter");
+    /// # drop(builder);
+    /// ```
+    pub fn health_check(mut self, service_name: impl Into<String>) -> Self {
+        self.health_check = Some(service_name.into());
+        self
+    }
+
+    /// Turns on outlier detection (gRFC A50) with `config`: the channel counts
+    /// each endpoint's call outcomes, judges them every `config.interval`,
+    /// and keeps ejected endpoints out of the picker (the policy sees them in
+    /// TRANSIENT_FAILURE) until their ejection time is over.
+    ///
+    /// A call counts as a success when its response has HTTP status 200 and
+    /// no `grpc-status` other than 0 in its headers, and as a failure when it
+    /// fails or has another status; calls cancelled by their caller do not
+    /// count. A status sent in trailers after a message is not seen (see
+    /// [`ChannelStats`](crate::ChannelStats)).
+    ///
+    /// ```
+    /// use grpc_lb::balance::outlier::{FailurePercentage, OutlierDetectionConfig};
+    ///
+    /// let builder = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051,127.0.0.1:50052")
+    ///     .policy("round_robin")
+    ///     .outlier_detection(OutlierDetectionConfig {
+    ///         failure_percentage: Some(FailurePercentage::default()),
+    ///         ..Default::default()
+    ///     });
+    /// # drop(builder);
+    /// ```
+    pub fn outlier_detection(mut self, config: OutlierDetectionConfig) -> Self {
+        self.outlier_detection = Some(config);
+        self
+    }
+
+    /// Idle mode (grpc-go's `WithIdleTimeout`): after `timeout` with no call
+    /// open and none ended, the channel closes its connections and its
+    /// resolver and reports IDLE; the next call, or
+    /// [`Channel::connect`](crate::Channel::connect), starts the resolver
+    /// again and reconnects (the call waits meanwhile, as on a new channel). A
+    /// streaming call counts as open until its response body ends. Default
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT), 30 minutes, as
+    /// grpc-go; `Duration::ZERO` turns idle mode off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = grpc_lb::Channel::builder("dns:///greeter.local:50051")
+    ///     .idle_timeout(Duration::from_secs(5 * 60));
+    /// # drop(builder);
+    /// ```
+    pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The service name to health-check, if health checking is on.
+    fn health_service(&self) -> Option<String> {
+        self.health_check.clone().or_else(|| {
+            let config = self.service_config.as_ref()?.health_check()?;
+            Some(config.service_name().to_owned())
+        })
+    }
+
     /// Connects with TLS (feature `tls`): the certificate of every endpoint is
     /// checked against the target's host, or [`authority`](Self::authority),
     /// or the config's own server name; `:scheme` is `https`; ALPN `h2` is
@@ -344,12 +440,31 @@ impl Builder {
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
     pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
-        self.build_for_body::<tonic::body::Body>()
+        let health: Option<StartHealth<Http2Connection<tonic::body::Body>>> =
+            self.health_service().map(|name| {
+                let check = HealthCheck::new(name);
+                Arc::new(move |connection: &Http2Connection<tonic::body::Body>| {
+                    check.spawn(connection.clone())
+                }) as StartHealth<_>
+            });
+        self.build_h2(health)
     }
 
     /// Builds the channel for requests with body type `B` (hyper or axum
     /// users), and spawns its worker on the current tokio runtime.
     pub fn build_for_body<B>(self) -> Result<Channel<Http2Connection<B>>, BuildError>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.build_h2(None)
+    }
+
+    fn build_h2<B>(
+        self,
+        health: Option<StartHealth<Http2Connection<B>>>,
+    ) -> Result<Channel<Http2Connection<B>>, BuildError>
     where
         B: Body + Send + Unpin + 'static,
         B::Data: Send,
@@ -363,7 +478,7 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector, health)
     }
 
     /// At most this many HTTP/1.1 connections, and so requests in flight, per
@@ -416,7 +531,7 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn::<_, http::Request<B>>(runtime, &target, connector)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector, None)
     }
 
     /// What every kind of channel needs before its connector: the runtime to
@@ -482,6 +597,7 @@ impl Builder {
         runtime: tokio::runtime::Handle,
         target: &Target,
         connector: C,
+        health: Option<StartHealth<C::Response>>,
     ) -> Result<Channel<C::Response>, BuildError>
     where
         C: Service<Address> + Clone + Send + Unpin + 'static,
@@ -512,8 +628,30 @@ impl Builder {
             .backoff(self.backoff)
             .resolve_now(resolve_now.clone())
             .channel_id(channel_id);
-        let discover = ResolverDiscover::new(updates, move |endpoint: &Endpoint| {
-            Reconnect::with_config(connector.clone(), endpoint.address.clone(), config.clone())
+        // One function makes every discovery of this channel, so that idle
+        // mode can start the resolver again with the same type of Discover.
+        let make_discover = move |updates| {
+            let connector = connector.clone();
+            let config = config.clone();
+            ResolverDiscover::new(updates, move |endpoint: &Endpoint| {
+                Reconnect::with_config(connector.clone(), endpoint.address.clone(), config.clone())
+            })
+        };
+        let discover = make_discover.clone()(updates);
+        let idle = (!self.idle_timeout.is_zero()).then(|| {
+            let resolvers = self.resolvers.clone();
+            let policies = self.policies.clone();
+            let policy_name = policy_name.to_owned();
+            let target = target.clone();
+            let resolve_now = resolve_now.clone();
+            let rebuild: Rebuild<_> = Box::new(move || {
+                let updates = resolvers.resolve_target(&target, resolve_now.clone())?;
+                let discover = make_discover(updates);
+                let status = discover.status();
+                let policy = policies.build(&policy_name)?;
+                Ok((discover, Some(status), policy))
+            });
+            IdleMode::new(self.idle_timeout, rebuild)
         });
         let options = ChannelOptions {
             wait_for_ready: self.wait_for_ready,
@@ -522,14 +660,25 @@ impl Builder {
             resolver_status: Some(discover.status()),
             channel_id,
             service_config: self.service_config.clone(),
+            outlier_detection: self.outlier_detection.clone(),
         };
+        if health.is_none() {
+            if let Some(service) = self.health_service() {
+                tracing::warn!(
+                    service,
+                    "[Channel #{channel_id}] health checking needs a tonic channel (Builder::build); not checking"
+                );
+            }
+        }
         tracing::info!(
             "[Channel #{}] Channel created for target {:?} with policy {}",
             options.channel_id,
             self.target,
             policy.name()
         );
-        let (channel, worker) = Channel::pair::<_, _, _, _, Req>(discover, policy, options);
+        let (channel, mut worker) =
+            Channel::pair_with_idle::<_, _, _, _, Req>(discover, policy, options, idle);
+        worker.set_health(health);
         runtime.spawn(worker);
         Ok(channel)
     }

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig};
 use grpc_lb_balance::{EndpointLoad, LoadBalancer};
 use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
 use grpc_lb_failfast::{transport_to_status, unavailable};
@@ -18,9 +19,10 @@ use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::observe::{CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
+use crate::idle::{OpenCall, ResponseBody};
+use crate::observe::{succeeded, CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
 use crate::snapshot::{Picked, Shared};
-use crate::worker::Worker;
+use crate::worker::{IdleMode, Worker};
 
 /// Per-request override of the channel's wait-for-ready default, set as a
 /// request extension (`request.extensions_mut().insert(WaitForReady(true))`).
@@ -109,6 +111,8 @@ pub struct ChannelOptions {
     /// Per-method `timeout` and `waitForReady` from a service config; the
     /// policy it names is chosen by whoever builds the channel.
     pub service_config: Option<Arc<ServiceConfig>>,
+    /// Outlier detection (gRFC A50), off by default.
+    pub outlier_detection: Option<OutlierDetectionConfig>,
 }
 
 impl Default for ChannelOptions {
@@ -120,6 +124,7 @@ impl Default for ChannelOptions {
             resolver_status: None,
             channel_id: grpc_lb_core::next_channelz_id(),
             service_config: None,
+            outlier_detection: None,
         }
     }
 }
@@ -133,6 +138,8 @@ impl<S> Channel<S> {
     /// `Discover` from a resolver with [`ResolverDiscover`](grpc_lb_resolve::ResolverDiscover)
     /// (or bring your own) and pick a policy from
     /// [`PolicyRegistry`](grpc_lb_balance::PolicyRegistry).
+    ///
+    /// Such a channel has no idle mode: it cannot rebuild your `Discover`.
     #[allow(clippy::type_complexity)]
     pub fn pair<D, C, T, R, Req>(
         discover: D,
@@ -149,10 +156,32 @@ impl<S> Channel<S> {
         T: Clone + fmt::Debug,
         R: grpc_lb_backoff::Rng,
     {
+        Self::pair_with_idle(discover, policy, options, None)
+    }
+
+    /// [`pair`](Self::pair), with idle mode when `idle` is given.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn pair_with_idle<D, C, T, R, Req>(
+        discover: D,
+        policy: Box<dyn LoadBalancer>,
+        options: ChannelOptions,
+        idle: Option<IdleMode<D>>,
+    ) -> (Channel<S>, Worker<D, C, T, R, Req>)
+    where
+        D: Discover<Key = Address, Service = Reconnect<C, T, R>> + Unpin,
+        D::Error: Into<BoxError>,
+        C: Service<T, Response = S>,
+        C::Error: Into<BoxError>,
+        S: Service<Req> + Clone,
+        S::Error: Into<BoxError>,
+        T: Clone + fmt::Debug,
+        R: grpc_lb_backoff::Rng,
+    {
         let shared = Arc::new(Shared::new(
             options.channel_id,
             options.max_waiting,
             options.wait_for_ready,
+            idle.is_some(),
         ));
         let (shutdown, on_shutdown) = oneshot::channel();
         let worker = Worker::new(
@@ -162,7 +191,8 @@ impl<S> Channel<S> {
             shared.clone(),
             options.resolve_now,
             on_shutdown,
-        );
+        )
+        .with_modes(options.outlier_detection, idle);
         let channel = Channel {
             handle: Arc::new(Handle {
                 shared,
@@ -266,7 +296,7 @@ where
     B: Send + 'static,
     ResBody: 'static,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<ResponseBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -283,13 +313,15 @@ where
             apply_method_config(config, &mut request);
         }
         let call = CallRecord::start(&self.handle.shared.calls);
+        let open = self.handle.shared.activity.as_ref().map(|a| a.begin());
         match self.picked.take() {
             Some(Picked {
                 mut connection,
                 load,
+                outcome,
                 peer,
             }) => {
-                let in_flight = InFlight::start(load);
+                let in_flight = InFlight::start(load, outcome);
                 ResponseFuture {
                     kind: Kind::Sent {
                         future: connection.call(request),
@@ -297,6 +329,7 @@ where
                         peer: Some(peer),
                     },
                     call,
+                    open,
                 }
             }
             None => ResponseFuture {
@@ -304,30 +337,40 @@ where
                     future: Box::pin(wait_then_send(self.handle.shared.clone(), request)),
                 },
                 call,
+                open,
             },
         }
     }
 }
 
 /// Counts one request against an endpoint's load until it is answered or
-/// dropped.
+/// dropped, and its outcome for outlier detection when it is answered.
 struct InFlight {
     load: Arc<EndpointLoad>,
+    outcome: Option<Arc<CallCounter>>,
     started: Instant,
 }
 
 impl InFlight {
-    fn start(load: Arc<EndpointLoad>) -> Self {
+    fn start(load: Arc<EndpointLoad>, outcome: Option<Arc<CallCounter>>) -> Self {
         load.start();
         InFlight {
             load,
+            outcome,
             started: Instant::now(),
         }
     }
 
-    fn finish(self, answered: bool) {
-        let rtt = answered.then(|| self.started.elapsed());
+    /// Counts the answer: its round trip when it is a response, and for
+    /// outlier detection whether it succeeded (as [`ChannelStats`] counts it).
+    /// A request dropped unanswered (cancelled by its caller) is not counted
+    /// as a failure of the endpoint.
+    fn finish<B, E>(mut self, result: &Result<http::Response<B>, E>) {
+        let rtt = result.is_ok().then(|| self.started.elapsed());
         self.load.finish(rtt);
+        if let Some(outcome) = self.outcome.take() {
+            outcome.record(succeeded(result));
+        }
         std::mem::forget(self);
     }
 }
@@ -348,6 +391,8 @@ pin_project! {
         #[pin]
         kind: Kind<F, ResBody>,
         call: CallRecord,
+        // Moved into the response body, which keeps the call open.
+        open: Option<OpenCall>,
     }
 }
 
@@ -370,7 +415,7 @@ where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<ResBody>, BoxError>;
+    type Output = Result<http::Response<ResponseBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -382,7 +427,7 @@ where
             } => {
                 let result = std::task::ready!(future.poll(cx));
                 if let Some(in_flight) = in_flight.take() {
-                    in_flight.finish(result.is_ok());
+                    in_flight.finish(&result);
                 }
                 match result {
                     Ok(mut response) => {
@@ -397,7 +442,8 @@ where
             KindProj::Waiting { future } => std::task::ready!(future.as_mut().poll(cx)),
         };
         this.call.finish(&result);
-        Poll::Ready(result)
+        let open = this.open.take();
+        Poll::Ready(result.map(|response| response.map(|body| ResponseBody::new(body, open))))
     }
 }
 
@@ -429,15 +475,16 @@ where
         if let Some(Picked {
             mut connection,
             load,
+            outcome,
             peer,
         }) = picked
         {
-            let in_flight = InFlight::start(load);
+            let in_flight = InFlight::start(load, outcome);
             poll_fn(|cx| connection.poll_ready(cx))
                 .await
                 .map_err(|e| transport_to_status(e.into()))?;
             let result = connection.call(request).await;
-            in_flight.finish(result.is_ok());
+            in_flight.finish(&result);
             let mut response = result.map_err(|e| transport_to_status(e.into()))?;
             response.extensions_mut().insert(peer);
             return Ok(response);

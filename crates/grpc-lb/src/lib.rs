@@ -33,6 +33,7 @@
 mod builder;
 mod channel;
 mod connector;
+mod idle;
 mod observe;
 mod snapshot;
 mod worker;
@@ -42,6 +43,7 @@ pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::idle::{ResponseBody, DEFAULT_IDLE_TIMEOUT};
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::worker::Worker;
 #[cfg(feature = "tls")]
@@ -53,6 +55,7 @@ pub use grpc_lb_balance as balance;
 pub use grpc_lb_connect as connect;
 pub use grpc_lb_core as core;
 pub use grpc_lb_failfast as failfast;
+pub use grpc_lb_health as health;
 pub use grpc_lb_reconnect as reconnect;
 pub use grpc_lb_resolve as resolve;
 pub use grpc_lb_service_config as service_config;

@@ -185,6 +185,22 @@ impl CallCounters {
     }
 }
 
+/// Whether a call succeeded, as [`ChannelStats`] and outlier detection count
+/// it: a response with HTTP status 200 and no `grpc-status` other than `0` in
+/// its headers.
+pub(crate) fn succeeded<B, E>(result: &Result<http::Response<B>, E>) -> bool {
+    match result {
+        Err(_) => false,
+        Ok(response) => {
+            response.status() == http::StatusCode::OK
+                && response
+                    .headers()
+                    .get("grpc-status")
+                    .is_none_or(|status| status == "0")
+        }
+    }
+}
+
 /// Records one call: started when made, finished once.
 pub(crate) struct CallRecord {
     counters: Option<Arc<CallCounters>>,
@@ -200,16 +216,7 @@ impl CallRecord {
 
     /// Counts the call's outcome, classified as [`ChannelStats`] says.
     pub(crate) fn finish<B, E>(&mut self, result: &Result<http::Response<B>, E>) {
-        let ok = match result {
-            Err(_) => false,
-            Ok(response) => {
-                response.status() == http::StatusCode::OK
-                    && response
-                        .headers()
-                        .get("grpc-status")
-                        .is_none_or(|status| status == "0")
-            }
-        };
+        let ok = succeeded(result);
         self.count(ok, if ok { "ok" } else { "failed" });
     }
 

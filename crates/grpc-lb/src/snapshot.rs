@@ -7,11 +7,13 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use futures::task::AtomicWaker;
+use grpc_lb_balance::outlier::CallCounter;
 use grpc_lb_balance::{EndpointLoad, Pick, SingleReady};
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 use tokio::sync::{broadcast, watch, Semaphore};
 use tower_service::Service;
 
+use crate::idle::Activity;
 use crate::observe::{CallCounters, ChannelEvent, Peer, SubchannelEntry, EVENT_CAPACITY};
 
 /// An immutable picker: the ready connections and how to choose among them.
@@ -21,6 +23,9 @@ pub(crate) struct Snapshot<S> {
     pub(crate) peers: Vec<Peer>,
     pub(crate) connections: Vec<S>,
     pub(crate) loads: Vec<Arc<EndpointLoad>>,
+    /// Where each endpoint's call outcomes are counted for outlier detection,
+    /// in the order of `connections`; empty when it is off.
+    pub(crate) outcomes: Vec<Arc<CallCounter>>,
     pub(crate) pick: Arc<dyn Pick>,
     pub(crate) state: ConnectivityState,
     pub(crate) last_error: Option<SharedError>,
@@ -32,6 +37,7 @@ impl<S> Snapshot<S> {
             peers: Vec::new(),
             connections: Vec::new(),
             loads: Vec::new(),
+            outcomes: Vec::new(),
             pick: Arc::new(SingleReady),
             state,
             last_error: None,
@@ -57,6 +63,7 @@ impl<S: Clone> Snapshot<S> {
                 return Some(Picked {
                     connection,
                     load: self.loads[index].clone(),
+                    outcome: self.outcomes.get(index).cloned(),
                     peer: self.peers[index].clone(),
                 });
             }
@@ -69,6 +76,8 @@ impl<S: Clone> Snapshot<S> {
 pub(crate) struct Picked<S> {
     pub(crate) connection: S,
     pub(crate) load: Arc<EndpointLoad>,
+    /// Where the call's outcome is counted, with outlier detection on.
+    pub(crate) outcome: Option<Arc<CallCounter>>,
     pub(crate) peer: Peer,
 }
 
@@ -92,13 +101,20 @@ pub(crate) struct Shared<S> {
     pub(crate) events: broadcast::Sender<ChannelEvent>,
     /// Calls started, succeeded and failed.
     pub(crate) calls: Arc<CallCounters>,
+    /// Open calls, for idle mode; `None` without it.
+    pub(crate) activity: Option<Arc<Activity>>,
 }
 
 /// How many state changes [`Shared::history`] keeps.
 pub(crate) const HISTORY_LEN: usize = 64;
 
 impl<S> Shared<S> {
-    pub(crate) fn new(channel_id: u64, max_waiting: usize, wait_for_ready: bool) -> Self {
+    pub(crate) fn new(
+        channel_id: u64,
+        max_waiting: usize,
+        wait_for_ready: bool,
+        track_activity: bool,
+    ) -> Self {
         let (version, _) = watch::channel(0);
         let (connectivity, _) = watch::channel(Connectivity::new(ConnectivityState::Idle));
         Shared {
@@ -115,6 +131,7 @@ impl<S> Shared<S> {
             subchannels: ArcSwap::from_pointee(Vec::new()),
             events: broadcast::channel(EVENT_CAPACITY).0,
             calls: Arc::new(CallCounters::new(channel_id)),
+            activity: track_activity.then(|| Arc::new(Activity::new())),
         }
     }
 

@@ -10,27 +10,134 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use grpc_lb_backoff::Rng;
+use grpc_lb_backoff::{DefaultRng, Rng};
+use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig, OutlierDetector};
 use grpc_lb_balance::{EndpointLoad, Helper, LoadBalancer};
 use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, ResolveNow, SharedError};
+use grpc_lb_health::{HealthCheck, HealthWatch};
 use grpc_lb_reconnect::{Reconnect, SubchannelHandle};
 use grpc_lb_resolve::{Address, ResolverStatus};
 use tokio::sync::{oneshot, watch};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+use tonic::client::GrpcService;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
 use crate::observe::{ChannelEvent, Peer, SubchannelEntry};
 use crate::snapshot::{Shared, Snapshot};
 
+/// Starts a health watch on a subchannel's new connection.
+pub(crate) type StartHealth<S> = Arc<dyn Fn(&S) -> HealthWatch + Send + Sync>;
+
 struct Subchannel<C: Service<T>, T, R> {
     reconnect: Reconnect<C, T, R>,
     handle: SubchannelHandle,
+    /// The state the policy was last told: the subchannel's own, seen through
+    /// its health watch and outlier ejection.
     state: ConnectivityState,
+    /// The subchannel's own state when the worker last drove it.
+    raw: ConnectivityState,
+    /// The health watch on the current connection, while READY with health
+    /// checking on; dropped (which stops it) when the connection goes.
+    health: Option<HealthWatch>,
+    /// Why outlier detection ejected this endpoint, while it is ejected.
+    ejected: Option<SharedError>,
+    /// Call outcomes for outlier detection, when it is on.
+    outcomes: Option<Arc<CallCounter>>,
     load: Arc<EndpointLoad>,
     peer: Peer,
     /// The subchannel's connection attempts when the worker last looked.
     attempts: u64,
+}
+
+impl<C: Service<T>, T, R> Subchannel<C, T, R> {
+    /// The state the policy sees for the subchannel's own state `raw`: an
+    /// ejected endpoint is TRANSIENT_FAILURE whatever its connection does (as
+    /// A50's wrapper reports it), and a connection under a health watch is as
+    /// healthy as the watch says (A17).
+    fn effective(&self, raw: ConnectivityState) -> ConnectivityState {
+        if self.ejected.is_some() {
+            return ConnectivityState::TransientFailure;
+        }
+        match &self.health {
+            Some(health) if raw == ConnectivityState::Ready => health.state(),
+            _ => raw,
+        }
+    }
+
+    /// The state the policy sees now, with its cause.
+    fn connectivity(&self) -> Connectivity {
+        if let Some(error) = &self.ejected {
+            return Connectivity {
+                state: ConnectivityState::TransientFailure,
+                last_error: Some(error.clone()),
+            };
+        }
+        match &self.health {
+            Some(health) if self.raw == ConnectivityState::Ready => health.connectivity(),
+            _ => self.handle.connectivity(),
+        }
+    }
+
+    /// Whether requests may be sent on its connection: not ejected, and healthy
+    /// if watched. The policy is told the same, but this is checked again when
+    /// publishing, so that no picker ever holds an unhealthy connection.
+    fn usable(&self) -> bool {
+        self.ejected.is_none()
+            && self
+                .health
+                .as_ref()
+                .is_none_or(|health| health.state() == ConnectivityState::Ready)
+    }
+}
+
+/// Builds what idle mode tears down: a new discovery (the resolver started
+/// again), its status, and a new policy.
+pub(crate) type Rebuild<D> = Box<
+    dyn FnMut() -> Result<
+            (
+                D,
+                Option<watch::Receiver<ResolverStatus>>,
+                Box<dyn LoadBalancer>,
+            ),
+            BoxError,
+        > + Send,
+>;
+
+/// Idle mode (grpc-go's `WithIdleTimeout`): after `timeout` with no call open
+/// and none ended, the worker drops its subchannels, their connections and the
+/// resolver, and the channel is IDLE until a call or `connect()`.
+pub(crate) struct IdleMode<D> {
+    timeout: Duration,
+    rebuild: Rebuild<D>,
+    /// Created on the first poll; reset to the next moment the channel could
+    /// be idle long enough.
+    timer: Option<Pin<Box<Sleep>>>,
+    idle: bool,
+    /// Why leaving idle failed (the resolver could not start again).
+    failure: Option<SharedError>,
+}
+
+impl<D> IdleMode<D> {
+    pub(crate) fn new(timeout: Duration, rebuild: Rebuild<D>) -> Self {
+        IdleMode {
+            timeout,
+            rebuild,
+            timer: None,
+            idle: false,
+            failure: None,
+        }
+    }
+}
+
+/// Outlier detection (gRFC A50) as the worker runs it: the detector, its
+/// interval timer, and randomness for the enforcement percentages.
+struct Outlier {
+    detector: OutlierDetector<Address>,
+    /// Created on the first poll, so that the worker can be made outside a
+    /// runtime.
+    timer: Option<Pin<Box<Sleep>>>,
+    rng: DefaultRng,
 }
 
 /// Drives one channel: polls discovery continuously (with or without traffic),
@@ -44,7 +151,8 @@ pub struct Worker<D, C, T, R, Req>
 where
     C: Service<T>,
 {
-    discover: D,
+    /// `None` while idle.
+    discover: Option<D>,
     discover_ended: bool,
     resolver_status: Option<watch::Receiver<ResolverStatus>>,
     subchannels: HashMap<Address, Subchannel<C, T, R>>,
@@ -56,7 +164,70 @@ where
     timer: Option<Pin<Box<Sleep>>>,
     resolve_now: ResolveNow,
     shutdown: oneshot::Receiver<()>,
+    /// Set when health checking is on.
+    health: Option<StartHealth<C::Response>>,
+    outlier: Option<Outlier>,
+    idle: Option<IdleMode<D>>,
     _request: PhantomData<fn(Req)>,
+}
+
+impl<D, C, T, R, Req> Worker<D, C, T, R, Req>
+where
+    C: Service<T>,
+{
+    /// Gates every subchannel on client-side health checks (gRFC A17): each
+    /// new connection gets a `grpc.health.v1.Health/Watch` from `check`, and
+    /// the policy sees the subchannel CONNECTING until the first answer, READY
+    /// while SERVING, TRANSIENT_FAILURE otherwise (READY, with an error log,
+    /// when the server does not implement the health service). The watch ends
+    /// with its connection. Policies that do not use health checks
+    /// (`pick_first`, see [`LoadBalancer::uses_health_checks`]) are left alone.
+    ///
+    /// [`Builder::health_check`](crate::Builder::health_check) and a service
+    /// config's `healthCheckConfig` do this for built channels; this is for
+    /// channels made with [`Channel::pair`](crate::Channel::pair).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use grpc_lb::balance::PolicyRegistry;
+    /// use grpc_lb::connect::Http2Connector;
+    /// use grpc_lb::health::HealthCheck;
+    /// use grpc_lb::reconnect::Reconnect;
+    /// use grpc_lb::resolve::{Endpoint, Registry, ResolverDiscover};
+    /// use grpc_lb::{Channel, ChannelOptions, SocketConnector};
+    ///
+    /// let updates = Registry::with_defaults().resolve("ipv4:127.0.0.1:50051", Default::default())?;
+    /// let connector = SocketConnector::new(Http2Connector::<tonic::body::Body>::new());
+    /// let discover = ResolverDiscover::new(updates, move |e: &Endpoint| {
+    ///     Reconnect::new(connector.clone(), e.address.clone())
+    /// });
+    /// let policy = PolicyRegistry::with_defaults().build("round_robin")?;
+    /// let (channel, worker) = Channel::pair::<_, _, _, _, http::Request<tonic::body::Body>>(
+    ///     discover, policy, ChannelOptions::default());
+    /// tokio::spawn(worker.health_check(HealthCheck::new("helloworld.Greeter")));
+    /// # drop(channel);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn health_check(mut self, check: HealthCheck) -> Self
+    where
+        C::Response: GrpcService<tonic::body::Body> + Clone + Send + 'static,
+        <C::Response as GrpcService<tonic::body::Body>>::Future: Send,
+        <C::Response as GrpcService<tonic::body::Body>>::Error: Into<BoxError>,
+        <C::Response as GrpcService<tonic::body::Body>>::ResponseBody:
+            http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        <<C::Response as GrpcService<tonic::body::Body>>::ResponseBody as http_body::Body>::Error:
+            Into<BoxError> + Send,
+    {
+        self.health = Some(Arc::new(move |connection: &C::Response| {
+            check.spawn(connection.clone())
+        }));
+        self
+    }
+
+    pub(crate) fn set_health(&mut self, start: Option<StartHealth<C::Response>>) {
+        self.health = start;
+    }
 }
 
 impl<D, C, T, R, Req> Worker<D, C, T, R, Req>
@@ -79,7 +250,7 @@ where
         shutdown: oneshot::Receiver<()>,
     ) -> Self {
         Worker {
-            discover,
+            discover: Some(discover),
             discover_ended: false,
             resolver_status,
             subchannels: HashMap::new(),
@@ -90,15 +261,33 @@ where
             timer: None,
             resolve_now,
             shutdown,
+            health: None,
+            outlier: None,
+            idle: None,
             _request: PhantomData,
         }
+    }
+
+    /// Turns on outlier detection and idle mode, when given.
+    pub(crate) fn with_modes(
+        mut self,
+        outlier_detection: Option<OutlierDetectionConfig>,
+        idle: Option<IdleMode<D>>,
+    ) -> Self {
+        self.outlier = outlier_detection.map(|config| Outlier {
+            detector: OutlierDetector::new(config),
+            timer: None,
+            rng: DefaultRng::new(),
+        });
+        self.idle = idle;
+        self
     }
 
     fn poll_discovery(&mut self, cx: &mut Context<'_>) -> bool {
         let mut changed = false;
         let mut events = Vec::new();
-        while !self.discover_ended {
-            match Pin::new(&mut self.discover).poll_discover(cx) {
+        while let Some(discover) = self.discover.as_mut().filter(|_| !self.discover_ended) {
+            match Pin::new(discover).poll_discover(cx) {
                 Poll::Pending => break,
                 Poll::Ready(None) => self.discover_ended = true,
                 Poll::Ready(Some(Err(error))) => {
@@ -108,9 +297,23 @@ where
                 Poll::Ready(Some(Ok(Change::Insert(address, reconnect)))) => {
                     let handle = reconnect.handle();
                     let state = reconnect.state();
+                    // A replaced endpoint keeps its counts and ejection (A50).
+                    let outcomes = self
+                        .outlier
+                        .as_mut()
+                        .map(|o| o.detector.add(address.clone()));
+                    let ejected = self
+                        .outlier
+                        .as_ref()
+                        .filter(|o| o.detector.is_ejected(&address))
+                        .map(|_| Arc::new(Ejected) as SharedError);
                     let subchannel = Subchannel {
                         state,
+                        raw: state,
                         reconnect,
+                        health: None,
+                        ejected,
+                        outcomes,
                         attempts: handle.connect_attempts(),
                         handle,
                         load: Arc::new(EndpointLoad::default()),
@@ -131,6 +334,9 @@ where
                     // Dropping the subchannel closes its connection once the
                     // requests already on it have finished.
                     if let Some(old) = self.subchannels.remove(&address) {
+                        if let Some(outlier) = &mut self.outlier {
+                            outlier.detector.remove(&address);
+                        }
                         self.order.retain(|a| *a != address);
                         events.push(ChannelEvent::SubchannelRemoved {
                             id: old.handle.id(),
@@ -189,6 +395,18 @@ where
             return Poll::Ready(());
         }
         self.shared.worker.register(cx.waker());
+        if self.idle.as_ref().is_some_and(|idle| idle.idle) {
+            if !self.shared.exit_idle.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            if !self.leave_idle() {
+                return Poll::Pending;
+            }
+        }
+        if self.poll_idle_timer(cx) {
+            self.enter_idle();
+            return Poll::Pending;
+        }
         let mut timer_request = None;
         loop {
             let mut events = self.poll_discovery(cx);
@@ -212,31 +430,42 @@ where
                     events = true;
                 }
             }
+            events |= self.poll_outlier_detection(cx);
             // Published before driving, so that a policy's own change (CONNECTING
             // on exit_idle) is seen before the subchannels move on.
             self.publish();
             let mut changes = Vec::new();
+            let health = self
+                .health
+                .as_ref()
+                .filter(|_| self.policy.uses_health_checks());
             for address in &self.order {
                 let Some(subchannel) = self.subchannels.get_mut(address) else {
                     continue;
                 };
-                let state = subchannel.reconnect.drive::<Req>(cx);
+                let raw = subchannel.reconnect.drive::<Req>(cx);
                 let attempts = subchannel.handle.connect_attempts();
                 let new_attempt = attempts != subchannel.attempts;
                 subchannel.attempts = attempts;
-                let steps = steps(subchannel.state, state, new_attempt);
+                let raw_steps = steps(subchannel.raw, raw, new_attempt);
+                subchannel.raw = raw;
+                if let Some(start) = health {
+                    follow_health(subchannel, start, &raw_steps, cx);
+                }
+                let steps = effective_steps(subchannel, &raw_steps);
                 if !steps.is_empty() {
-                    changes.push((address.clone(), subchannel.handle.clone(), steps));
+                    let id = subchannel.handle.id();
+                    changes.push((address.clone(), id, subchannel.connectivity(), steps));
                 }
             }
             // The policy is told each step, and the picker published after
             // each, so that the channel passes through every state its policy
             // does (IDLE, CONNECTING, READY even when one drive connected).
-            for (address, handle, steps) in changes {
-                let last_error = handle.connectivity().last_error;
+            for (address, id, connectivity, steps) in changes {
+                let last_error = connectivity.last_error;
                 for (from, to) in steps {
                     self.shared.emit(ChannelEvent::SubchannelState {
-                        id: handle.id(),
+                        id,
                         address: address.clone(),
                         from,
                         to,
@@ -272,7 +501,171 @@ where
         Poll::Pending
     }
 
+    /// Whether the idle timeout has passed with no call open and none ended
+    /// within it; otherwise the timer is set for the next moment it could be.
+    fn poll_idle_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(idle), Some(activity)) = (&mut self.idle, &self.shared.activity) else {
+            return false;
+        };
+        let timeout = idle.timeout;
+        let timer = idle
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let next = if activity.open_calls() > 0 {
+            Some(now + timeout)
+        } else {
+            activity
+                .last_end()
+                .map(|end| end + timeout)
+                .filter(|deadline| *deadline > now)
+        };
+        match next {
+            Some(deadline) => {
+                timer.as_mut().reset(deadline);
+                // Polled so that the new deadline wakes this task.
+                let _ = timer.as_mut().poll(cx);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Tears down the subchannels (closing their connections once the calls on
+    /// them are done), the resolver and the policy's state; the channel is
+    /// IDLE until a call or `connect()`.
+    fn enter_idle(&mut self) {
+        let Some(idle) = &mut self.idle else {
+            return;
+        };
+        tracing::info!(
+            "[Channel #{}] entering idle mode after {:?} without RPCs",
+            self.shared.channel_id,
+            idle.timeout
+        );
+        idle.idle = true;
+        idle.timer = None;
+        let removed: Vec<ChannelEvent> = self
+            .order
+            .drain(..)
+            .filter_map(|address| {
+                let subchannel = self.subchannels.remove(&address)?;
+                Some(ChannelEvent::SubchannelRemoved {
+                    id: subchannel.handle.id(),
+                    address,
+                })
+            })
+            .collect();
+        self.subchannels.clear();
+        self.discover = None;
+        self.discover_ended = false;
+        self.resolver_status = None;
+        self.resolver_order = Arc::from(Vec::new());
+        self.timer = None;
+        if let Some(outlier) = &mut self.outlier {
+            outlier.detector = OutlierDetector::new(outlier.detector.config().clone());
+            outlier.timer = None;
+        }
+        self.shared.subchannels.store(Arc::new(Vec::new()));
+        for event in removed {
+            self.shared.emit(event);
+        }
+        self.publish();
+    }
+
+    /// Starts the resolver and a new policy again; false if that failed, and
+    /// then the channel reports the failure in TRANSIENT_FAILURE.
+    fn leave_idle(&mut self) -> bool {
+        let Some(idle) = &mut self.idle else {
+            return true;
+        };
+        match (idle.rebuild)() {
+            Ok((discover, status, policy)) => {
+                tracing::info!("[Channel #{}] exiting idle mode", self.shared.channel_id);
+                idle.idle = false;
+                idle.failure = None;
+                self.discover = Some(discover);
+                self.discover_ended = false;
+                self.resolver_status = status;
+                self.policy = policy;
+                self.publish();
+                true
+            }
+            Err(error) => {
+                tracing::warn!(
+                    channel = self.shared.channel_id,
+                    %error,
+                    "could not leave idle mode"
+                );
+                idle.failure = Some(Arc::new(ResolverFailed(error.to_string())));
+                self.publish();
+                false
+            }
+        }
+    }
+
+    /// Ends an outlier-detection interval when its timer fires: judges the
+    /// calls counted in it and ejects or returns endpoints. Returns whether any
+    /// endpoint was ejected or returned.
+    fn poll_outlier_detection(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(outlier) = &mut self.outlier else {
+            return false;
+        };
+        let interval = outlier.detector.config().interval;
+        let timer = outlier
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        timer.as_mut().reset(now + interval);
+        // Polled so that the next interval wakes this task.
+        let _ = timer.as_mut().poll(cx);
+        let rng = &mut outlier.rng;
+        if !outlier
+            .detector
+            .evaluate(now.into_std(), &mut || rng.next_f64())
+        {
+            return false;
+        }
+        let mut changed = false;
+        for address in &self.order {
+            let Some(subchannel) = self.subchannels.get_mut(address) else {
+                continue;
+            };
+            let ejected = outlier.detector.is_ejected(address);
+            if ejected == subchannel.ejected.is_some() {
+                continue;
+            }
+            changed = true;
+            if ejected {
+                tracing::info!(
+                    "[Channel #{}] outlier detection ejects {address}",
+                    self.shared.channel_id
+                );
+                subchannel.ejected = Some(Arc::new(Ejected));
+            } else {
+                tracing::info!(
+                    "[Channel #{}] outlier detection returns {address}",
+                    self.shared.channel_id
+                );
+                subchannel.ejected = None;
+            }
+        }
+        changed
+    }
+
     fn channel_state(&self) -> (ConnectivityState, Option<SharedError>) {
+        if let Some(idle) = self.idle.as_ref().filter(|idle| idle.idle) {
+            return match &idle.failure {
+                Some(error) => (ConnectivityState::TransientFailure, Some(error.clone())),
+                None => (ConnectivityState::Idle, None),
+            };
+        }
         if let Some(status) = &self.resolver_status {
             let status = status.borrow();
             if !status.resolved {
@@ -303,7 +696,7 @@ where
         let state = self.policy.state();
         let error = if state == ConnectivityState::TransientFailure {
             self.order.iter().find_map(|address| {
-                let connectivity = self.subchannels[address].handle.connectivity();
+                let connectivity = self.subchannels[address].connectivity();
                 connectivity.last_error
             })
         } else {
@@ -325,7 +718,7 @@ where
             let Some(subchannel) = self.subchannels.get(&address) else {
                 continue;
             };
-            if subchannel.reconnect.connection().is_some() {
+            if subchannel.reconnect.connection().is_some() && subchannel.usable() {
                 loads.push(subchannel.load.clone());
                 peers.push(subchannel.peer.clone());
             }
@@ -354,6 +747,13 @@ where
                     .cloned()
             })
             .collect();
+        let outcomes = match self.outlier {
+            Some(_) => peers
+                .iter()
+                .filter_map(|peer| self.subchannels[peer.address()].outcomes.clone())
+                .collect(),
+            None => Vec::new(),
+        };
         let previous = self.shared.connectivity.borrow().state;
         if previous != state {
             self.shared.record(state);
@@ -375,6 +775,7 @@ where
             peers,
             connections,
             loads,
+            outcomes,
             pick: self.policy.pick(),
             state,
             last_error: last_error.clone(),
@@ -463,6 +864,72 @@ fn steps(
     path.windows(2).map(|w| (w[0], w[1])).collect()
 }
 
+/// Starts and stops a subchannel's health watch with its connection: a
+/// connection that was left (any step from READY) takes its watch along, and a
+/// READY subchannel without a watch gets one on its connection.
+fn follow_health<C: Service<T>, T, R>(
+    subchannel: &mut Subchannel<C, T, R>,
+    start: &StartHealth<C::Response>,
+    raw_steps: &[(ConnectivityState, ConnectivityState)],
+    cx: &mut Context<'_>,
+) {
+    let ready = subchannel.raw == ConnectivityState::Ready;
+    let left_ready = raw_steps
+        .iter()
+        .any(|(from, _)| *from == ConnectivityState::Ready);
+    if !ready || left_ready {
+        subchannel.health = None;
+    }
+    if ready && subchannel.health.is_none() {
+        if let Some(connection) = subchannel.reconnect.connection() {
+            subchannel.health = Some(start(connection));
+        }
+    }
+    if let Some(health) = &mut subchannel.health {
+        // Registers the worker for the watch's next change; the new state is
+        // read by `effective`.
+        let _ = health.poll_changed(cx);
+    }
+}
+
+/// The steps the policy sees, from the state it was last told to the
+/// subchannel's effective state now, through the effective form of each of the
+/// subchannel's own steps (repeats dropped: a health watch keeps a new
+/// connection CONNECTING, an ejected endpoint stays TRANSIENT_FAILURE).
+fn effective_steps<C: Service<T>, T, R>(
+    subchannel: &Subchannel<C, T, R>,
+    raw_steps: &[(ConnectivityState, ConnectivityState)],
+) -> Vec<(ConnectivityState, ConnectivityState)> {
+    let mut effective = Vec::new();
+    let mut last = subchannel.state;
+    let targets = raw_steps
+        .iter()
+        .map(|(_, to)| *to)
+        .chain(std::iter::once(subchannel.raw));
+    for raw in targets {
+        let state = subchannel.effective(raw);
+        if state != last {
+            effective.push((last, state));
+            last = state;
+        }
+    }
+    effective
+}
+
+/// Why an endpoint is TRANSIENT_FAILURE while outlier detection ejects it.
+#[derive(Debug)]
+struct Ejected;
+
+impl fmt::Display for Ejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(
+            "ejected by outlier detection (gRFC A50): its calls failed more often than its peers'",
+        )
+    }
+}
+
+impl std::error::Error for Ejected {}
+
 /// The resolver's failure, as the cause of a channel in TRANSIENT_FAILURE.
 #[derive(Debug)]
 struct ResolverFailed(String);
@@ -504,6 +971,117 @@ impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
 
     fn resolve_now(&mut self) {
         self.resolve_now.request();
+    }
+}
+
+#[cfg(test)]
+mod outlier_tests {
+    //! Outlier detection in the worker, timed with tokio's paused clock.
+    use std::convert::Infallible;
+    use std::future::{ready, Ready};
+    use std::net::SocketAddr;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use grpc_lb_balance::outlier::{FailurePercentage, OutlierDetectionConfig};
+    use grpc_lb_balance::PolicyRegistry;
+    use grpc_lb_core::ResolveNow;
+    use grpc_lb_reconnect::Reconnect;
+    use grpc_lb_resolve::{Address, Endpoint, ManualResolver, ResolverDiscover};
+    use tokio::time::Instant;
+    use tower::{Service, ServiceExt};
+
+    use crate::channel::{Channel, ChannelOptions};
+
+    /// A connection whose every answer fails with `grpc-status: 13` when
+    /// `fails`, and succeeds otherwise.
+    #[derive(Clone)]
+    struct Answers {
+        fails: bool,
+    }
+
+    impl Service<http::Request<()>> for Answers {
+        type Response = http::Response<()>;
+        type Error = Infallible;
+        type Future = Ready<Result<http::Response<()>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut response = http::Response::new(());
+            if self.fails {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("13"));
+            }
+            ready(Ok(response))
+        }
+    }
+
+    fn address(port: u16) -> Address {
+        Address::from(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    async fn ready_count(channel: &Channel<Answers>, count: usize) {
+        let mut picker = channel.watch_picker();
+        while channel.ready_addresses().len() != count {
+            picker.changed().await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejected_at_the_end_of_the_interval_and_back_after_the_base_ejection_time() {
+        let (resolver, handle) = ManualResolver::new("test");
+        let bad = address(3);
+        let connector = tower::service_fn({
+            let bad = bad.clone();
+            move |a: Address| ready(Ok::<_, Infallible>(Answers { fails: a == bad }))
+        });
+        let discover =
+            ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+                Reconnect::new(connector.clone(), e.address.clone())
+            });
+        let options = ChannelOptions {
+            resolver_status: Some(discover.status()),
+            outlier_detection: Some(OutlierDetectionConfig {
+                max_ejection_percent: 50,
+                failure_percentage: Some(FailurePercentage {
+                    minimum_hosts: 3,
+                    request_volume: 10,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..ChannelOptions::default()
+        };
+        let policy = PolicyRegistry::with_defaults()
+            .build("round_robin")
+            .unwrap();
+        let (channel, worker) =
+            Channel::pair::<_, _, _, _, http::Request<()>>(discover, policy, options);
+        let start = Instant::now();
+        tokio::spawn(worker);
+        handle.reset([1, 2, 3].map(|port| Endpoint::new(address(port))));
+        channel.connect();
+        ready_count(&channel, 3).await;
+        for _ in 0..30 {
+            let _ = channel
+                .clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap();
+        }
+        ready_count(&channel, 2).await;
+        // The default interval, 10 s, counted from the worker's start.
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert!(!channel.ready_addresses().contains(&bad));
+        let ejected = Instant::now();
+        // Judged at each interval; the base ejection time, 30 s, is over at
+        // the third one after the ejection.
+        ready_count(&channel, 3).await;
+        assert_eq!(ejected.elapsed(), Duration::from_secs(30));
     }
 }
 

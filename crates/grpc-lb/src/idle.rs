@@ -1,0 +1,332 @@
+//! Idle mode's bookkeeping on the call path: how many calls are open (a
+//! streaming response counts until its body ends) and when the last one
+//! ended, in atomics, and the response body that keeps its call open.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+/// grpc-go's default idle timeout (`defaultIdleTimeout`, `dialoptions.go`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Calls open on a channel and when the last one ended; written by every call,
+/// read by the worker's idle timer.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    /// Nanoseconds from `epoch` to the end of the last call, plus one; 0 until
+    /// a call ends.
+    last_end: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Activity {
+            open: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Counts a call open until the returned guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> OpenCall {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenCall(self.clone())
+    }
+
+    pub(crate) fn open_calls(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// When the last call ended, if one has.
+    pub(crate) fn last_end(&self) -> Option<Instant> {
+        match self.last_end.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(self.epoch + Duration::from_nanos(nanos - 1)),
+        }
+    }
+}
+
+/// One open call: ends when dropped.
+#[derive(Debug)]
+pub(crate) struct OpenCall(Arc<Activity>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let nanos = activity.epoch.elapsed().as_nanos() as u64;
+        // Stored before the count falls, so that a worker that sees no call
+        // open also sees when the last one ended.
+        activity.last_end.fetch_max(nanos + 1, Ordering::AcqRel);
+        activity.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pin_project! {
+    /// The body of a response from a [`Channel`](crate::Channel): the
+    /// connection's own body, unchanged, which also keeps its call counted as
+    /// open until it has been read to the end or dropped, so that a channel
+    /// with a streaming call open never goes idle (see
+    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout)).
+    ///
+    /// tonic clients read it like any body; [`into_inner`](Self::into_inner)
+    /// gives the connection's body back.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
+    /// use http_body_util::{BodyExt, Empty};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// let mut channel = grpc_lb::Channel::builder("dns:///api.internal:8080")
+    ///     .build_http1::<Empty<bytes::Bytes>>()?;
+    /// let request = http::Request::get("/users/1").body(Empty::new())?;
+    /// let response = channel.ready().await?.call(request).await?;
+    /// // The call counts as open until the body is read to its end.
+    /// let body: grpc_lb::ResponseBody<_> = response.into_body();
+    /// let bytes = body.collect().await?.to_bytes();
+    /// # drop(bytes);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[derive(Debug)]
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        call: Option<OpenCall>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn new(inner: B, call: Option<OpenCall>) -> Self {
+        ResponseBody { inner, call }
+    }
+
+    /// The connection's body; the call no longer counts as open.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+
+    /// The connection's body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if this.call.is_some() {
+            let ended = match &frame {
+                None | Some(Err(_)) => true,
+                Some(Ok(_)) => false,
+            };
+            if ended {
+                this.call.take();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_is_open_until_its_body_ends() {
+        let activity = Arc::new(Activity::new());
+        assert_eq!(activity.last_end(), None);
+        let body = ResponseBody::new(
+            Full::new(bytes::Bytes::from_static(b"hi")),
+            Some(activity.begin()),
+        );
+        assert_eq!(activity.open_calls(), 1);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let read = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&read[..], b"hi");
+        assert_eq!(activity.open_calls(), 0);
+        let ended = activity.last_end().unwrap();
+        assert_eq!(ended - activity.epoch, Duration::from_secs(5));
+    }
+
+    /// A channel over fake connections that answer at once, fed by a manual
+    /// resolver, with idle mode after `timeout`; the worker is spawned.
+    mod channel {
+        use std::convert::Infallible;
+        use std::future::{ready, Ready};
+
+        use bytes::Bytes;
+        use grpc_lb_balance::PolicyRegistry;
+        use grpc_lb_core::{ConnectivityState, ResolveNow};
+        use grpc_lb_reconnect::Reconnect;
+        use grpc_lb_resolve::{Address, Endpoint, ManualHandle, ManualResolver, ResolverDiscover};
+        use http_body_util::Full;
+        use tower::{Service, ServiceExt};
+
+        use super::*;
+        use crate::channel::{Channel, ChannelOptions};
+        use crate::worker::{IdleMode, Rebuild};
+
+        /// A connection that answers every request with an empty body.
+        #[derive(Clone)]
+        pub(super) struct Answers;
+
+        impl Service<http::Request<()>> for Answers {
+            type Response = http::Response<Full<Bytes>>;
+            type Error = Infallible;
+            type Future = Ready<Result<Self::Response, Infallible>>;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, _: http::Request<()>) -> Self::Future {
+                ready(Ok(http::Response::new(Full::new(Bytes::from_static(b"x")))))
+            }
+        }
+
+        pub(super) fn channel(
+            timeout: Duration,
+        ) -> (Channel<Answers>, ManualHandle, Arc<AtomicUsize>) {
+            let (resolver, handle) = ManualResolver::new("test");
+            let resolutions = Arc::new(AtomicUsize::new(0));
+            let make = |resolver: &ManualResolver| {
+                let connector = tower::service_fn(|_: Address| ready(Ok::<_, Infallible>(Answers)));
+                ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+                    Reconnect::new(connector, e.address.clone())
+                })
+            };
+            let discover = make(&resolver);
+            let options = ChannelOptions {
+                resolver_status: Some(discover.status()),
+                ..ChannelOptions::default()
+            };
+            let rebuild: Rebuild<_> = Box::new({
+                let resolutions = resolutions.clone();
+                move || {
+                    resolutions.fetch_add(1, Ordering::Relaxed);
+                    let discover = make(&resolver);
+                    let status = discover.status();
+                    let policy = PolicyRegistry::with_defaults().build("round_robin")?;
+                    Ok((discover, Some(status), policy))
+                }
+            });
+            let policy = PolicyRegistry::with_defaults()
+                .build("round_robin")
+                .unwrap();
+            let (channel, worker) = Channel::pair_with_idle::<_, _, _, _, http::Request<()>>(
+                discover,
+                policy,
+                options,
+                Some(IdleMode::new(timeout, rebuild)),
+            );
+            tokio::spawn(worker);
+            handle.reset([Endpoint::new(
+                "127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(),
+            )]);
+            (channel, handle, resolutions)
+        }
+
+        pub(super) async fn call(
+            channel: &Channel<Answers>,
+        ) -> http::Response<ResponseBody<Full<Bytes>>> {
+            channel
+                .clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap()
+        }
+
+        pub(super) async fn wait_for(channel: &Channel<Answers>, want: ConnectivityState) {
+            let mut watch = channel.watch_state();
+            watch.wait_for(|c| c.state == want).await.unwrap();
+        }
+    }
+
+    use grpc_lb_core::ConnectivityState::{Idle, Ready};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::sleep;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_exactly_the_timeout_after_the_last_call_ended() {
+        let (channel, _resolver, resolutions) = channel::channel(TIMEOUT);
+        let response = channel::call(&channel).await;
+        channel::wait_for(&channel, Ready).await;
+        sleep(Duration::from_secs(4)).await;
+        // The call ends when its body is read (here: dropped), 4 s in.
+        drop(response);
+        let ended = Instant::now();
+        sleep(TIMEOUT - Duration::from_millis(1)).await;
+        assert_eq!(channel.state(), Ready, "not idle before the timeout");
+        channel::wait_for(&channel, Idle).await;
+        assert_eq!(ended.elapsed(), TIMEOUT);
+        assert!(channel.subchannels().is_empty());
+        assert_eq!(resolutions.load(Ordering::Relaxed), 0);
+
+        // A call leaves idle: the resolver runs again, and the call is served.
+        let response = channel::call(&channel).await;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(channel.state(), Ready);
+        assert_eq!(resolutions.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_call_keeps_the_channel_active_for_as_long_as_it_lasts() {
+        let (channel, _resolver, _) = channel::channel(TIMEOUT);
+        let open = channel::call(&channel).await;
+        channel::wait_for(&channel, Ready).await;
+        sleep(TIMEOUT * 5).await;
+        assert_eq!(channel.state(), Ready, "an open call keeps it active");
+        drop(open);
+        let ended = Instant::now();
+        channel::wait_for(&channel, Idle).await;
+        assert_eq!(ended.elapsed(), TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connect_leaves_idle_and_no_call_at_all_goes_idle_after_the_timeout() {
+        let (channel, _resolver, resolutions) = channel::channel(TIMEOUT);
+        let start = Instant::now();
+        channel.connect();
+        channel::wait_for(&channel, Ready).await;
+        channel::wait_for(&channel, Idle).await;
+        assert_eq!(start.elapsed(), TIMEOUT);
+        channel.connect();
+        channel::wait_for(&channel, Ready).await;
+        assert_eq!(resolutions.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_body_ends_its_call() {
+        let activity = Arc::new(Activity::new());
+        let body = ResponseBody::new(Full::new(bytes::Bytes::new()), Some(activity.begin()));
+        drop(body);
+        assert_eq!(activity.open_calls(), 0);
+        assert!(activity.last_end().is_some());
+    }
+}
