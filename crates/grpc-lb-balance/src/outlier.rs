@@ -52,6 +52,25 @@ use std::time::{Duration, Instant};
 
 /// A50's settings, with its defaults (grpc-go's `outlierdetection` package
 /// agrees on all but one, noted on [`FailurePercentage`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_balance::outlier::{OutlierDetectionConfig, SuccessRate};
+///
+/// let defaults = OutlierDetectionConfig::default();
+/// assert_eq!(defaults.interval, Duration::from_secs(10));
+/// assert_eq!(defaults.base_ejection_time, Duration::from_secs(30));
+/// assert_eq!(defaults.max_ejection_percent, 10);
+/// assert!(defaults.success_rate.is_none() && defaults.failure_percentage.is_none());
+///
+/// // Neither algorithm runs until it is switched on.
+/// let config = OutlierDetectionConfig {
+///     interval: Duration::from_secs(1),
+///     success_rate: Some(SuccessRate::default()),
+///     ..Default::default()
+/// };
+/// # drop(config);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutlierDetectionConfig {
     /// How often the algorithms run; default 10 s.
@@ -82,6 +101,28 @@ impl Default for OutlierDetectionConfig {
 }
 
 /// A50's success-rate ejection.
+///
+/// ```
+/// use std::time::Instant;
+/// use grpc_lb_balance::outlier::{OutlierDetectionConfig, OutlierDetector, SuccessRate};
+///
+/// let config = OutlierDetectionConfig {
+///     success_rate: Some(SuccessRate::default()), // 1.9 standard deviations, 100 calls, 5 hosts
+///     max_ejection_percent: 50,
+///     ..Default::default()
+/// };
+/// let mut detector = OutlierDetector::new(config);
+/// let counters: Vec<_> = (0..5).map(|i| detector.add(i)).collect();
+/// for call in 0..100 {
+///     counters[0].record(call % 2 == 0); // half its calls fail
+///     for healthy in &counters[1..] {
+///         healthy.record(true);
+///     }
+/// }
+/// // Mean 0.9, standard deviation 0.2: below 0.9 − 1.9 × 0.2 = 0.52 is an outlier.
+/// detector.evaluate(Instant::now(), &mut || 0.0);
+/// assert_eq!(detector.ejected().collect::<Vec<_>>(), [&0]);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SuccessRate {
     /// Thousandths of a standard deviation below the mean; default 1900.
@@ -110,6 +151,25 @@ impl Default for SuccessRate {
 /// `enforcement_percentage` defaults to 100 as A50 says; grpc-go's JSON
 /// parser defaults it to 0, which would make the algorithm do nothing unless
 /// set. We follow the gRFC: enabling the algorithm should enable it.
+///
+/// ```
+/// use std::time::Instant;
+/// use grpc_lb_balance::outlier::{FailurePercentage, OutlierDetectionConfig, OutlierDetector};
+///
+/// let config = OutlierDetectionConfig {
+///     failure_percentage: Some(FailurePercentage { threshold: 50, minimum_hosts: 2, ..Default::default() }),
+///     max_ejection_percent: 50,
+///     ..Default::default()
+/// };
+/// let mut detector = OutlierDetector::new(config);
+/// let (a, b) = (detector.add("a"), detector.add("b"));
+/// for call in 0..50 {
+///     a.record(call % 4 == 0); // 75 % of its calls fail: above the 50 % threshold
+///     b.record(call % 4 != 0); // 25 % fail
+/// }
+/// detector.evaluate(Instant::now(), &mut || 0.0);
+/// assert!(detector.is_ejected(&"a") && !detector.is_ejected(&"b"));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct FailurePercentage {
     /// Failure percentage above which an endpoint is ejected; default 85.
@@ -134,6 +194,26 @@ impl Default for FailurePercentage {
 }
 
 /// Calls counted for one endpoint in the current interval.
+///
+/// Shared between the call path, which records outcomes without a lock, and
+/// the [`OutlierDetector`] that reads and resets it once per interval.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::outlier::{OutlierDetectionConfig, OutlierDetector};
+///
+/// let mut detector = OutlierDetector::new(OutlierDetectionConfig::default());
+/// let counter = detector.add("10.0.0.1:50051");
+///
+/// // Any number of callers record into the same counter at once.
+/// let workers: Vec<_> = (0..4)
+///     .map(|_| {
+///         let counter = Arc::clone(&counter);
+///         std::thread::spawn(move || (0..1000).for_each(|_| counter.record(true)))
+///     })
+///     .collect();
+/// workers.into_iter().for_each(|w| w.join().unwrap());
+/// ```
 #[derive(Debug, Default)]
 pub struct CallCounter {
     successes: AtomicU64,
@@ -180,6 +260,42 @@ impl Tracked {
 }
 
 /// A50's ejection bookkeeping over endpoints keyed by `K` (an address).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use grpc_lb_balance::outlier::{FailurePercentage, OutlierDetectionConfig, OutlierDetector};
+///
+/// let config = OutlierDetectionConfig {
+///     failure_percentage: Some(FailurePercentage { minimum_hosts: 2, ..Default::default() }),
+///     max_ejection_percent: 50,
+///     ..Default::default()
+/// };
+/// let mut detector = OutlierDetector::new(config);
+/// let (bad, good) = (detector.add("bad"), detector.add("good"));
+/// let start = Instant::now();
+/// let mut eject_bad = || {
+///     (0..50).for_each(|_| {
+///         bad.record(false);
+///         good.record(true);
+///     })
+/// };
+///
+/// eject_bad();
+/// assert!(detector.evaluate(start, &mut || 0.0));
+/// assert!(detector.is_ejected(&"bad"));
+/// assert!(detector.evaluate(start + Duration::from_secs(30), &mut || 0.0)); // back after 30 s
+///
+/// // Ejected again at once: the second ejection lasts twice as long.
+/// eject_bad();
+/// detector.evaluate(start + Duration::from_secs(30), &mut || 0.0);
+/// detector.evaluate(start + Duration::from_secs(60), &mut || 0.0);
+/// assert!(detector.is_ejected(&"bad"));
+/// detector.evaluate(start + Duration::from_secs(90), &mut || 0.0);
+/// assert!(!detector.is_ejected(&"bad"));
+///
+/// detector.remove(&"bad"); // the resolver dropped it
+/// assert_eq!(detector.ejected().count(), 0);
+/// ```
 #[derive(Debug)]
 pub struct OutlierDetector<K> {
     config: OutlierDetectionConfig,
