@@ -54,6 +54,42 @@ use tonic_health::pb::HealthCheckRequest;
 /// What to watch and how to retry: a service name (empty for the server as a
 /// whole, as `healthCheckConfig.serviceName` says) and the backoff between
 /// failed watches, gRPC's connection backoff by default as in grpc-go.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_backoff::BackoffConfig;
+/// use grpc_lb_connect::Http2Connector;
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_health::HealthCheck;
+/// use tonic_health::ServingStatus;
+/// use tower::ServiceExt;
+///
+/// # async fn serve_health() -> (std::net::SocketAddr, tonic_health::server::HealthReporter) {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let (reporter, service) = tonic_health::server::health_reporter();
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     (addr, reporter)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let (addr, reporter) = serve_health().await; // a tonic server with grpc.health.v1
+/// reporter.set_service_status("helloworld.Greeter", ServingStatus::Serving).await;
+///
+/// let connection = Http2Connector::<tonic::body::Body>::new().oneshot(addr).await?;
+/// let retry_fast = BackoffConfig::try_from_secs_f64(0.1, 1.6, 0.2, 5.0, 20.0)?;
+/// let mut health = HealthCheck::new("helloworld.Greeter").backoff(retry_fast).spawn(connection);
+///
+/// // CONNECTING until the server's first answer, then READY while it is SERVING.
+/// let state = health.wait_for_state_change(ConnectivityState::Connecting).await;
+/// assert_eq!(state, ConnectivityState::Ready);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct HealthCheck {
     service_name: String,
@@ -61,6 +97,48 @@ pub struct HealthCheck {
 }
 
 /// One running watch; dropping it stops the watch.
+///
+/// ```
+/// use grpc_lb_connect::Http2Connector;
+/// use grpc_lb_core::ConnectivityState::{Connecting, Ready, TransientFailure};
+/// use grpc_lb_health::HealthCheck;
+/// use tonic_health::ServingStatus;
+/// use tower::ServiceExt;
+///
+/// # async fn serve_health() -> (std::net::SocketAddr, tonic_health::server::HealthReporter) {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let (reporter, service) = tonic_health::server::health_reporter();
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     (addr, reporter)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let (addr, reporter) = serve_health().await;
+/// reporter.set_serving::<tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>>().await;
+/// let connection = Http2Connector::<tonic::body::Body>::new().oneshot(addr).await?;
+///
+/// // The empty name asks about the server as a whole.
+/// let mut health = HealthCheck::new("").spawn(connection);
+/// let mut states = health.watch();
+/// states.wait_for(|c| c.state == Ready).await?;
+///
+/// // The server stops serving: the connection is no longer fit for calls.
+/// reporter.set_service_status("", ServingStatus::NotServing).await;
+/// let failed = states.wait_for(|c| c.state == TransientFailure).await?.clone();
+/// assert_eq!(
+///     failed.last_error.unwrap().to_string(),
+///     r#"health check of service "": NOT_SERVING"#,
+/// );
+/// assert_eq!(health.state(), TransientFailure);
+/// # let _ = Connecting;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct HealthWatch {
     state: watch::Receiver<Connectivity>,
@@ -72,6 +150,40 @@ pub struct HealthWatch {
 }
 
 /// Why a watch is not SERVING: the status the server sent.
+///
+/// ```
+/// use grpc_lb_connect::Http2Connector;
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_health::{HealthCheck, NotServing};
+/// use tonic_health::ServingStatus;
+/// use tower::ServiceExt;
+///
+/// # async fn serve_health() -> (std::net::SocketAddr, tonic_health::server::HealthReporter) {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let (reporter, service) = tonic_health::server::health_reporter();
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     (addr, reporter)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let (addr, reporter) = serve_health().await;
+/// reporter.set_service_status("helloworld.Greeter", ServingStatus::NotServing).await;
+/// let connection = Http2Connector::<tonic::body::Body>::new().oneshot(addr).await?;
+///
+/// let mut health = HealthCheck::new("helloworld.Greeter").spawn(connection);
+/// let state = health.wait_for_state_change(ConnectivityState::Connecting).await;
+/// assert_eq!(state, ConnectivityState::TransientFailure);
+/// let error = health.connectivity().last_error.unwrap();
+/// assert!(error.is::<NotServing>());
+/// assert!(error.to_string().ends_with("NOT_SERVING"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct NotServing {
     service: String,
@@ -92,6 +204,40 @@ impl fmt::Display for NotServing {
 impl std::error::Error for NotServing {}
 
 /// The health watch itself failed; it is retried after a backoff.
+///
+/// ```
+/// use grpc_lb_connect::Http2Connector;
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_health::{HealthCheck, WatchFailed};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // An HTTP/2 server that answers every request with 503: an overloaded proxy,
+/// // say. (A 404 would read as UNIMPLEMENTED: no health service, so healthy.)
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (stream, _) = listener.accept().await?;
+///     let unavailable = hyper::service::service_fn(|_| async {
+///         let mut response = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+///         *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+///         Ok::<_, std::convert::Infallible>(response)
+///     });
+///     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+///         .serve_connection(hyper_util::rt::TokioIo::new(stream), unavailable)
+///         .await
+///         .map_err(std::io::Error::other)
+/// });
+///
+/// let connection = Http2Connector::<tonic::body::Body>::new().oneshot(addr).await?;
+/// let mut health = HealthCheck::new("").spawn(connection);
+/// let state = health.wait_for_state_change(ConnectivityState::Connecting).await;
+/// assert_eq!(state, ConnectivityState::TransientFailure);
+/// assert!(health.connectivity().last_error.unwrap().is::<WatchFailed>());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WatchFailed {
     service: String,
