@@ -116,6 +116,24 @@ impl fmt::Debug for Builder {
 }
 
 /// Why a channel could not be built.
+///
+/// ```
+/// use grpc_lb::{BuildError, Channel};
+///
+/// // Outside a tokio runtime there is nowhere to run the channel's worker.
+/// let error = Channel::builder("ipv4:127.0.0.1:50051").build().unwrap_err();
+/// assert!(matches!(error, BuildError::NoRuntime));
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// let _inside = runtime.enter();
+/// let error = Channel::builder("dns:///greeter.local:99999").build().unwrap_err();
+/// assert!(matches!(error, BuildError::Target(_)));
+///
+/// let error = Channel::builder("ipv4:127.0.0.1:50051").policy("grpclb").build().unwrap_err();
+/// assert!(matches!(error, BuildError::Policy(_)));
+/// println!("{error}"); // unknown load-balancing policy "grpclb" (known: ...)
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum BuildError {
     /// The target is malformed or has no resolver.

@@ -31,6 +31,37 @@ use crate::worker::{IdleMode, Worker};
 /// TRANSIENT_FAILURE until its deadline; a fail-fast one fails at once with
 /// `UNAVAILABLE` while the channel is in TRANSIENT_FAILURE (gRPC's
 /// `doc/wait-for-ready.md`).
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb::{Channel, ConnectivityState, WaitForReady};
+/// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Nothing listens on this port: the channel goes TRANSIENT_FAILURE.
+/// let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+/// let channel = Channel::builder(format!("ipv4:{dead}")).build()?;
+/// channel.connect();
+/// let mut state = ConnectivityState::Idle;
+/// while state != ConnectivityState::TransientFailure {
+///     state = channel.wait_for_state_change(state).await;
+/// }
+/// let mut client = GreeterClient::new(channel);
+///
+/// // Fail-fast (the default): UNAVAILABLE at once, with the cause.
+/// let status = client.say_hello(HelloRequest { name: "a".into() }).await.unwrap_err();
+/// assert_eq!(status.code(), tonic::Code::Unavailable);
+///
+/// // Wait-for-ready: waits for a connection until the RPC's deadline.
+/// let mut request = tonic::Request::new(HelloRequest { name: "b".into() });
+/// request.extensions_mut().insert(WaitForReady(true));
+/// request.set_timeout(Duration::from_millis(100));
+/// let status = client.say_hello(request).await.unwrap_err();
+/// assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitForReady(pub bool);
 
@@ -96,6 +127,52 @@ impl<S> fmt::Debug for Channel<S> {
 }
 
 /// Options of a channel built by hand with [`Channel::pair`].
+///
+/// ```
+/// use grpc_lb::balance::PolicyRegistry;
+/// use grpc_lb::connect::Http2Connector;
+/// use grpc_lb::reconnect::{ConnectMode, Reconnect, ReconnectConfig};
+/// use grpc_lb::resolve::{Endpoint, ManualResolver, ResolverDiscover};
+/// use grpc_lb::{Channel, ChannelOptions, SocketConnector};
+/// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+///
+/// # async fn greeter(name: &str) -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let options = ChannelOptions { wait_for_ready: true, max_waiting: 64, ..Default::default() };
+///
+/// // Your own discovery (here a manual resolver), your own subchannels.
+/// let (resolver, endpoints) = ManualResolver::new("mine");
+/// let connector = SocketConnector::new(Http2Connector::<tonic::body::Body>::new());
+/// let subchannel = ReconnectConfig::default().mode(ConnectMode::Eager).resolve_now(options.resolve_now.clone());
+/// let discover = ResolverDiscover::new(resolver.stream(options.resolve_now.clone()), move |e: &Endpoint| {
+///     Reconnect::with_config(connector.clone(), e.address.clone(), subchannel.clone())
+/// });
+/// let options = ChannelOptions { resolver_status: Some(discover.status()), ..options };
+/// let policy = PolicyRegistry::with_defaults().build("round_robin")?;
+///
+/// let (channel, worker) =
+///     Channel::pair::<_, _, _, _, http::Request<tonic::body::Body>>(discover, policy, options);
+/// tokio::spawn(worker);
+///
+/// // Waits for ready (the option), so it is served once an endpoint appears.
+/// let mut client = GreeterClient::new(channel);
+/// let call = tokio::spawn(async move { client.say_hello(HelloRequest { name: "x".into() }).await });
+/// endpoints.reset([Endpoint::from(greeter("late").await)]);
+/// assert_eq!(call.await??.into_inner().message, "Hello x from late");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ChannelOptions {
     /// Whether requests wait for ready by default (gRPC's default: no).
@@ -387,6 +464,35 @@ type WaitingFuture<ResBody> =
 pin_project! {
     /// Response future of [`Channel`]: sent on the connection picked at
     /// `poll_ready`, or (boxed) waiting for one first.
+    ///
+    /// ```
+    /// use grpc_lb::{Channel, ResponseFuture};
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # async fn greeter(name: &str) -> std::net::SocketAddr {
+    /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// #     let addr = listener.local_addr().unwrap();
+    /// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
+    /// #     tokio::spawn(
+    /// #         tonic::transport::Server::builder()
+    /// #             .add_service(service)
+    /// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    /// #     );
+    /// #     addr
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb::core::BoxError> {
+    /// let addr = greeter("a").await;
+    /// let mut channel = Channel::builder(format!("ipv4:{addr}")).build()?;
+    ///
+    /// // Any HTTP/2 request, as hyper or axum code would send it.
+    /// let request = http::Request::post("/no.Such/Method").body(tonic::body::Body::empty())?;
+    /// let future: ResponseFuture<_, _> = channel.ready().await?.call(request);
+    /// let response = future.await?;
+    /// assert_eq!(response.headers()["grpc-status"], "12"); // UNIMPLEMENTED
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ResponseFuture<F, ResBody> {
         #[pin]
         kind: Kind<F, ResBody>,

@@ -22,6 +22,35 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// whether or not the server says who it is. A call that fails before a
 /// response arrives (no connection, a broken transport) has no response, and so
 /// no peer.
+///
+/// ```
+/// use grpc_lb::{Channel, Peer};
+/// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+///
+/// # async fn greeter(name: &str) -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = (greeter("a").await, greeter("b").await);
+/// let channel = Channel::builder(format!("ipv4:{a},{b}")).policy("round_robin").build()?;
+/// let mut client = GreeterClient::new(channel);
+///
+/// let response = client.say_hello(HelloRequest { name: "x".into() }).await?;
+/// let peer = response.extensions().get::<Peer>().unwrap();
+/// let served_by = if peer.address().as_socket() == Some(a) { "a" } else { "b" };
+/// assert_eq!(response.into_inner().message, format!("Hello x from {served_by}"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Peer(Arc<Address>);
 
@@ -50,6 +79,39 @@ impl fmt::Display for Peer {
 
 /// One subchannel as [`Channel::subchannels`](crate::Channel::subchannels)
 /// reads it: read live from the subchannel, not from a cached copy.
+///
+/// ```
+/// use grpc_lb::{Channel, ConnectivityState};
+/// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+///
+/// # async fn greeter(name: &str) -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let addr = greeter("a").await;
+/// let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+/// let channel = Channel::builder(format!("ipv4:{addr},{dead}")).policy("round_robin").build()?;
+/// GreeterClient::new(channel.clone()).say_hello(HelloRequest::default()).await?;
+///
+/// let subchannels = channel.subchannels(); // in the resolver's order
+/// assert_eq!(subchannels[0].address.as_socket(), Some(addr));
+/// assert_eq!(subchannels[0].state, ConnectivityState::Ready);
+/// assert_eq!(subchannels[0].connect_attempts, 1);
+/// for subchannel in &subchannels {
+///     println!("SubChannel #{} {} {}", subchannel.id, subchannel.address, subchannel.state);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SubchannelInfo {
@@ -81,6 +143,42 @@ impl SubchannelInfo {
 /// A change in a channel, as its worker sees it: one event per transition, none
 /// merged away (unlike a `watch`). Read them from
 /// [`Channel::events`](crate::Channel::events).
+///
+/// ```
+/// use grpc_lb::{Channel, ChannelEvent, ConnectivityState};
+///
+/// # async fn greeter(name: &str) -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let addr = greeter("a").await;
+/// let channel = Channel::builder(format!("ipv4:{addr}")).build()?;
+/// let mut events = channel.events();
+/// channel.connect();
+///
+/// // Every transition, in order: none is merged away.
+/// let mut seen = Vec::new();
+/// while let Ok(event) = events.recv().await {
+///     if let ChannelEvent::State { to, .. } = event {
+///         seen.push(to);
+///         if to == ConnectivityState::Ready {
+///             break;
+///         }
+///     }
+/// }
+/// assert_eq!(seen, [ConnectivityState::Connecting, ConnectivityState::Ready]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ChannelEvent {
@@ -141,6 +239,35 @@ pub enum ChannelEvent {
 ///   from the body), so such a call counts as succeeded here.
 ///
 /// `started - succeeded - failed` is the number of calls in flight.
+///
+/// ```
+/// use grpc_lb::Channel;
+/// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+///
+/// # async fn greeter(name: &str) -> std::net::SocketAddr {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// #     let addr = listener.local_addr().unwrap();
+/// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
+/// #     tokio::spawn(
+/// #         tonic::transport::Server::builder()
+/// #             .add_service(service)
+/// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+/// #     );
+/// #     addr
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let addr = greeter("a").await;
+/// let channel = Channel::builder(format!("ipv4:{addr}")).build()?;
+/// let mut client = GreeterClient::new(channel.clone());
+/// for _ in 0..3 {
+///     client.say_hello(HelloRequest::default()).await?;
+/// }
+/// let stats = channel.stats();
+/// assert_eq!((stats.calls_started, stats.calls_succeeded, stats.calls_failed), (3, 3, 0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChannelStats {

@@ -146,6 +146,36 @@ struct Outlier {
 ///
 /// [`Builder::build`](crate::Builder::build) spawns it; [`Channel::pair`](crate::Channel::pair)
 /// hands it to you to spawn.
+///
+/// ```
+/// use grpc_lb::balance::PolicyRegistry;
+/// use grpc_lb::connect::Http2Connector;
+/// use grpc_lb::reconnect::Reconnect;
+/// use grpc_lb::resolve::{Endpoint, ManualResolver, ResolverDiscover};
+/// use grpc_lb::{Channel, ChannelOptions, ConnectivityState, SocketConnector};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (resolver, _endpoints) = ManualResolver::new("mine");
+/// let connector = SocketConnector::new(Http2Connector::<tonic::body::Body>::new());
+/// let discover = ResolverDiscover::new(resolver.stream(Default::default()), move |e: &Endpoint| {
+///     Reconnect::new(connector.clone(), e.address.clone())
+/// });
+/// let policy = PolicyRegistry::with_defaults().build("pick_first")?;
+/// let (channel, worker) = Channel::pair::<_, _, _, _, http::Request<tonic::body::Body>>(
+///     discover,
+///     policy,
+///     ChannelOptions::default(),
+/// );
+///
+/// let running = tokio::spawn(worker);
+/// assert_eq!(channel.state(), ConnectivityState::Idle);
+/// // The worker ends once the last clone of its channel is gone.
+/// drop(channel);
+/// running.await?;
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "the worker does nothing unless spawned or awaited"]
 pub struct Worker<D, C, T, R, Req>
 where
