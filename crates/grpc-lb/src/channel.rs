@@ -354,6 +354,13 @@ impl<S> Channel<S> {
         self.handle.shared.events.subscribe()
     }
 
+    /// The state behind this channel, held without keeping the channel (and
+    /// so its worker) alive: for collectors that read it at each scrape.
+    #[cfg(feature = "prometheus")]
+    pub(crate) fn downgrade_shared(&self) -> std::sync::Weak<Shared<S>> {
+        Arc::downgrade(&self.handle.shared)
+    }
+
     /// The channel's call counters (channelz's calls started, succeeded and
     /// failed); [`ChannelStats`] says how calls are classified.
     pub fn stats(&self) -> ChannelStats {

@@ -34,6 +34,8 @@ mod builder;
 mod channel;
 mod connector;
 mod idle;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 mod observe;
 mod snapshot;
 mod worker;
