@@ -22,7 +22,17 @@ use tower_service::Service;
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
 use crate::idle::DEFAULT_IDLE_TIMEOUT;
-use crate::worker::{IdleMode, Rebuild, StartHealth};
+use crate::worker::{IdleMode, MakeHealth, Rebuild, StartHealth};
+
+/// How a channel's subchannels are health-checked.
+enum HealthSetup<S> {
+    /// `Builder::health_check`: always, whatever the service config says.
+    Fixed(StartHealth<S>),
+    /// As the service config in force's `healthCheckConfig` says.
+    FromConfig(MakeHealth<S>),
+    /// This kind of channel cannot run the health watch.
+    Unavailable,
+}
 
 /// Builds a [`Channel`] from a target such as `dns:///greeter.local:50051`.
 ///
@@ -364,7 +374,7 @@ impl Builder {
         self
     }
 
-    /// The service name to health-check, if health checking is on.
+    /// The service name health checking starts with, if it is on.
     fn health_service(&self) -> Option<String> {
         self.health_check.clone().or_else(|| {
             let config = self.service_config.as_ref()?.health_check()?;
@@ -440,13 +450,15 @@ impl Builder {
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
     pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
-        let health: Option<StartHealth<Http2Connection<tonic::body::Body>>> =
-            self.health_service().map(|name| {
-                let check = HealthCheck::new(name);
-                Arc::new(move |connection: &Http2Connection<tonic::body::Body>| {
-                    check.spawn(connection.clone())
-                }) as StartHealth<_>
-            });
+        type Connection = Http2Connection<tonic::body::Body>;
+        fn start(name: &str) -> StartHealth<Connection> {
+            let check = HealthCheck::new(name);
+            Arc::new(move |connection: &Connection| check.spawn(connection.clone()))
+        }
+        let health = match &self.health_check {
+            Some(name) => HealthSetup::Fixed(start(name)),
+            None => HealthSetup::FromConfig(Arc::new(start)),
+        };
         self.build_h2(health)
     }
 
@@ -458,12 +470,12 @@ impl Builder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.build_h2(None)
+        self.build_h2(HealthSetup::Unavailable)
     }
 
     fn build_h2<B>(
         self,
-        health: Option<StartHealth<Http2Connection<B>>>,
+        health: HealthSetup<Http2Connection<B>>,
     ) -> Result<Channel<Http2Connection<B>>, BuildError>
     where
         B: Body + Send + Unpin + 'static,
@@ -531,7 +543,7 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn::<_, http::Request<B>>(runtime, &target, connector, None)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector, HealthSetup::Unavailable)
     }
 
     /// What every kind of channel needs before its connector: the runtime to
@@ -597,7 +609,7 @@ impl Builder {
         runtime: tokio::runtime::Handle,
         target: &Target,
         connector: C,
-        health: Option<StartHealth<C::Response>>,
+        health: HealthSetup<C::Response>,
     ) -> Result<Channel<C::Response>, BuildError>
     where
         C: Service<Address> + Clone + Send + Unpin + 'static,
@@ -660,9 +672,10 @@ impl Builder {
             resolver_status: Some(discover.status()),
             channel_id,
             service_config: self.service_config.clone(),
+            policies: Some(self.policies.clone()),
             outlier_detection: self.outlier_detection.clone(),
         };
-        if health.is_none() {
+        if matches!(health, HealthSetup::Unavailable) {
             if let Some(service) = self.health_service() {
                 tracing::warn!(
                     service,
@@ -678,7 +691,14 @@ impl Builder {
         );
         let (channel, mut worker) =
             Channel::pair_with_idle::<_, _, _, _, Req>(discover, policy, options, idle);
-        worker.set_health(health);
+        // A service config naming no policy leaves the choice to `policy`, as
+        // grpc-go's leaves it to its default, pick_first.
+        worker.set_fallback_policy(self.policy.clone());
+        match health {
+            HealthSetup::Fixed(start) => worker.set_health(start),
+            HealthSetup::FromConfig(make) => worker.set_make_health(make),
+            HealthSetup::Unavailable => {}
+        }
         runtime.spawn(worker);
         Ok(channel)
     }
