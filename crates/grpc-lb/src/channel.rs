@@ -288,6 +288,15 @@ impl<S> Channel<S> {
         self.handle.shared.events.subscribe()
     }
 
+    /// The service config in force: the resolver's latest good one, else the
+    /// default given to [`Builder::service_config`](crate::Builder::service_config)
+    /// (or [`ChannelOptions::service_config`]), else none. Calls take their
+    /// method's `timeout` and `waitForReady` from it.
+    /// [`ChannelEvent::ServiceConfig`] tells when it changes.
+    pub fn service_config(&self) -> Option<Arc<ServiceConfig>> {
+        self.handle.shared.service_config.load_full()
+    }
+
     /// The channel's call counters (channelz's calls started, succeeded and
     /// failed); [`ChannelStats`] says how calls are classified.
     pub fn stats(&self) -> ChannelStats {

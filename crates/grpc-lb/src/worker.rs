@@ -474,8 +474,9 @@ where
         loop {
             let mut events = self.poll_discovery(cx);
             let list_changed = events;
-            let (config_changed, switched) = self.poll_service_config(cx, &mut timer_request);
-            events |= config_changed || switched;
+            let config_event = self.poll_service_config(cx, &mut timer_request);
+            let switched = config_event.as_ref().is_some_and(|(_, switched)| *switched);
+            events |= config_event.is_some();
             let mut helper = WorkerHelper {
                 subchannels: &mut self.subchannels,
                 timer: &mut timer_request,
@@ -500,6 +501,10 @@ where
             // Published before driving, so that a policy's own change (CONNECTING
             // on exit_idle) is seen before the subchannels move on.
             self.publish();
+            // Sent once calls and the picker follow the new config.
+            if let Some((event, _)) = config_event {
+                self.shared.emit(event);
+            }
             let mut changes = Vec::new();
             let health = self
                 .health
@@ -730,14 +735,14 @@ where
     /// Follows the resolver's service config (grpc-go's
     /// `updateResolverStateAndUnlock`): publishes the config in force for
     /// calls, turns health checking as its `healthCheckConfig` says, and
-    /// switches to the policy it chooses. Returns whether the config in force
-    /// (or the failure) changed, and whether a new policy was built and given
-    /// the current addresses.
+    /// switches to the policy it chooses. When the config in force (or the
+    /// failure) changed, or the policy, returns the event to send, and
+    /// whether a new policy was built and given the current addresses.
     fn poll_service_config(
         &mut self,
         cx: &mut Context<'_>,
         timer_request: &mut Option<Duration>,
-    ) -> (bool, bool) {
+    ) -> Option<(ChannelEvent, bool)> {
         let mut changed = false;
         if let Some(status) = &self.resolver_status {
             // A clone of a few `Arc`s, so that the watch is not held while the
@@ -765,7 +770,15 @@ where
         }
         let check = changed || std::mem::take(&mut self.check_policy);
         let switched = check && self.switch_policy(cx, timer_request);
-        (changed, switched)
+        if !changed && !switched {
+            return None;
+        }
+        let event = ChannelEvent::ServiceConfig {
+            config: self.config.in_force().cloned(),
+            error: self.config.failure().cloned(),
+            policy: self.policy.name().to_owned(),
+        };
+        Some((event, switched))
     }
 
     /// Turns health checking on, off or to another service as the config in
@@ -892,12 +905,16 @@ where
         };
         self.policy.update_addresses(&self.order, &mut helper);
         // Replayed, as grpc-go's new balancer hears each new SubConn's state:
-        // pick_first learns which address is already READY.
+        // pick_first learns which address is already READY. A subchannel the
+        // new policy has just let go (pick_first keeps one) is skipped: the
+        // drive loop reports its new state.
         for address in &self.order {
-            let Some(state) = helper.state(address) else {
+            let Some(subchannel) = helper.subchannels.get(address) else {
                 continue;
             };
-            if state != ConnectivityState::Idle {
+            let untouched = subchannel.reconnect.state() == subchannel.raw;
+            let state = subchannel.state;
+            if untouched && state != ConnectivityState::Idle {
                 self.policy.update_subchannel(address, state, &mut helper);
             }
         }
