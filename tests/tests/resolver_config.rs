@@ -593,7 +593,7 @@ async fn health_check_config_from_the_resolver_turns_health_checking_on_and_off(
     })
     .await;
     wait_for_ready_count(&channel, 1).await;
-    assert_eq!(channel.ready_addresses(), [a.address.clone()]);
+    assert_eq!(channel.ready_addresses(), std::slice::from_ref(&a.address));
     let counts = spread(&channel, 20).await;
     assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
 
@@ -631,5 +631,5 @@ async fn the_builders_health_check_wins_over_the_resolvers_config() {
     handle.reset([endpoint(&a.address), endpoint(&b.address)]);
     wait_for_config_event(&mut events, "the config", |c, _, _| c.is_some()).await;
     wait_for_ready_count(&channel, 1).await;
-    assert_eq!(channel.ready_addresses(), [a.address.clone()]);
+    assert_eq!(channel.ready_addresses(), std::slice::from_ref(&a.address));
 }
