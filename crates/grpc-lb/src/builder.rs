@@ -207,7 +207,11 @@ impl Builder {
         }
     }
 
-    /// Selects the load-balancing policy by name.
+    /// Selects the load-balancing policy by name: the policy used while the
+    /// service config in force (the resolver's, else
+    /// [`service_config`](Self::service_config)'s) names none. A config's
+    /// `loadBalancingConfig` overrides it, as a service config overrides
+    /// grpc-go's default, `pick_first`.
     pub fn policy(mut self, name: impl Into<String>) -> Self {
         self.policy = name.into();
         self
@@ -258,12 +262,16 @@ impl Builder {
         self
     }
 
-    /// Applies a service config: its `loadBalancingConfig` (the first
-    /// registered policy) chooses the policy instead of
-    /// [`policy`](Self::policy), and each method's `timeout` and
-    /// `waitForReady` apply to its calls. A config that names only unknown
-    /// policies fails [`build`](Self::build) with [`BuildError::ServiceConfig`].
-    /// Its `retryPolicy` is applied by wrapping the channel in
+    /// The default service config (grpc-go's `WithDefaultServiceConfig`): in
+    /// force until the resolver gives a config, whenever the resolver says it
+    /// has none, and when its first config is invalid. While in force, its
+    /// `loadBalancingConfig` (the first registered policy) chooses the policy
+    /// instead of [`policy`](Self::policy), its `healthCheckConfig` turns
+    /// health checking on, and each method's `timeout` and `waitForReady`
+    /// apply to its calls. A config from the resolver replaces it as a whole
+    /// (nothing is merged). A config that names only unknown policies fails
+    /// [`build`](Self::build) with [`BuildError::ServiceConfig`]. Its
+    /// `retryPolicy` is applied by wrapping the channel in
     /// `grpc_lb_retry::RetryLayer`.
     ///
     /// ```
@@ -303,7 +311,8 @@ impl Builder {
 
     /// Turns on client-side health checking (gRFC A17) of `service_name`
     /// (empty: the server as a whole), as a service config's
-    /// `healthCheckConfig` does; this name wins over the config's.
+    /// `healthCheckConfig` does; this name wins over the config's, and
+    /// checking stays on whatever configs the resolver sends.
     ///
     /// Every connection then watches `grpc.health.v1.Health/Watch`, and the
     /// policy sees its subchannel CONNECTING until the first answer, READY
