@@ -629,12 +629,14 @@ impl Builder {
         Req: 'static,
     {
         let chosen = match &self.service_config {
-            Some(config) => config
-                .choose_policy(|name| self.policies.contains(name))
-                .map_err(BuildError::ServiceConfig)?,
+            Some(config) => {
+                crate::config::choose(config, &self.policies)
+                    .map_err(BuildError::ServiceConfig)?
+                    .policy
+            }
             None => None,
         };
-        let policy_name = chosen.as_ref().map_or(self.policy.as_str(), |p| p.name());
+        let policy_name = chosen.as_deref().unwrap_or(self.policy.as_str());
         let policy = self
             .policies
             .build(policy_name)

@@ -4,9 +4,99 @@
 use std::fmt;
 use std::sync::Arc;
 
+use grpc_lb_balance::outlier::{FailurePercentage, OutlierDetectionConfig, SuccessRate};
+use grpc_lb_balance::PolicyRegistry;
 use grpc_lb_core::SharedError;
 use grpc_lb_resolve::ServiceConfigStatus;
-use grpc_lb_service_config::ServiceConfig;
+use grpc_lb_service_config::{
+    OutlierDetectionPolicy, ServiceConfig, ServiceConfigError, OUTLIER_DETECTION,
+};
+
+/// What a service config chooses for a channel that has `policies`.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Choice {
+    /// The policy to balance with; `None` leaves it to the channel.
+    pub(crate) policy: Option<String>,
+    /// Outlier detection, when the config's policy is
+    /// `outlier_detection_experimental` (its child then balances).
+    pub(crate) outlier_detection: Option<OutlierDetectionConfig>,
+}
+
+/// The policy (and outlier detection) `config` chooses among `policies`:
+/// the first supported entry of `loadBalancingConfig` (A24), where
+/// `outlier_detection_experimental` is supported when one of its child
+/// policies is. A list with none supported makes the config unusable.
+pub(crate) fn choose(
+    config: &ServiceConfig,
+    policies: &PolicyRegistry,
+) -> Result<Choice, ServiceConfigError> {
+    // Only a `loadBalancingConfig` entry carries the settings and the child
+    // policy; the deprecated `loadBalancingPolicy` name cannot.
+    let outlier_detection_possible = !config.load_balancing_config().is_empty();
+    let chosen = config.choose_policy(|name| {
+        policies.contains(name) || (name == OUTLIER_DETECTION && outlier_detection_possible)
+    })?;
+    let Some(chosen) = chosen else {
+        return Ok(Choice::default());
+    };
+    // A policy of that name registered by the user is theirs to run.
+    let outlier = chosen
+        .outlier_detection()
+        .filter(|_| !policies.contains(OUTLIER_DETECTION));
+    let Some(outlier) = outlier else {
+        return Ok(Choice {
+            policy: Some(chosen.name().to_owned()),
+            outlier_detection: None,
+        });
+    };
+    let child = outlier.choose_child(|name| policies.contains(name))?;
+    Ok(Choice {
+        policy: Some(child.name().to_owned()),
+        outlier_detection: Some(outlier_detection_config(outlier)),
+    })
+}
+
+/// A50's settings from the config, with A50's defaults for what it leaves out
+/// (grpc-go's JSON parser defaults `failurePercentageEjection`'s
+/// `enforcementPercentage` to 0; we keep A50's 100, as
+/// `OutlierDetectionConfig` does).
+fn outlier_detection_config(policy: &OutlierDetectionPolicy) -> OutlierDetectionConfig {
+    let defaults = OutlierDetectionConfig::default();
+    OutlierDetectionConfig {
+        interval: policy.interval().unwrap_or(defaults.interval),
+        base_ejection_time: policy
+            .base_ejection_time()
+            .unwrap_or(defaults.base_ejection_time),
+        max_ejection_time: policy
+            .max_ejection_time()
+            .unwrap_or(defaults.max_ejection_time),
+        max_ejection_percent: policy
+            .max_ejection_percent()
+            .unwrap_or(defaults.max_ejection_percent),
+        success_rate: policy.success_rate_ejection().map(|given| {
+            let d = SuccessRate::default();
+            SuccessRate {
+                stdev_factor: given.stdev_factor.unwrap_or(d.stdev_factor),
+                enforcement_percentage: given
+                    .enforcement_percentage
+                    .unwrap_or(d.enforcement_percentage),
+                minimum_hosts: given.minimum_hosts.unwrap_or(d.minimum_hosts),
+                request_volume: given.request_volume.unwrap_or(d.request_volume),
+            }
+        }),
+        failure_percentage: policy.failure_percentage_ejection().map(|given| {
+            let d = FailurePercentage::default();
+            FailurePercentage {
+                threshold: given.threshold.unwrap_or(d.threshold),
+                enforcement_percentage: given
+                    .enforcement_percentage
+                    .unwrap_or(d.enforcement_percentage),
+                minimum_hosts: given.minimum_hosts.unwrap_or(d.minimum_hosts),
+                request_volume: given.request_volume.unwrap_or(d.request_volume),
+            }
+        }),
+    }
+}
 
 /// Follows the resolver's service config over the channel's default.
 ///
@@ -121,6 +211,51 @@ impl std::error::Error for BadServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outlier_detection_maps_onto_a50_with_its_defaults_and_chooses_the_child() {
+        let policies = PolicyRegistry::with_defaults();
+        let outlier_config = config(
+            r#"{"loadBalancingConfig": [{"outlier_detection_experimental": {
+                "interval": "1s", "maxEjectionPercent": 50,
+                "failurePercentageEjection": {"threshold": 60},
+                "childPolicy": [{"grpclb": {}}, {"round_robin": {}}]}}]}"#,
+        );
+        let choice = choose(&outlier_config, &policies).unwrap();
+        assert_eq!(choice.policy.as_deref(), Some("round_robin"));
+        let outlier = choice.outlier_detection.unwrap();
+        assert_eq!(
+            outlier,
+            OutlierDetectionConfig {
+                interval: std::time::Duration::from_secs(1),
+                max_ejection_percent: 50,
+                failure_percentage: Some(FailurePercentage {
+                    threshold: 60,
+                    ..FailurePercentage::default()
+                }),
+                ..OutlierDetectionConfig::default()
+            }
+        );
+
+        let plain = config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#);
+        assert_eq!(
+            choose(&plain, &policies).unwrap(),
+            Choice {
+                policy: Some("round_robin".into()),
+                outlier_detection: None
+            }
+        );
+        assert_eq!(choose(&config("{}"), &policies).unwrap(), Choice::default());
+
+        let no_child = config(
+            r#"{"loadBalancingConfig": [{"outlier_detection_experimental": {
+                "childPolicy": [{"grpclb": {}}]}}]}"#,
+        );
+        let error = choose(&no_child, &policies).unwrap_err().to_string();
+        assert!(error.contains("childPolicy"), "{error}");
+        let by_name = config(r#"{"loadBalancingPolicy": "outlier_detection_experimental"}"#);
+        assert!(choose(&by_name, &policies).is_err());
+    }
 
     fn config(json: &str) -> Arc<ServiceConfig> {
         Arc::new(json.parse().unwrap())

@@ -24,7 +24,7 @@ use tonic::client::GrpcService;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
-use crate::config::ConfigTracker;
+use crate::config::{choose, ConfigTracker};
 use crate::observe::{ChannelEvent, Peer, SubchannelEntry};
 use crate::snapshot::{Shared, Snapshot};
 
@@ -190,6 +190,12 @@ where
     /// Set on leaving idle: the rebuilt policy may not be the one the config
     /// in force chose.
     check_policy: bool,
+    /// Outlier detection was set by the builder (or `ChannelOptions`), not by
+    /// a config's `outlier_detection_experimental`.
+    outlier_fixed: bool,
+    /// The next publish replaces the picker even if its endpoints did not
+    /// change (outlier detection's counters were turned on or off).
+    force_publish: bool,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -315,6 +321,8 @@ where
             make_health: None,
             health_name: None,
             check_policy: false,
+            outlier_fixed: false,
+            force_publish: false,
             _request: PhantomData,
         }
     }
@@ -328,6 +336,8 @@ where
     ) -> Self {
         self.config = ConfigTracker::new(default);
         self.policies = policies;
+        self.outlier_fixed = self.outlier.is_some();
+        self.follow_outlier_config();
         self
     }
 
@@ -767,6 +777,7 @@ where
             );
             self.shared.service_config.store(in_force);
             self.follow_health_config(cx);
+            self.follow_outlier_config();
         }
         let check = changed || std::mem::take(&mut self.check_policy);
         let switched = check && self.switch_policy(cx, timer_request);
@@ -836,9 +847,54 @@ where
         let chosen = self
             .config
             .in_force()
-            .and_then(|config| config.choose_policy(|name| policies.contains(name)).ok())
-            .flatten();
-        Some(chosen.map_or_else(|| self.fallback_policy.clone(), |p| p.name().to_owned()))
+            .and_then(|config| choose(config, policies).ok())
+            .and_then(|choice| choice.policy);
+        Some(chosen.unwrap_or_else(|| self.fallback_policy.clone()))
+    }
+
+    /// Turns outlier detection on, off or to new settings as the config in
+    /// force's `outlier_detection_experimental` says, unless the builder
+    /// fixed it (or this worker does not choose policies).
+    fn follow_outlier_config(&mut self) {
+        let Some(policies) = self.policies.as_ref().filter(|_| !self.outlier_fixed) else {
+            return;
+        };
+        let wanted = self
+            .config
+            .in_force()
+            .and_then(|config| choose(config, policies).ok())
+            .and_then(|choice| choice.outlier_detection);
+        let current = self.outlier.as_ref().map(|o| o.detector.config());
+        if wanted.as_ref() == current {
+            return;
+        }
+        tracing::info!(
+            config = ?wanted,
+            "[Channel #{}] outlier detection {} by the service config",
+            self.shared.channel_id,
+            if wanted.is_some() { "set" } else { "off" }
+        );
+        // New settings start afresh: counts and ejections of the old ones
+        // were judged by other rules. The drive loop tells the policy about
+        // endpoints no longer ejected.
+        self.outlier = wanted.map(|config| Outlier {
+            detector: OutlierDetector::new(config),
+            timer: None,
+            rng: DefaultRng::new(),
+        });
+        for address in &self.order {
+            let Some(subchannel) = self.subchannels.get_mut(address) else {
+                continue;
+            };
+            subchannel.ejected = None;
+            subchannel.outcomes = self
+                .outlier
+                .as_mut()
+                .map(|o| o.detector.add(address.clone()));
+        }
+        // The picker's counters must be the new ones, even with the same
+        // endpoints ready.
+        self.force_publish = true;
     }
 
     /// Replaces the policy with the one the config in force chooses, when it
@@ -1004,7 +1060,8 @@ where
                 .iter()
                 .zip(&loads)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        if current.state == state
+        if !std::mem::take(&mut self.force_publish)
+            && current.state == state
             && current.peers == peers
             && same_loads
             && same_error
@@ -1196,8 +1253,7 @@ fn effective_steps<C: Service<T>, T, R>(
 /// has, when the channel chooses policies at all.
 fn usable(config: &ServiceConfig, policies: Option<&PolicyRegistry>) -> Result<(), SharedError> {
     match policies {
-        Some(policies) => config
-            .choose_policy(|name| policies.contains(name))
+        Some(policies) => choose(config, policies)
             .map(|_| ())
             .map_err(|error| Arc::new(error) as SharedError),
         None => Ok(()),
