@@ -179,13 +179,17 @@ impl ConfigTracker {
                 }
             }
         };
+        // The same config sent again (re-parsed, so a new `Arc`) changes
+        // nothing: no new policy, watches or event.
         let same_config = match (&self.in_force, &in_force) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
             (None, None) => true,
             _ => false,
         };
         let changed = !same_config || self.failure.is_some() != failure.is_some();
-        self.in_force = in_force;
+        if !same_config {
+            self.in_force = in_force;
+        }
         self.failure = failure;
         changed
     }
@@ -306,12 +310,16 @@ mod tests {
             !tracker.update(&status(1, Some(&resolved), None), any),
             "seen"
         );
+        // The same config again, parsed anew: nothing changes.
+        let again = config(r#"{"loadBalancingPolicy": "pick_first"}"#);
+        assert!(!tracker.update(&status(2, Some(&again), None), any));
+        assert!(is(&tracker, Some(&resolved)));
 
         // A bad one keeps it.
-        assert!(!tracker.update(&status(2, Some(&resolved), Some("bad")), any));
+        assert!(!tracker.update(&status(3, Some(&resolved), Some("bad")), any));
         assert!(is(&tracker, Some(&resolved)) && tracker.failure().is_none());
 
-        assert!(tracker.update(&status(3, None, None), any));
+        assert!(tracker.update(&status(4, None, None), any));
         assert!(is(&tracker, Some(&default)));
     }
 
