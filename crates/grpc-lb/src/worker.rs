@@ -928,12 +928,16 @@ where
             self.shared.channel_id,
             self.policy.name()
         );
+        let used_health = self.policy.uses_health_checks();
         self.policy = policy;
         // The old policy's timer means nothing to the new one.
         self.timer = None;
-        // Health watches as the new policy wants them, and the state it is
-        // told through them; the steps are reported as events like any other.
-        self.restart_health_watches(cx);
+        // Health watches as the new policy wants them (kept when both use
+        // them, so that no endpoint blinks out of the picker), and the state
+        // it is told through them; the steps are reported as events.
+        if used_health != self.policy.uses_health_checks() {
+            self.restart_health_watches(cx);
+        }
         let mut events = Vec::new();
         for address in &self.order {
             let Some(subchannel) = self.subchannels.get_mut(address) else {
