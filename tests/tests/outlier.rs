@@ -212,3 +212,58 @@ async fn max_ejection_percent_caps_how_many_are_ejected() {
     load.await.unwrap();
     assert_eq!(fewest, 3, "never two ejected at once");
 }
+
+/// `outlier_detection_experimental` in a service config from the resolver:
+/// its child policy balances, its settings eject, and a config without it
+/// turns outlier detection off again (the ejected backend returns at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_from_the_resolvers_service_config() {
+    let a = start("a", 0).await;
+    let b = start("b", 0).await;
+    let c = start("c", 2).await;
+    let (channel, resolver) = support::manual_channel("pick_first", support::fast_backoff());
+    let mut events = channel.events();
+    resolver.service_config(
+        r#"{"loadBalancingConfig": [{"outlier_detection_experimental": {
+            "interval": "0.05s", "baseEjectionTime": "30s", "maxEjectionPercent": 50,
+            "failurePercentageEjection": {"threshold": 30, "minimumHosts": 3, "requestVolume": 10},
+            "childPolicy": [{"round_robin": {}}]}}]}"#,
+    );
+    resolver.reset([&a, &b, &c].map(|backend| grpc_lb::resolve::Endpoint::new(backend.addr)));
+    let policy = wait_for_policy(&mut events).await;
+    assert_eq!(policy, "round_robin", "the child policy balances");
+    channel.connect();
+    wait_for_ready_count(&channel, 3).await;
+    let c_address = Address::from(c.addr);
+
+    let (served, failed) =
+        traffic_until(&channel, || !channel.ready_addresses().contains(&c_address)).await;
+    assert!(
+        failed > 0 && served.contains_key("c"),
+        "{served:?} {failed}"
+    );
+    let counts = support::spread(&channel, 20).await;
+    assert_eq!(counts.get("c"), None, "{counts:?}");
+
+    // Without it: no more ejections, c is back long before its 30 s are over.
+    resolver.service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#);
+    wait_for_policy(&mut events).await;
+    wait_for_ready_count(&channel, 3).await;
+}
+
+/// The policy of the next service config the channel applies.
+async fn wait_for_policy(
+    events: &mut tokio::sync::broadcast::Receiver<grpc_lb::ChannelEvent>,
+) -> String {
+    timeout(LIMIT, async {
+        loop {
+            if let grpc_lb::ChannelEvent::ServiceConfig { policy, .. } =
+                events.recv().await.unwrap()
+            {
+                return policy;
+            }
+        }
+    })
+    .await
+    .expect("a service config was applied")
+}

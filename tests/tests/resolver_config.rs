@@ -1,10 +1,12 @@
 //! Service configs from the resolver: DNS TXT `grpc_config=` records (gRFC
 //! A2) served by a real dnsmasq, and configs pushed through the manual
-//! resolver, as `ResolverStatus::service_config` reports them. A bad config
-//! never replaces a good one.
+//! resolver, as `ResolverStatus::service_config` reports them and as the
+//! `Channel` applies them to real calls. A bad config never replaces a good
+//! one.
 
 #[path = "../../crates/grpc-lb-resolve/tests/support/dnsmasq.rs"]
 mod dnsmasq;
+mod support;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -256,4 +258,378 @@ async fn manual_resolver_pushes_configs_and_bad_ones_keep_the_good() {
         "{error}"
     );
     assert_eq!(now.updates, 2);
+}
+
+// ---------------------------------------------------------------------------
+// The Channel applying the resolver's config.
+// ---------------------------------------------------------------------------
+
+use grpc_lb::core::SharedError;
+use grpc_lb::{Channel, ChannelEvent, ConnectivityState};
+use grpc_lb_helloworld::proto::GreeterServer;
+use grpc_lb_helloworld::NamedGreeter;
+use integration_tests::GreeterProcess;
+use support::{
+    backend, fast_backoff, hello, manual_channel, spread, wait_for_ready_count, wait_for_state,
+    GrpcChannel,
+};
+use tokio::sync::broadcast;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+const GREETER: &str = "helloworld.Greeter";
+
+/// Wait-for-ready and a short timeout for every Greeter method.
+const WAIT_300MS: &str = r#"{"methodConfig": [{"name": [{"service": "helloworld.Greeter"}],
+                                               "waitForReady": true, "timeout": "0.3s"}]}"#;
+
+/// Waits for the channel to report a service config change that `done`
+/// accepts, and returns the policy it reported.
+async fn wait_for_config_event(
+    events: &mut broadcast::Receiver<ChannelEvent>,
+    what: &str,
+    done: impl Fn(Option<&ServiceConfig>, Option<&SharedError>, &str) -> bool,
+) -> String {
+    let seen = timeout(LIMIT, async {
+        loop {
+            if let ChannelEvent::ServiceConfig {
+                config,
+                error,
+                policy,
+            } = events.recv().await.expect("the channel is alive")
+            {
+                if done(config.as_deref(), error.as_ref(), &policy) {
+                    return policy;
+                }
+            }
+        }
+    })
+    .await;
+    seen.unwrap_or_else(|_| panic!("the channel never reported {what}"))
+}
+
+/// Waits for the channel to add a subchannel for `address`: every update the
+/// resolver sent before it has been applied.
+async fn wait_for_added(events: &mut broadcast::Receiver<ChannelEvent>, address: &Address) {
+    let seen = timeout(LIMIT, async {
+        loop {
+            if let ChannelEvent::SubchannelAdded { address: a, .. } = events.recv().await.unwrap() {
+                if a == *address {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    seen.unwrap_or_else(|_| panic!("{address} was never added"));
+}
+
+/// An address on loopback where nothing listens: connections are refused.
+fn refusing_address() -> Address {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    Address::Socket(listener.local_addr().unwrap())
+}
+
+fn endpoint(address: &Address) -> Endpoint {
+    Endpoint::new(address.clone())
+}
+
+/// A channel whose only endpoint refuses connections: TRANSIENT_FAILURE.
+async fn failing_channel() -> (GrpcChannel, grpc_lb::resolve::ManualHandle) {
+    let (channel, resolver) = manual_channel("pick_first", fast_backoff());
+    resolver.reset([endpoint(&refusing_address())]);
+    channel.connect();
+    wait_for_state(&channel, ConnectivityState::TransientFailure).await;
+    (channel, resolver)
+}
+
+/// A call that waited for a connection until the config's 0.3 s timeout.
+async fn assert_waits_for_the_config_timeout(channel: &GrpcChannel) {
+    let start = tokio::time::Instant::now();
+    let status = hello(channel, false).await.unwrap_err();
+    let waited = start.elapsed();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("while waiting for a connection"),
+        "{status:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_method_config_applies_to_calls_without_rebuilding_the_channel() {
+    let (channel, resolver) = failing_channel().await;
+    let mut events = channel.events();
+    // No config: fail-fast, at once.
+    let status = hello(&channel, false).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    // The resolver's config makes the same call wait for ready, until its
+    // timeout.
+    resolver.service_config(WAIT_300MS);
+    wait_for_config_event(&mut events, "the method config", |c, _, _| c.is_some()).await;
+    assert!(channel.service_config().is_some());
+    assert_waits_for_the_config_timeout(&channel).await;
+    // The request's own choice still wins over the config's default.
+    let mut request =
+        tonic::Request::new(grpc_lb_helloworld::proto::HelloRequest { name: "own".into() });
+    request
+        .extensions_mut()
+        .insert(grpc_lb::WaitForReady(false));
+    let status = support::say_hello(&channel, request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    // A config without method configs: fail-fast again.
+    resolver.service_config("{}");
+    wait_for_config_event(&mut events, "the empty config", |c, _, _| {
+        c.is_some_and(|c| c.method_configs().is_empty())
+    })
+    .await;
+    let status = hello(&channel, false).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_after_a_good_one_keeps_the_good_one() {
+    let (channel, resolver) = failing_channel().await;
+    let mut events = channel.events();
+    resolver.service_config(WAIT_300MS);
+    wait_for_config_event(&mut events, "the method config", |c, _, _| c.is_some()).await;
+    let good = channel.service_config().unwrap();
+
+    // Valid JSON, invalid config; then an address, whose subchannel tells
+    // when the worker has read both.
+    resolver.service_config(r#"{"methodConfig": [{"name": [{}], "timeout": "soon"}]}"#);
+    let second = refusing_address();
+    resolver.add([endpoint(&second)]);
+    wait_for_added(&mut events, &second).await;
+    assert!(Arc::ptr_eq(&channel.service_config().unwrap(), &good));
+    assert_eq!(channel.state(), ConnectivityState::TransientFailure);
+    assert_waits_for_the_config_timeout(&channel).await;
+
+    // A config naming only policies this channel does not have is as bad.
+    resolver.service_config(r#"{"loadBalancingConfig": [{"grpclb": {}}]}"#);
+    let third = refusing_address();
+    resolver.add([endpoint(&third)]);
+    wait_for_added(&mut events, &third).await;
+    assert!(Arc::ptr_eq(&channel.service_config().unwrap(), &good));
+    assert_waits_for_the_config_timeout(&channel).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_first_config_fails_the_channel_until_a_good_one_comes() {
+    let server = GreeterProcess::start(support::SERVER, "127.0.0.1:0", "solo");
+    let (channel, resolver) = manual_channel("pick_first", fast_backoff());
+    let mut events = channel.events();
+    resolver.service_config(r#"{"methodConfig": [{"name": [{}], "timeout": "soon"}]}"#);
+    resolver.reset([Endpoint::new(server.addr())]);
+    channel.connect();
+    let error = wait_for_config_event(&mut events, "the failure", |_, e, _| e.is_some());
+    drop(error.await);
+    wait_for_state(&channel, ConnectivityState::TransientFailure).await;
+    let last_error = channel.watch_state().borrow().last_error.clone().unwrap();
+    let last_error = last_error.to_string();
+    assert!(
+        last_error.starts_with("error parsing service config: ")
+            && last_error.contains("methodConfig[0].timeout"),
+        "{last_error}"
+    );
+    assert!(channel.ready_addresses().is_empty());
+    // Every call fails with it, wait-for-ready ones too (grpc-go's failing
+    // picker).
+    for wait_for_ready in [false, true] {
+        let status = hello(&channel, wait_for_ready).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains("methodConfig[0].timeout"),
+            "{status:?}"
+        );
+    }
+
+    // A good config: the channel recovers and serves.
+    resolver.service_config("{}");
+    wait_for_state(&channel, ConnectivityState::Ready).await;
+    assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_first_config_with_a_default_uses_the_default() {
+    let server = GreeterProcess::start(support::SERVER, "127.0.0.1:0", "solo");
+    let (resolver, handle) = ManualResolver::new("test");
+    let mut registry = Registry::with_defaults();
+    registry.register(resolver);
+    let default: ServiceConfig =
+        r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#.parse().unwrap();
+    let channel = Channel::builder("test:///greeter")
+        .resolver_registry(registry)
+        .service_config(default)
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    handle.service_config(r#"{"loadBalancingConfig": "round_robin"}"#);
+    handle.reset([Endpoint::new(server.addr())]);
+    assert_eq!(backend(&hello(&channel, false).await.unwrap()), "solo");
+    let config = channel.service_config().expect("the default");
+    assert_eq!(policy(&config), Some("round_robin"));
+}
+
+const HOSTS_3: &str = "127.0.0.2 greeter.test\n127.0.0.3 greeter.test\n127.0.0.4 greeter.test\n";
+
+const JUST_ROUND_ROBIN: &str =
+    r#"grpc_config=[{"serviceConfig": {"loadBalancingConfig": [{"round_robin": {}}]}}]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_txt_config_switches_pick_first_to_round_robin() {
+    // Three backends on one port, on three loopback addresses.
+    let first = GreeterProcess::start(support::SERVER, "127.0.0.2:0", "two");
+    let port = first.addr().port();
+    let _second = GreeterProcess::start(support::SERVER, &format!("127.0.0.3:{port}"), "three");
+    let _third = GreeterProcess::start(support::SERVER, &format!("127.0.0.4:{port}"), "four");
+    let record = txt_record(PICK_FIRST);
+    let mut dns = Dnsmasq::start(HOSTS_3, &[&record.arg]);
+
+    let mut registry = Registry::with_defaults();
+    registry.register(DnsResolver::new(
+        DnsConfig::default()
+            .min_resolution_interval(Duration::from_millis(50))
+            .refresh_interval(Duration::from_millis(100)),
+    ));
+    let channel = Channel::builder(format!("dns://{}/greeter.test:{port}", dns.authority()))
+        .resolver_registry(registry)
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    let mut events = channel.events();
+    channel.connect();
+    wait_for_state(&channel, ConnectivityState::Ready).await;
+    let counts = spread(&channel, 30).await;
+    assert_eq!(counts.len(), 1, "pick_first: one backend, {counts:?}");
+
+    let record = txt_record(JUST_ROUND_ROBIN);
+    dns.restart(&[&record.arg]);
+    wait_for_config_event(&mut events, "round_robin", |_, _, policy| {
+        policy == "round_robin"
+    })
+    .await;
+    wait_for_ready_count(&channel, 3).await;
+    let counts = spread(&channel, 30).await;
+    for name in ["two", "three", "four"] {
+        assert_eq!(counts.get(name), Some(&10), "{counts:?}");
+    }
+
+    // And back: pick_first keeps one of the connections it is handed.
+    let record = txt_record(PICK_FIRST);
+    dns.restart(&[&record.arg]);
+    wait_for_config_event(&mut events, "pick_first", |_, _, policy| {
+        policy == "pick_first"
+    })
+    .await;
+    wait_for_ready_count(&channel, 1).await;
+    let counts = spread(&channel, 30).await;
+    assert_eq!(counts.len(), 1, "pick_first: one backend, {counts:?}");
+    assert_eq!(channel.state(), ConnectivityState::Ready);
+}
+
+/// A Greeter named `name` on 127.0.0.1 with `grpc.health.v1` beside it,
+/// [`GREETER`] SERVING until set otherwise; stops when dropped.
+struct HealthBackend {
+    address: Address,
+    reporter: HealthReporter,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl HealthBackend {
+    async fn start(name: &str) -> HealthBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = Address::Socket(listener.local_addr().unwrap());
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status(GREETER, ServingStatus::Serving)
+            .await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .add_service(GreeterServer::new(NamedGreeter::new(name)))
+            .add_service(health);
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        HealthBackend {
+            address,
+            reporter,
+            _stop: stop,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_config_from_the_resolver_turns_health_checking_on_and_off() {
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
+    let (channel, resolver) = manual_channel("round_robin", fast_backoff());
+    let mut events = channel.events();
+    resolver.reset([endpoint(&a.address), endpoint(&b.address)]);
+    channel.connect();
+    wait_for_ready_count(&channel, 2).await;
+
+    // Not checked yet: b NOT_SERVING still gets calls.
+    b.reporter
+        .set_service_status(GREETER, ServingStatus::NotServing)
+        .await;
+    let counts = spread(&channel, 20).await;
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+
+    resolver.service_config(
+        r#"{"loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": "helloworld.Greeter"}}"#,
+    );
+    wait_for_config_event(&mut events, "health checking", |c, _, _| {
+        c.is_some_and(|c| c.health_check().is_some())
+    })
+    .await;
+    wait_for_ready_count(&channel, 1).await;
+    assert_eq!(channel.ready_addresses(), std::slice::from_ref(&a.address));
+    let counts = spread(&channel, 20).await;
+    assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
+
+    // A config without it turns it off again.
+    resolver.service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#);
+    wait_for_config_event(&mut events, "no health checking", |c, _, _| {
+        c.is_some_and(|c| c.health_check().is_none())
+    })
+    .await;
+    wait_for_ready_count(&channel, 2).await;
+    let counts = spread(&channel, 20).await;
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builders_health_check_wins_over_the_resolvers_config() {
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
+    b.reporter
+        .set_service_status(GREETER, ServingStatus::NotServing)
+        .await;
+    let (resolver, handle) = ManualResolver::new("test");
+    let mut registry = Registry::with_defaults();
+    registry.register(resolver);
+    let channel = Channel::builder("test:///greeter")
+        .resolver_registry(registry)
+        .policy("round_robin")
+        .health_check(GREETER)
+        .backoff(fast_backoff())
+        .build()
+        .unwrap();
+    let mut events = channel.events();
+    // The resolver's config has no healthCheckConfig: checking stays on.
+    handle.service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#);
+    handle.reset([endpoint(&a.address), endpoint(&b.address)]);
+    wait_for_config_event(&mut events, "the config", |c, _, _| c.is_some()).await;
+    wait_for_ready_count(&channel, 1).await;
+    assert_eq!(channel.ready_addresses(), std::slice::from_ref(&a.address));
 }

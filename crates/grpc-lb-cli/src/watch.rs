@@ -53,6 +53,10 @@ pub(crate) fn describe(event: &ChannelEvent) -> String {
         ChannelEvent::SubchannelRemoved { address, .. } => {
             format!("subchannel {address}: removed")
         }
+        ChannelEvent::ServiceConfig { policy, error, .. } => match error {
+            Some(error) => format!("service config: unusable, every call fails ({error})"),
+            None => format!("service config: applied, policy {policy}"),
+        },
         other => format!("{other:?}"),
     };
     if let Some(error) = failure_cause(event) {

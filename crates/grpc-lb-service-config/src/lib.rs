@@ -42,6 +42,7 @@
 mod error;
 mod json;
 mod method;
+mod outlier;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -51,6 +52,9 @@ use serde_json::Value;
 pub use crate::error::{ServiceConfigError, ServiceConfigErrorKind};
 use crate::json::{child_path, Field, Object, Result};
 pub use crate::method::{code_name, MethodConfig, MethodName, RetryPolicy, MAX_ATTEMPTS_CAP};
+pub use crate::outlier::{
+    FailurePercentageEjection, OutlierDetectionPolicy, SuccessRateEjection, OUTLIER_DETECTION,
+};
 
 /// A parsed and validated service config.
 ///
@@ -105,6 +109,8 @@ pub struct ServiceConfig {
 pub struct PolicyConfig {
     name: String,
     config: Value,
+    /// Read and checked when the policy is `outlier_detection_experimental`.
+    outlier_detection: Option<Box<OutlierDetectionPolicy>>,
 }
 
 impl PolicyConfig {
@@ -116,6 +122,13 @@ impl PolicyConfig {
     /// The policy's own config object, for the policy to read.
     pub fn config(&self) -> &Value {
         &self.config
+    }
+
+    /// The outlier detection settings and child policies, when this entry is
+    /// `outlier_detection_experimental` (gRFC A50); see
+    /// [`OutlierDetectionPolicy`].
+    pub fn outlier_detection(&self) -> Option<&OutlierDetectionPolicy> {
+        self.outlier_detection.as_deref()
     }
 }
 
@@ -266,6 +279,7 @@ impl ServiceConfig {
                     Ok(Some(PolicyConfig {
                         name,
                         config: Value::Object(Default::default()),
+                        outlier_detection: None,
                     }))
                 } else {
                     Err(ServiceConfigError::new(
@@ -322,7 +336,7 @@ impl FromStr for ServiceConfig {
     }
 }
 
-fn parse_policies(field: Field<'_>) -> Result<Vec<PolicyConfig>> {
+pub(crate) fn parse_policies(field: Field<'_>) -> Result<Vec<PolicyConfig>> {
     field.each(|entry| {
         let path = entry.path;
         let map = entry.object()?;
@@ -330,14 +344,21 @@ fn parse_policies(field: Field<'_>) -> Result<Vec<PolicyConfig>> {
         match (pairs.next(), pairs.next()) {
             (Some((name, config)), None) => {
                 let config_path = child_path(path, name);
-                Field {
+                let config_field = Field {
                     path: &config_path,
                     value: config,
-                }
-                .object()?;
+                };
+                config_field.object()?;
+                let outlier_detection = match name.as_str() {
+                    OUTLIER_DETECTION => {
+                        Some(Box::new(OutlierDetectionPolicy::parse(config_field)?))
+                    }
+                    _ => None,
+                };
                 Ok(PolicyConfig {
                     name: name.clone(),
                     config: config.clone(),
+                    outlier_detection,
                 })
             }
             _ => Err(entry.invalid(format!("must name exactly one policy, found {}", map.len()))),

@@ -22,7 +22,17 @@ use tower_service::Service;
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
 use crate::idle::DEFAULT_IDLE_TIMEOUT;
-use crate::worker::{IdleMode, Rebuild, StartHealth};
+use crate::worker::{IdleMode, MakeHealth, Rebuild, StartHealth};
+
+/// How a channel's subchannels are health-checked.
+enum HealthSetup<S> {
+    /// `Builder::health_check`: always, whatever the service config says.
+    Fixed(StartHealth<S>),
+    /// As the service config in force's `healthCheckConfig` says.
+    FromConfig(MakeHealth<S>),
+    /// This kind of channel cannot run the health watch.
+    Unavailable,
+}
 
 /// Builds a [`Channel`] from a target such as `dns:///greeter.local:50051`.
 ///
@@ -215,7 +225,11 @@ impl Builder {
         }
     }
 
-    /// Selects the load-balancing policy by name.
+    /// Selects the load-balancing policy by name: the policy used while the
+    /// service config in force (the resolver's, else
+    /// [`service_config`](Self::service_config)'s) names none. A config's
+    /// `loadBalancingConfig` overrides it, as a service config overrides
+    /// grpc-go's default, `pick_first`.
     pub fn policy(mut self, name: impl Into<String>) -> Self {
         self.policy = name.into();
         self
@@ -266,12 +280,16 @@ impl Builder {
         self
     }
 
-    /// Applies a service config: its `loadBalancingConfig` (the first
-    /// registered policy) chooses the policy instead of
-    /// [`policy`](Self::policy), and each method's `timeout` and
-    /// `waitForReady` apply to its calls. A config that names only unknown
-    /// policies fails [`build`](Self::build) with [`BuildError::ServiceConfig`].
-    /// Its `retryPolicy` is applied by wrapping the channel in
+    /// The default service config (grpc-go's `WithDefaultServiceConfig`): in
+    /// force until the resolver gives a config, whenever the resolver says it
+    /// has none, and when its first config is invalid. While in force, its
+    /// `loadBalancingConfig` (the first registered policy) chooses the policy
+    /// instead of [`policy`](Self::policy), its `healthCheckConfig` turns
+    /// health checking on, and each method's `timeout` and `waitForReady`
+    /// apply to its calls. A config from the resolver replaces it as a whole
+    /// (nothing is merged). A config that names only unknown policies fails
+    /// [`build`](Self::build) with [`BuildError::ServiceConfig`]. Its
+    /// `retryPolicy` is applied by wrapping the channel in
     /// `grpc_lb_retry::RetryLayer`.
     ///
     /// ```
@@ -311,7 +329,8 @@ impl Builder {
 
     /// Turns on client-side health checking (gRFC A17) of `service_name`
     /// (empty: the server as a whole), as a service config's
-    /// `healthCheckConfig` does; this name wins over the config's.
+    /// `healthCheckConfig` does; this name wins over the config's, and
+    /// checking stays on whatever configs the resolver sends.
     ///
     /// Every connection then watches `grpc.health.v1.Health/Watch`, and the
     /// policy sees its subchannel CONNECTING until the first answer, READY
@@ -382,7 +401,7 @@ impl Builder {
         self
     }
 
-    /// The service name to health-check, if health checking is on.
+    /// The service name health checking starts with, if it is on.
     fn health_service(&self) -> Option<String> {
         self.health_check.clone().or_else(|| {
             let config = self.service_config.as_ref()?.health_check()?;
@@ -458,13 +477,15 @@ impl Builder {
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
     pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
-        let health: Option<StartHealth<Http2Connection<tonic::body::Body>>> =
-            self.health_service().map(|name| {
-                let check = HealthCheck::new(name);
-                Arc::new(move |connection: &Http2Connection<tonic::body::Body>| {
-                    check.spawn(connection.clone())
-                }) as StartHealth<_>
-            });
+        type Connection = Http2Connection<tonic::body::Body>;
+        fn start(name: &str) -> StartHealth<Connection> {
+            let check = HealthCheck::new(name);
+            Arc::new(move |connection: &Connection| check.spawn(connection.clone()))
+        }
+        let health = match &self.health_check {
+            Some(name) => HealthSetup::Fixed(start(name)),
+            None => HealthSetup::FromConfig(Arc::new(start)),
+        };
         self.build_h2(health)
     }
 
@@ -476,12 +497,12 @@ impl Builder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.build_h2(None)
+        self.build_h2(HealthSetup::Unavailable)
     }
 
     fn build_h2<B>(
         self,
-        health: Option<StartHealth<Http2Connection<B>>>,
+        health: HealthSetup<Http2Connection<B>>,
     ) -> Result<Channel<Http2Connection<B>>, BuildError>
     where
         B: Body + Send + Unpin + 'static,
@@ -549,7 +570,7 @@ impl Builder {
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
-        self.spawn::<_, http::Request<B>>(runtime, &target, connector, None)
+        self.spawn::<_, http::Request<B>>(runtime, &target, connector, HealthSetup::Unavailable)
     }
 
     /// What every kind of channel needs before its connector: the runtime to
@@ -615,7 +636,7 @@ impl Builder {
         runtime: tokio::runtime::Handle,
         target: &Target,
         connector: C,
-        health: Option<StartHealth<C::Response>>,
+        health: HealthSetup<C::Response>,
     ) -> Result<Channel<C::Response>, BuildError>
     where
         C: Service<Address> + Clone + Send + Unpin + 'static,
@@ -626,12 +647,14 @@ impl Builder {
         Req: 'static,
     {
         let chosen = match &self.service_config {
-            Some(config) => config
-                .choose_policy(|name| self.policies.contains(name))
-                .map_err(BuildError::ServiceConfig)?,
+            Some(config) => {
+                crate::config::choose(config, &self.policies)
+                    .map_err(BuildError::ServiceConfig)?
+                    .policy
+            }
             None => None,
         };
-        let policy_name = chosen.as_ref().map_or(self.policy.as_str(), |p| p.name());
+        let policy_name = chosen.as_deref().unwrap_or(self.policy.as_str());
         let policy = self
             .policies
             .build(policy_name)
@@ -678,9 +701,10 @@ impl Builder {
             resolver_status: Some(discover.status()),
             channel_id,
             service_config: self.service_config.clone(),
+            policies: Some(self.policies.clone()),
             outlier_detection: self.outlier_detection.clone(),
         };
-        if health.is_none() {
+        if matches!(health, HealthSetup::Unavailable) {
             if let Some(service) = self.health_service() {
                 tracing::warn!(
                     service,
@@ -696,7 +720,14 @@ impl Builder {
         );
         let (channel, mut worker) =
             Channel::pair_with_idle::<_, _, _, _, Req>(discover, policy, options, idle);
-        worker.set_health(health);
+        // A service config naming no policy leaves the choice to `policy`, as
+        // grpc-go's leaves it to its default, pick_first.
+        worker.set_fallback_policy(self.policy.clone());
+        match health {
+            HealthSetup::Fixed(start) => worker.set_health(start),
+            HealthSetup::FromConfig(make) => worker.set_make_health(make),
+            HealthSetup::Unavailable => {}
+        }
         runtime.spawn(worker);
         Ok(channel)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig};
-use grpc_lb_balance::{EndpointLoad, LoadBalancer};
+use grpc_lb_balance::{EndpointLoad, LoadBalancer, PolicyRegistry};
 use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
 use grpc_lb_failfast::{transport_to_status, unavailable};
 use grpc_lb_reconnect::Reconnect;
@@ -104,7 +104,6 @@ pub struct Channel<S> {
 /// Owned by the channel clones; dropping the last one stops the worker.
 struct Handle<S> {
     shared: Arc<Shared<S>>,
-    service_config: Option<Arc<ServiceConfig>>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -185,9 +184,19 @@ pub struct ChannelOptions {
     pub resolver_status: Option<watch::Receiver<ResolverStatus>>,
     /// The channel's id in logs.
     pub channel_id: u64,
-    /// Per-method `timeout` and `waitForReady` from a service config; the
-    /// policy it names is chosen by whoever builds the channel.
+    /// The default service config (grpc-go's `WithDefaultServiceConfig`):
+    /// in force, for per-method `timeout` and `waitForReady`, until the
+    /// resolver gives one (in `resolver_status`), and again when the resolver
+    /// says it has none. The policy handed to [`Channel::pair`] is used as
+    /// given; this config's `loadBalancingConfig` is followed only after a
+    /// config change, and only with `policies`.
     pub service_config: Option<Arc<ServiceConfig>>,
+    /// The policies a service config may choose from. With it, when the
+    /// config in force chooses another policy (gRFC A24), the worker builds
+    /// that one and hands it the current subchannels; a config naming none
+    /// of these counts as a bad config. Without it, the channel keeps the
+    /// policy it was given whatever the config says.
+    pub policies: Option<PolicyRegistry>,
     /// Outlier detection (gRFC A50), off by default.
     pub outlier_detection: Option<OutlierDetectionConfig>,
 }
@@ -201,6 +210,7 @@ impl Default for ChannelOptions {
             resolver_status: None,
             channel_id: grpc_lb_core::next_channelz_id(),
             service_config: None,
+            policies: None,
             outlier_detection: None,
         }
     }
@@ -259,6 +269,7 @@ impl<S> Channel<S> {
             options.max_waiting,
             options.wait_for_ready,
             idle.is_some(),
+            options.service_config.clone(),
         ));
         let (shutdown, on_shutdown) = oneshot::channel();
         let worker = Worker::new(
@@ -269,11 +280,11 @@ impl<S> Channel<S> {
             options.resolve_now,
             on_shutdown,
         )
-        .with_modes(options.outlier_detection, idle);
+        .with_modes(options.outlier_detection, idle)
+        .with_service_config(options.service_config, options.policies);
         let channel = Channel {
             handle: Arc::new(Handle {
                 shared,
-                service_config: options.service_config,
                 _shutdown: shutdown,
             }),
             picked: None,
@@ -361,6 +372,15 @@ impl<S> Channel<S> {
         Arc::downgrade(&self.handle.shared)
     }
 
+    /// The service config in force: the resolver's latest good one, else the
+    /// default given to [`Builder::service_config`](crate::Builder::service_config)
+    /// (or [`ChannelOptions::service_config`]), else none. Calls take their
+    /// method's `timeout` and `waitForReady` from it.
+    /// [`ChannelEvent::ServiceConfig`] tells when it changes.
+    pub fn service_config(&self) -> Option<Arc<ServiceConfig>> {
+        self.handle.shared.service_config.load_full()
+    }
+
     /// The channel's call counters (channelz's calls started, succeeded and
     /// failed); [`ChannelStats`] says how calls are classified.
     pub fn stats(&self) -> ChannelStats {
@@ -393,7 +413,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(config) = &self.handle.service_config {
+        // A guard on the config in force, not a clone: no allocation, no lock.
+        if let Some(config) = &*self.handle.shared.service_config.load() {
             apply_method_config(config, &mut request);
         }
         let call = CallRecord::start(&self.handle.shared.calls);
@@ -603,7 +624,7 @@ where
             return Ok(response);
         }
         match snapshot.state {
-            ConnectivityState::TransientFailure if !wait_for_ready => {
+            ConnectivityState::TransientFailure if !wait_for_ready || snapshot.fail_all => {
                 return Err(unavailable(snapshot.last_error.as_ref()).into());
             }
             ConnectivityState::Shutdown => {

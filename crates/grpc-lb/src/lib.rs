@@ -32,6 +32,7 @@
 
 mod builder;
 mod channel;
+mod config;
 mod connector;
 mod idle;
 #[cfg(feature = "prometheus")]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use grpc_lb_core::{ConnectivityState, SharedError};
 use grpc_lb_reconnect::SubchannelHandle;
 use grpc_lb_resolve::Address;
+use grpc_lb_service_config::ServiceConfig;
 
 /// How many events a [`Channel::events`](crate::Channel::events) receiver may
 /// fall behind before it misses some (and reads `RecvError::Lagged`).
@@ -220,6 +221,19 @@ pub enum ChannelEvent {
         id: u64,
         /// Its address.
         address: Address,
+    },
+    /// The service config in force changed: the resolver gave a new one, or
+    /// said it has none and the channel's default is back, or its first one
+    /// was bad and the channel fails its calls. Sent once the channel's
+    /// calls and picker follow it.
+    ServiceConfig {
+        /// The config now in force; `None` when there is none.
+        config: Option<Arc<ServiceConfig>>,
+        /// Why every call fails: the resolver's first config was bad and the
+        /// channel has no default.
+        error: Option<SharedError>,
+        /// The load-balancing policy in use now.
+        policy: String,
     },
 }
 

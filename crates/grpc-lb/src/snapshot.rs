@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures::task::AtomicWaker;
 use grpc_lb_balance::outlier::CallCounter;
 use grpc_lb_balance::{EndpointLoad, Pick, SingleReady};
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
+use grpc_lb_service_config::ServiceConfig;
 use tokio::sync::{broadcast, watch, Semaphore};
 use tower_service::Service;
 
@@ -29,6 +30,11 @@ pub(crate) struct Snapshot<S> {
     pub(crate) pick: Arc<dyn Pick>,
     pub(crate) state: ConnectivityState,
     pub(crate) last_error: Option<SharedError>,
+    /// Every call fails at once with `last_error`, wait-for-ready or not: the
+    /// resolver's first service config was bad and there is no default
+    /// (grpc-go's failing picker, whose status error ends even wait-for-ready
+    /// RPCs).
+    pub(crate) fail_all: bool,
 }
 
 impl<S> Snapshot<S> {
@@ -41,6 +47,7 @@ impl<S> Snapshot<S> {
             pick: Arc::new(SingleReady),
             state,
             last_error: None,
+            fail_all: false,
         }
     }
 }
@@ -103,6 +110,9 @@ pub(crate) struct Shared<S> {
     pub(crate) calls: Arc<CallCounters>,
     /// Open calls, for idle mode; `None` without it.
     pub(crate) activity: Option<Arc<Activity>>,
+    /// The service config in force, whose method configs every call reads:
+    /// swapped by the worker, loaded without a lock.
+    pub(crate) service_config: ArcSwapOption<ServiceConfig>,
 }
 
 /// How many state changes [`Shared::history`] keeps.
@@ -114,6 +124,7 @@ impl<S> Shared<S> {
         max_waiting: usize,
         wait_for_ready: bool,
         track_activity: bool,
+        service_config: Option<Arc<ServiceConfig>>,
     ) -> Self {
         let (version, _) = watch::channel(0);
         let (connectivity, _) = watch::channel(Connectivity::new(ConnectivityState::Idle));
@@ -132,6 +143,7 @@ impl<S> Shared<S> {
             events: broadcast::channel(EVENT_CAPACITY).0,
             calls: Arc::new(CallCounters::new(channel_id)),
             activity: track_activity.then(|| Arc::new(Activity::new())),
+            service_config: ArcSwapOption::new(service_config),
         }
     }
 

@@ -12,22 +12,29 @@ use std::time::Duration;
 
 use grpc_lb_backoff::{DefaultRng, Rng};
 use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig, OutlierDetector};
-use grpc_lb_balance::{EndpointLoad, Helper, LoadBalancer};
+use grpc_lb_balance::{EndpointLoad, Helper, LoadBalancer, PolicyRegistry};
 use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, ResolveNow, SharedError};
 use grpc_lb_health::{HealthCheck, HealthWatch};
 use grpc_lb_reconnect::{Reconnect, SubchannelHandle};
 use grpc_lb_resolve::{Address, ResolverStatus};
+use grpc_lb_service_config::ServiceConfig;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 use tonic::client::GrpcService;
 use tower::discover::{Change, Discover};
 use tower_service::Service;
 
+use crate::config::{choose, ConfigTracker};
 use crate::observe::{ChannelEvent, Peer, SubchannelEntry};
 use crate::snapshot::{Shared, Snapshot};
 
 /// Starts a health watch on a subchannel's new connection.
 pub(crate) type StartHealth<S> = Arc<dyn Fn(&S) -> HealthWatch + Send + Sync>;
+
+/// Makes the health watch starter for a service name, so that a service
+/// config's `healthCheckConfig` can turn health checking on, off, or to
+/// another service.
+pub(crate) type MakeHealth<S> = Arc<dyn Fn(&str) -> StartHealth<S> + Send + Sync>;
 
 struct Subchannel<C: Service<T>, T, R> {
     reconnect: Reconnect<C, T, R>,
@@ -198,6 +205,27 @@ where
     health: Option<StartHealth<C::Response>>,
     outlier: Option<Outlier>,
     idle: Option<IdleMode<D>>,
+    /// The service config in force: the resolver's over the default.
+    config: ConfigTracker,
+    /// The policies a service config may choose from; `None` keeps the
+    /// policy the worker was given.
+    policies: Option<PolicyRegistry>,
+    /// The policy when the config in force names none.
+    fallback_policy: String,
+    /// Set when health checking follows the config's `healthCheckConfig`
+    /// (not fixed by `Builder::health_check` or `Worker::health_check`).
+    make_health: Option<MakeHealth<C::Response>>,
+    /// The service `health` watches, when it follows the config.
+    health_name: Option<String>,
+    /// Set on leaving idle: the rebuilt policy may not be the one the config
+    /// in force chose.
+    check_policy: bool,
+    /// Outlier detection was set by the builder (or `ChannelOptions`), not by
+    /// a config's `outlier_detection_experimental`.
+    outlier_fixed: bool,
+    /// The next publish replaces the picker even if its endpoints did not
+    /// change (outlier detection's counters were turned on or off).
+    force_publish: bool,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -252,11 +280,34 @@ where
         self.health = Some(Arc::new(move |connection: &C::Response| {
             check.spawn(connection.clone())
         }));
+        self.make_health = None;
+        self.health_name = None;
         self
     }
 
-    pub(crate) fn set_health(&mut self, start: Option<StartHealth<C::Response>>) {
-        self.health = start;
+    /// Health checking fixed by the builder, whatever the config says.
+    pub(crate) fn set_health(&mut self, start: StartHealth<C::Response>) {
+        self.health = Some(start);
+        self.make_health = None;
+        self.health_name = None;
+    }
+
+    /// Health checking as the config in force's `healthCheckConfig` says,
+    /// starting with the default config's.
+    pub(crate) fn set_make_health(&mut self, make: MakeHealth<C::Response>) {
+        self.health_name = self
+            .config
+            .in_force()
+            .and_then(|config| config.health_check())
+            .map(|check| check.service_name().to_owned());
+        self.health = self.health_name.as_deref().map(|name| make(name));
+        self.make_health = Some(make);
+    }
+
+    /// The policy used when the config in force names none (the builder's
+    /// `policy`, gRPC's `pick_first` by default).
+    pub(crate) fn set_fallback_policy(&mut self, name: String) {
+        self.fallback_policy = name;
     }
 }
 
@@ -286,6 +337,7 @@ where
             subchannels: HashMap::new(),
             order: Vec::new(),
             resolver_order: Arc::from(Vec::new()),
+            fallback_policy: policy.name().to_owned(),
             policy,
             shared,
             timer: None,
@@ -294,8 +346,29 @@ where
             health: None,
             outlier: None,
             idle: None,
+            config: ConfigTracker::new(None),
+            policies: None,
+            make_health: None,
+            health_name: None,
+            check_policy: false,
+            outlier_fixed: false,
+            force_publish: false,
             _request: PhantomData,
         }
+    }
+
+    /// Follows service configs: `default` until the resolver gives one, and
+    /// the policy a config chooses from `policies`, when given.
+    pub(crate) fn with_service_config(
+        mut self,
+        default: Option<Arc<ServiceConfig>>,
+        policies: Option<PolicyRegistry>,
+    ) -> Self {
+        self.config = ConfigTracker::new(default);
+        self.policies = policies;
+        self.outlier_fixed = self.outlier.is_some();
+        self.follow_outlier_config();
+        self
     }
 
     /// Turns on outlier detection and idle mode, when given.
@@ -441,12 +514,16 @@ where
         loop {
             let mut events = self.poll_discovery(cx);
             let list_changed = events;
+            let config_event = self.poll_service_config(cx, &mut timer_request);
+            let switched = config_event.as_ref().is_some_and(|(_, switched)| *switched);
+            events |= config_event.is_some();
             let mut helper = WorkerHelper {
                 subchannels: &mut self.subchannels,
                 timer: &mut timer_request,
                 resolve_now: &self.resolve_now,
             };
-            if list_changed {
+            // A new policy has just been given the addresses.
+            if list_changed && !switched {
                 self.policy.update_addresses(&self.order, &mut helper);
             }
             if self.shared.exit_idle.swap(false, Ordering::AcqRel) {
@@ -464,6 +541,10 @@ where
             // Published before driving, so that a policy's own change (CONNECTING
             // on exit_idle) is seen before the subchannels move on.
             self.publish();
+            // Sent once calls and the picker follow the new config.
+            if let Some((event, _)) = config_event {
+                self.shared.emit(event);
+            }
             let mut changes = Vec::new();
             let health = self
                 .health
@@ -621,6 +702,8 @@ where
                 self.discover_ended = false;
                 self.resolver_status = status;
                 self.policy = policy;
+                self.config.restart();
+                self.check_policy = true;
                 self.publish();
                 true
             }
@@ -689,12 +772,254 @@ where
         changed
     }
 
+    /// Follows the resolver's service config (grpc-go's
+    /// `updateResolverStateAndUnlock`): publishes the config in force for
+    /// calls, turns health checking as its `healthCheckConfig` says, and
+    /// switches to the policy it chooses. When the config in force (or the
+    /// failure) changed, or the policy, returns the event to send, and
+    /// whether a new policy was built and given the current addresses.
+    fn poll_service_config(
+        &mut self,
+        cx: &mut Context<'_>,
+        timer_request: &mut Option<Duration>,
+    ) -> Option<(ChannelEvent, bool)> {
+        let mut changed = false;
+        if let Some(status) = &self.resolver_status {
+            // A clone of a few `Arc`s, so that the watch is not held while the
+            // config is judged.
+            let status = status.borrow().service_config.clone();
+            let policies = self.policies.as_ref();
+            changed = self
+                .config
+                .update(&status, |config| usable(config, policies));
+        }
+        if changed {
+            let in_force = self.config.in_force().cloned();
+            tracing::info!(
+                failing = self.config.failure().is_some(),
+                "[Channel #{}] service config in force: {}",
+                self.shared.channel_id,
+                match (&in_force, self.config.failure()) {
+                    (_, Some(_)) => "none (the resolver's is invalid)",
+                    (Some(_), None) => "set",
+                    (None, None) => "none",
+                }
+            );
+            self.shared.service_config.store(in_force);
+            self.follow_health_config(cx);
+            self.follow_outlier_config();
+        }
+        let check = changed || std::mem::take(&mut self.check_policy);
+        let switched = check && self.switch_policy(cx, timer_request);
+        if !changed && !switched {
+            return None;
+        }
+        let event = ChannelEvent::ServiceConfig {
+            config: self.config.in_force().cloned(),
+            error: self.config.failure().cloned(),
+            policy: self.policy.name().to_owned(),
+        };
+        Some((event, switched))
+    }
+
+    /// Turns health checking on, off or to another service as the config in
+    /// force's `healthCheckConfig` says, unless the builder fixed it.
+    fn follow_health_config(&mut self, cx: &mut Context<'_>) {
+        let wanted = self
+            .config
+            .in_force()
+            .and_then(|config| config.health_check())
+            .map(|check| check.service_name().to_owned());
+        let Some(make) = &self.make_health else {
+            if wanted.is_some() && self.health.is_none() {
+                tracing::warn!(
+                    "[Channel #{}] the service config asks for health checking, which this channel cannot do (a tonic channel from Builder::build can); not checking",
+                    self.shared.channel_id
+                );
+            }
+            return;
+        };
+        if wanted == self.health_name {
+            return;
+        }
+        tracing::info!(
+            service = wanted.as_deref(),
+            "[Channel #{}] health checking {} by the service config",
+            self.shared.channel_id,
+            if wanted.is_some() { "on" } else { "off" }
+        );
+        self.health = wanted.as_deref().map(|name| make(name));
+        self.health_name = wanted;
+        self.restart_health_watches(cx);
+    }
+
+    /// Drops every health watch and starts the ones the current health check
+    /// and policy want, so that the picker never holds a connection whose
+    /// new watch has not answered. The drive loop then tells the policy what
+    /// changed.
+    fn restart_health_watches(&mut self, cx: &mut Context<'_>) {
+        let health = self
+            .health
+            .as_ref()
+            .filter(|_| self.policy.uses_health_checks());
+        for subchannel in self.subchannels.values_mut() {
+            subchannel.health = None;
+            if let Some(start) = health {
+                follow_health(subchannel, start, &[], cx);
+            }
+        }
+    }
+
+    /// The policy the config in force chooses, else the fallback; `None`
+    /// when this worker cannot build policies.
+    fn wanted_policy(&self) -> Option<String> {
+        let policies = self.policies.as_ref()?;
+        let chosen = self
+            .config
+            .in_force()
+            .and_then(|config| choose(config, policies).ok())
+            .and_then(|choice| choice.policy);
+        Some(chosen.unwrap_or_else(|| self.fallback_policy.clone()))
+    }
+
+    /// Turns outlier detection on, off or to new settings as the config in
+    /// force's `outlier_detection_experimental` says, unless the builder
+    /// fixed it (or this worker does not choose policies).
+    fn follow_outlier_config(&mut self) {
+        let Some(policies) = self.policies.as_ref().filter(|_| !self.outlier_fixed) else {
+            return;
+        };
+        let wanted = self
+            .config
+            .in_force()
+            .and_then(|config| choose(config, policies).ok())
+            .and_then(|choice| choice.outlier_detection);
+        let current = self.outlier.as_ref().map(|o| o.detector.config());
+        if wanted.as_ref() == current {
+            return;
+        }
+        tracing::info!(
+            config = ?wanted,
+            "[Channel #{}] outlier detection {} by the service config",
+            self.shared.channel_id,
+            if wanted.is_some() { "set" } else { "off" }
+        );
+        // New settings start afresh: counts and ejections of the old ones
+        // were judged by other rules. The drive loop tells the policy about
+        // endpoints no longer ejected.
+        self.outlier = wanted.map(|config| Outlier {
+            detector: OutlierDetector::new(config),
+            timer: None,
+            rng: DefaultRng::new(),
+        });
+        for address in &self.order {
+            let Some(subchannel) = self.subchannels.get_mut(address) else {
+                continue;
+            };
+            subchannel.ejected = None;
+            subchannel.outcomes = self
+                .outlier
+                .as_mut()
+                .map(|o| o.detector.add(address.clone()));
+        }
+        // The picker's counters must be the new ones, even with the same
+        // endpoints ready.
+        self.force_publish = true;
+    }
+
+    /// Replaces the policy with the one the config in force chooses, when it
+    /// differs, and gives it the current addresses and each subchannel's
+    /// state. The subchannels and their connections are shared, so the new
+    /// policy starts from the connections the old one had (no graceful
+    /// switch is needed for them to stay up). Returns whether it switched.
+    fn switch_policy(
+        &mut self,
+        cx: &mut Context<'_>,
+        timer_request: &mut Option<Duration>,
+    ) -> bool {
+        let Some(wanted) = self.wanted_policy() else {
+            return false;
+        };
+        if wanted == self.policy.name() {
+            return false;
+        }
+        let Some(built) = self.policies.as_ref().map(|p| p.build(&wanted)) else {
+            return false;
+        };
+        let policy = match built {
+            Ok(policy) => policy,
+            Err(error) => {
+                tracing::warn!(%error, "[Channel #{}] keeping policy {}", self.shared.channel_id, self.policy.name());
+                return false;
+            }
+        };
+        tracing::info!(
+            "[Channel #{}] switching policy from {} to {wanted}",
+            self.shared.channel_id,
+            self.policy.name()
+        );
+        let used_health = self.policy.uses_health_checks();
+        self.policy = policy;
+        // The old policy's timer means nothing to the new one.
+        self.timer = None;
+        // Health watches as the new policy wants them (kept when both use
+        // them, so that no endpoint blinks out of the picker), and the state
+        // it is told through them; the steps are reported as events.
+        if used_health != self.policy.uses_health_checks() {
+            self.restart_health_watches(cx);
+        }
+        let mut events = Vec::new();
+        for address in &self.order {
+            let Some(subchannel) = self.subchannels.get_mut(address) else {
+                continue;
+            };
+            let state = subchannel.effective(subchannel.raw);
+            if state != subchannel.state {
+                events.push(ChannelEvent::SubchannelState {
+                    id: subchannel.handle.id(),
+                    address: address.clone(),
+                    from: subchannel.state,
+                    to: state,
+                    last_error: subchannel.connectivity().last_error,
+                });
+                subchannel.state = state;
+            }
+        }
+        for event in events {
+            self.shared.emit(event);
+        }
+        let mut helper = WorkerHelper {
+            subchannels: &mut self.subchannels,
+            timer: timer_request,
+            resolve_now: &self.resolve_now,
+        };
+        self.policy.update_addresses(&self.order, &mut helper);
+        // Replayed, as grpc-go's new balancer hears each new SubConn's state:
+        // pick_first learns which address is already READY. A subchannel the
+        // new policy has just let go (pick_first keeps one) is skipped: the
+        // drive loop reports its new state.
+        for address in &self.order {
+            let Some(subchannel) = helper.subchannels.get(address) else {
+                continue;
+            };
+            let untouched = subchannel.reconnect.state() == subchannel.raw;
+            let state = subchannel.state;
+            if untouched && state != ConnectivityState::Idle {
+                self.policy.update_subchannel(address, state, &mut helper);
+            }
+        }
+        true
+    }
+
     fn channel_state(&self) -> (ConnectivityState, Option<SharedError>) {
         if let Some(idle) = self.idle.as_ref().filter(|idle| idle.idle) {
             return match &idle.failure {
                 Some(error) => (ConnectivityState::TransientFailure, Some(error.clone())),
                 None => (ConnectivityState::Idle, None),
             };
+        }
+        if let Some(error) = self.config.failure() {
+            return (ConnectivityState::TransientFailure, Some(error.clone()));
         }
         if let Some(status) = &self.resolver_status {
             let status = status.borrow();
@@ -737,7 +1062,12 @@ where
 
     fn publish(&mut self) {
         let (state, last_error) = self.channel_state();
-        let pickable = self.policy.pickable();
+        let fail_all = self.config.failure().is_some();
+        let pickable = if fail_all {
+            Vec::new()
+        } else {
+            self.policy.pickable()
+        };
         let current = self.shared.snapshot.load();
         // Each subchannel's load lives as long as the subchannel, so equal
         // addresses and loads mean an unchanged picker: compare before cloning
@@ -764,7 +1094,13 @@ where
                 .iter()
                 .zip(&loads)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        if current.state == state && current.peers == peers && same_loads && same_error {
+        if !std::mem::take(&mut self.force_publish)
+            && current.state == state
+            && current.peers == peers
+            && same_loads
+            && same_error
+            && current.fail_all == fail_all
+        {
             return;
         }
         drop(current);
@@ -809,6 +1145,7 @@ where
             pick: self.policy.pick(),
             state,
             last_error: last_error.clone(),
+            fail_all,
         }));
         self.shared.connectivity.send_if_modified(|c| {
             let changed = c.state != state || !same_error;
@@ -944,6 +1281,17 @@ fn effective_steps<C: Service<T>, T, R>(
         }
     }
     effective
+}
+
+/// Whether this channel can use `config`: it must name a policy the channel
+/// has, when the channel chooses policies at all.
+fn usable(config: &ServiceConfig, policies: Option<&PolicyRegistry>) -> Result<(), SharedError> {
+    match policies {
+        Some(policies) => choose(config, policies)
+            .map(|_| ())
+            .map_err(|error| Arc::new(error) as SharedError),
+        None => Ok(()),
+    }
 }
 
 /// Why an endpoint is TRANSIENT_FAILURE while outlier detection ejects it.
