@@ -115,6 +115,20 @@ async fn traffic_until(
     (served, failed)
 }
 
+/// Sends calls until `c` (which fails half of them) leaves the picker, then
+/// checks that the calls that follow all go elsewhere and all succeed.
+async fn traffic_ejects_c(channel: &GrpcChannel, c_address: &Address) {
+    let (served, failed) =
+        traffic_until(channel, || !channel.ready_addresses().contains(c_address)).await;
+    assert!(
+        failed > 0 && served.contains_key("c"),
+        "{served:?} {failed}"
+    );
+    let counts = support::spread(channel, 20).await;
+    assert_eq!(counts.get("c"), None, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 20);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_failing_half_its_calls_is_ejected_then_returns() {
     let a = start("a", 0).await;
@@ -126,19 +140,9 @@ async fn a_backend_failing_half_its_calls_is_ejected_then_returns() {
     wait_for_ready_count(&channel, 3).await;
     let c_address = Address::from(c.addr);
 
-    let (served, failed) =
-        traffic_until(&channel, || !channel.ready_addresses().contains(&c_address)).await;
-    assert!(
-        failed > 0 && served.contains_key("c"),
-        "{served:?} {failed}"
-    );
+    traffic_ejects_c(&channel, &c_address).await;
     assert_eq!(channel.ready_addresses().len(), 2);
     assert_eq!(channel.state(), grpc_lb::ConnectivityState::Ready);
-
-    // Ejected: the traffic moves to the others, and every call succeeds.
-    let counts = support::spread(&channel, 20).await;
-    assert_eq!(counts.get("c"), None, "{counts:?}");
-    assert_eq!(counts.values().sum::<usize>(), 20);
 
     // Back after its ejection time, with no traffic needed.
     wait_for_ready_count(&channel, 3).await;
@@ -236,14 +240,7 @@ async fn outlier_detection_from_the_resolvers_service_config() {
     wait_for_ready_count(&channel, 3).await;
     let c_address = Address::from(c.addr);
 
-    let (served, failed) =
-        traffic_until(&channel, || !channel.ready_addresses().contains(&c_address)).await;
-    assert!(
-        failed > 0 && served.contains_key("c"),
-        "{served:?} {failed}"
-    );
-    let counts = support::spread(&channel, 20).await;
-    assert_eq!(counts.get("c"), None, "{counts:?}");
+    traffic_ejects_c(&channel, &c_address).await;
 
     // Without it: no more ejections, c is back long before its 30 s are over.
     resolver.service_config(r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#);
