@@ -288,8 +288,9 @@ where
                 mut connection,
                 load,
                 peer,
+                timed,
             }) => {
-                let in_flight = InFlight::start(load);
+                let in_flight = InFlight::start(load, timed);
                 ResponseFuture {
                     kind: Kind::Sent {
                         future: connection.call(request),
@@ -310,23 +311,29 @@ where
 }
 
 /// Counts one request against an endpoint's load until it is answered or
-/// dropped.
+/// dropped, and times it when the pick reads round-trip times.
 struct InFlight {
     load: Arc<EndpointLoad>,
-    started: Instant,
+    /// `None` when the pick does not use latency: reading the clock twice and
+    /// updating the estimate were a fifth of a call's instructions in the
+    /// channel (callgrind, `grpc-lb-bench pick`), for a figure only p2c reads.
+    started: Option<Instant>,
 }
 
 impl InFlight {
-    fn start(load: Arc<EndpointLoad>) -> Self {
+    fn start(load: Arc<EndpointLoad>, timed: bool) -> Self {
         load.start();
         InFlight {
             load,
-            started: Instant::now(),
+            started: timed.then(Instant::now),
         }
     }
 
     fn finish(self, answered: bool) {
-        let rtt = answered.then(|| self.started.elapsed());
+        let rtt = match self.started {
+            Some(started) if answered => Some(started.elapsed()),
+            _ => None,
+        };
         self.load.finish(rtt);
         std::mem::forget(self);
     }
@@ -430,9 +437,10 @@ where
             mut connection,
             load,
             peer,
+            timed,
         }) = picked
         {
-            let in_flight = InFlight::start(load);
+            let in_flight = InFlight::start(load, timed);
             poll_fn(|cx| connection.poll_ready(cx))
                 .await
                 .map_err(|e| transport_to_status(e.into()))?;

@@ -58,6 +58,7 @@ impl<S: Clone> Snapshot<S> {
                     connection,
                     load: self.loads[index].clone(),
                     peer: self.peers[index].clone(),
+                    timed: self.pick.uses_latency(),
                 });
             }
         }
@@ -70,6 +71,8 @@ pub(crate) struct Picked<S> {
     pub(crate) connection: S,
     pub(crate) load: Arc<EndpointLoad>,
     pub(crate) peer: Peer,
+    /// Whether the call's round-trip time feeds the pick (p2c's PeakEWMA).
+    pub(crate) timed: bool,
 }
 
 /// State shared by the worker and every clone of the channel.
