@@ -124,6 +124,8 @@ pub fn is_membership(event: &ChannelEvent) -> bool {
 /// One call through the channel as a caller makes it: `poll_ready` (the
 /// pick), `call`, and one poll of the response future, which an in-memory
 /// connection answers at once. Returns whether the call was answered.
+/// Never inlined, so that `callgrind --toggle-collect` can count exactly it.
+#[inline(never)]
 pub fn call_once(channel: &mut MemChannel, cx: &mut Context<'_>) -> bool {
     let _ = Service::<http::Request<()>>::poll_ready(channel, cx);
     let future = channel.call(http::Request::new(()));
