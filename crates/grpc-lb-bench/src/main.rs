@@ -243,7 +243,10 @@ fn machine(pinning: Pinning) -> String {
                 .map(|m| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Counted from cpuinfo: after pinning, available_parallelism says 1.
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
     let mut s = String::new();
     let _ = write!(
         s,
