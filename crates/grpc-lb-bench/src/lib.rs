@@ -5,6 +5,7 @@
 //! How to run it and what it measures: `docs/benchmarks.md`.
 
 pub mod chaos;
+pub mod heap;
 pub mod inmem;
 pub mod load;
 pub mod proc;

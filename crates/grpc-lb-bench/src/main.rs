@@ -14,6 +14,12 @@ use grpc_lb_bench::inmem::{call_once, endpoints, mem_channel, wait_until};
 use grpc_lb_bench::proc::Pinning;
 use grpc_lb_bench::{chaos, scale, server, throughput, Error};
 
+/// Counts live heap bytes for the scale run's memory per endpoint. It adds
+/// one uncontended atomic add per allocation, paid alike by every system the
+/// throughput run compares.
+#[global_allocator]
+static GLOBAL: grpc_lb_bench::heap::Counting = grpc_lb_bench::heap::Counting;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "grpc-lb-bench",

@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,6 +48,10 @@ impl Policy {
 pub enum System {
     /// One bare hyper HTTP/2 connection to the first endpoint: the floor.
     Floor,
+    /// A bare connection to every endpoint, used in turn with no balancer at
+    /// all: what spreading over N connections costs by itself, so that a
+    /// balancer's own cost can be told from that of more connections.
+    FloorPerEndpoint,
     /// tonic's `Channel` to the first endpoint.
     TonicOne,
     /// tonic's `Channel::balance_list` over every endpoint.
@@ -58,8 +64,9 @@ pub enum System {
 
 impl System {
     /// Every system, the floor first.
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::Floor,
+        System::FloorPerEndpoint,
         System::TonicOne,
         System::TonicBalanceList,
         System::TowerP2cBuffer,
@@ -72,6 +79,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Floor => "hyper h2 (floor)",
+            System::FloorPerEndpoint => "hyper h2 ×N in turn",
             System::TonicOne => "tonic Channel",
             System::TonicBalanceList => "tonic balance_list",
             System::TowerP2cBuffer => "tower p2c+Buffer",
@@ -93,6 +101,19 @@ impl System {
         Ok(match self {
             System::Floor => {
                 let client = GreeterClient::with_origin(bare(first).await?, origin(first)?);
+                drive(client, inflight, warmup, measure).await
+            }
+            System::FloorPerEndpoint => {
+                let mut connections = Vec::new();
+                for addr in endpoints {
+                    connections.push(bare(*addr).await?);
+                }
+                let rotate = Rotate {
+                    connections,
+                    next: Arc::new(AtomicUsize::new(0)),
+                    current: 0,
+                };
+                let client = GreeterClient::with_origin(rotate, origin(first)?);
                 drive(client, inflight, warmup, measure).await
             }
             System::TonicOne => {
@@ -192,5 +213,29 @@ impl Service<http::Request<Body>> for Bare {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         Box::pin(self.0.send_request(request))
+    }
+}
+
+/// Bare connections used in turn: a shared counter picks the next one at
+/// `poll_ready`, with no readiness tracking, discovery or load accounting.
+#[derive(Clone, Debug)]
+pub struct Rotate {
+    connections: Vec<Bare>,
+    next: Arc<AtomicUsize>,
+    current: usize,
+}
+
+impl Service<http::Request<Body>> for Rotate {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = BareFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.current = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[self.current].poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.connections[self.current].call(request)
     }
 }
