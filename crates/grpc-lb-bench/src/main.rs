@@ -70,6 +70,30 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
+    /// One system, one case, one window, for `valgrind --tool=callgrind`:
+    /// prints the OK calls, so instructions per RPC can be worked out.
+    #[command(hide = true)]
+    One {
+        /// The system, by its position in the throughput table (0 = floor).
+        #[arg(long)]
+        system: usize,
+        /// Endpoints.
+        #[arg(long, default_value_t = 4)]
+        endpoints: usize,
+        /// Callers in flight.
+        #[arg(long, default_value_t = 64)]
+        inflight: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// An idle pick_first channel with N endpoints, for `valgrind --tool=massif`.
+    #[command(hide = true)]
+    Idle {
+        /// Endpoints.
+        #[arg(long, default_value_t = 2000)]
+        endpoints: usize,
+    },
     /// Calls through an in-memory channel, for `valgrind --tool=callgrind`.
     Pick {
         /// Ready endpoints.
@@ -127,6 +151,47 @@ fn run(cli: Cli) -> Result<(), Error> {
                 calls,
                 policy,
             } => pick(n, calls, &policy).await,
+            Command::One {
+                system,
+                endpoints,
+                inflight,
+                seconds,
+            } => {
+                let system = *grpc_lb_bench::systems::System::ALL
+                    .get(system)
+                    .ok_or("no such system")?;
+                let listen = vec!["127.0.0.1:0".parse()?; endpoints];
+                let server =
+                    grpc_lb_bench::proc::ServerProcess::start(&listen, Duration::ZERO, pinning)
+                        .await?;
+                let sample = system
+                    .run(
+                        &server.addrs,
+                        inflight,
+                        Duration::from_millis(200),
+                        Duration::from_secs_f64(seconds),
+                    )
+                    .await?;
+                println!(
+                    "{} ok {} failed {}",
+                    system.name(),
+                    sample.ok,
+                    sample.failed_total()
+                );
+                server.stop_gracefully().await
+            }
+            Command::Idle { endpoints: n } => {
+                let (channel, handle, live) = scale::live_pick_first().await?;
+                let mut set = vec![grpc_lb::resolve::Endpoint::new(live)];
+                set.extend(endpoints(n - 1));
+                handle.reset(set);
+                wait_until(&channel, |c| c.subchannels().len() == n).await?;
+                println!(
+                    "{n} endpoints, live heap {} B",
+                    grpc_lb_bench::heap::live_bytes()
+                );
+                Ok(())
+            }
             Command::Throughput { rounds, seconds } => {
                 let md = run_throughput(&cli.out, cli.quick, pinning, rounds, seconds).await?;
                 println!("{md}");

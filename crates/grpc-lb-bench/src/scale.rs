@@ -39,7 +39,7 @@ fn tasks() -> usize {
 
 /// A pick_first channel on a manual resolver whose first address is a live
 /// in-process server, so it is READY and every other endpoint stays IDLE.
-async fn live_pick_first() -> Result<(LiveChannel, ManualHandle, SocketAddr), Error> {
+pub async fn live_pick_first() -> Result<(LiveChannel, ManualHandle, SocketAddr), Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let live = listener.local_addr()?;
     tokio::spawn(grpc_lb_helloworld::serve(
