@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use grpc_lb_core::ConnectivityState;
@@ -97,8 +97,10 @@ impl LoadBalancer for EveryEndpoint {
     }
 
     fn update_addresses(&mut self, addresses: &[Address], helper: &mut dyn Helper) {
-        self.children
-            .retain(|address, _| addresses.contains(address));
+        // A set, not `addresses.contains`: that scan made every update
+        // quadratic in the endpoint count (225 ms for one Add at 10,000).
+        let listed: HashSet<&Address> = addresses.iter().collect();
+        self.children.retain(|address, _| listed.contains(address));
         self.order.clear();
         for address in addresses {
             if self.children.contains_key(address) {

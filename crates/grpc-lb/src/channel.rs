@@ -425,8 +425,9 @@ where
                 load,
                 outcome,
                 peer,
+                timed,
             }) => {
-                let in_flight = InFlight::start(load, outcome);
+                let in_flight = InFlight::start(load, outcome, timed);
                 ResponseFuture {
                     kind: Kind::Sent {
                         future: connection.call(request),
@@ -449,40 +450,52 @@ where
 }
 
 /// Counts one request against an endpoint's load until it is answered or
-/// dropped, and its outcome for outlier detection when it is answered.
+/// dropped, its outcome for outlier detection when it is answered, and its
+/// round trip when the pick reads round-trip times.
 struct InFlight {
     load: Arc<EndpointLoad>,
     outcome: Option<Arc<CallCounter>>,
-    started: Instant,
+    /// `None` when the pick does not use latency: reading the clock twice and
+    /// updating the estimate were a fifth of a call's instructions in the
+    /// channel (callgrind, `grpc-lb-bench pick`), for a figure only p2c reads.
+    started: Option<Instant>,
+    /// Set by `finish`, so that the drop that follows counts nothing twice.
+    answered: bool,
 }
 
 impl InFlight {
-    fn start(load: Arc<EndpointLoad>, outcome: Option<Arc<CallCounter>>) -> Self {
+    fn start(load: Arc<EndpointLoad>, outcome: Option<Arc<CallCounter>>, timed: bool) -> Self {
         load.start();
         InFlight {
             load,
             outcome,
-            started: Instant::now(),
+            started: timed.then(Instant::now),
+            answered: false,
         }
     }
 
-    /// Counts the answer: its round trip when it is a response, and for
-    /// outlier detection whether it succeeded (as [`ChannelStats`] counts it).
-    /// A request dropped unanswered (cancelled by its caller) is not counted
-    /// as a failure of the endpoint.
+    /// Counts the answer: its round trip when it is a response (and timed),
+    /// and for outlier detection whether it succeeded (as [`ChannelStats`]
+    /// counts it). A request dropped unanswered (cancelled by its caller) is
+    /// not counted as a failure of the endpoint.
     fn finish<B, E>(mut self, result: &Result<http::Response<B>, E>) {
-        let rtt = result.is_ok().then(|| self.started.elapsed());
+        let rtt = match self.started {
+            Some(started) if result.is_ok() => Some(started.elapsed()),
+            _ => None,
+        };
         self.load.finish(rtt);
         if let Some(outcome) = self.outcome.take() {
             outcome.record(succeeded(result));
         }
-        std::mem::forget(self);
+        self.answered = true;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.load.finish(None);
+        if !self.answered {
+            self.load.finish(None);
+        }
     }
 }
 
@@ -611,9 +624,10 @@ where
             load,
             outcome,
             peer,
+            timed,
         }) = picked
         {
-            let in_flight = InFlight::start(load, outcome);
+            let in_flight = InFlight::start(load, outcome, timed);
             poll_fn(|cx| connection.poll_ready(cx))
                 .await
                 .map_err(|e| transport_to_status(e.into()))?;

@@ -336,11 +336,15 @@ pub(crate) fn succeeded<B, E>(result: &Result<http::Response<B>, E>) -> bool {
             response.status() == http::StatusCode::OK
                 && response
                     .headers()
-                    .get("grpc-status")
+                    .get(&GRPC_STATUS)
                     .is_none_or(|status| status == "0")
         }
     }
 }
+
+/// A `HeaderName` made once: looking up by `&str` parsed the name again on
+/// every call (an eighth of a call's instructions in the channel, callgrind).
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// Records one call: started when made, finished once.
 pub(crate) struct CallRecord {

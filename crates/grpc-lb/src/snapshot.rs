@@ -72,6 +72,7 @@ impl<S: Clone> Snapshot<S> {
                     load: self.loads[index].clone(),
                     outcome: self.outcomes.get(index).cloned(),
                     peer: self.peers[index].clone(),
+                    timed: self.pick.uses_latency(),
                 });
             }
         }
@@ -86,6 +87,8 @@ pub(crate) struct Picked<S> {
     /// Where the call's outcome is counted, with outlier detection on.
     pub(crate) outcome: Option<Arc<CallCounter>>,
     pub(crate) peer: Peer,
+    /// Whether the call's round-trip time feeds the pick (p2c's PeakEWMA).
+    pub(crate) timed: bool,
 }
 
 /// State shared by the worker and every clone of the channel.
