@@ -15,6 +15,9 @@ use tower::discover::Change;
 use crate::service_config::{ServiceConfigStatus, ServiceConfigUpdate};
 use crate::update::{Address, Attributes, Endpoint, Update};
 
+/// The capacity the queue of changes keeps once drained.
+const PENDING_KEPT: usize = 16;
+
 /// What the resolver has said so far, for the channel's connectivity state.
 ///
 /// grpc-go: an error before any result leaves the channel in
@@ -253,6 +256,11 @@ where
         let this = self.get_mut();
         loop {
             if let Some(change) = this.pending.pop_front() {
+                if this.pending.is_empty() && this.pending.capacity() > PENDING_KEPT {
+                    // A large Reset's queue of inserts would otherwise stay
+                    // allocated for good: ~340 B per endpoint at 10,000.
+                    this.pending.shrink_to(PENDING_KEPT);
+                }
                 return Poll::Ready(Some(Ok(change)));
             }
             if this.ended {
