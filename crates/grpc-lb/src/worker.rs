@@ -572,9 +572,12 @@ where
                     changes.push((address.clone(), id, subchannel.connectivity(), steps));
                 }
             }
-            // The policy is told each step, and the picker published after
-            // each, so that the channel passes through every state its policy
-            // does (IDLE, CONNECTING, READY even when one drive connected).
+            // The policy is told each step, and the channel's state published
+            // whenever a step changes it, so that the channel passes through
+            // every state its policy does (IDLE, CONNECTING, READY even when
+            // one drive connected). The picker itself is rebuilt once, after
+            // the batch: rebuilding it after every step made a 10,000-address
+            // Reset quadratic (18 s, `grpc-lb-bench scale`).
             for (address, id, connectivity, steps) in changes {
                 let last_error = connectivity.last_error;
                 for (from, to) in steps {
@@ -594,7 +597,9 @@ where
                         subchannel.state = to;
                     }
                     self.policy.update_subchannel(&address, to, &mut helper);
-                    self.publish();
+                    if self.channel_state().0 != self.shared.connectivity.borrow().state {
+                        self.publish();
+                    }
                 }
                 events = true;
             }
