@@ -426,7 +426,10 @@ where
                         peer: Peer::new(address.clone()),
                     };
                     let id = subchannel.handle.id();
-                    match self.subchannels.insert(address.clone(), Box::new(subchannel)) {
+                    match self
+                        .subchannels
+                        .insert(address.clone(), Box::new(subchannel))
+                    {
                         None => self.order.push(address.clone()),
                         Some(old) => events.push(ChannelEvent::SubchannelRemoved {
                             id: old.handle.id(),
