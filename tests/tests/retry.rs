@@ -129,6 +129,38 @@ fn flaky(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_policy_from_the_resolvers_service_config_is_followed() {
+    let (greeter, seen) = flaky(2, Code::Unavailable, None);
+    let (addr, _stop) = serve(greeter).await;
+    let (channel, resolver) = support::manual_channel("round_robin", fast_backoff());
+    let layer = RetryLayer::following({
+        let channel = channel.clone();
+        move || channel.service_config()
+    });
+    let client = layer.layer(channel.clone());
+
+    resolver.reset([grpc_lb::resolve::Endpoint::new(addr)]);
+    let json = r#"{"methodConfig": [{"name": [{"service": "helloworld.Greeter"}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.05s",
+            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#;
+    let mut events = channel.events();
+    resolver.service_config(json);
+    timeout(LIMIT, async {
+        while channel.service_config().is_none() {
+            let _ = events.recv().await;
+        }
+    })
+    .await
+    .expect("the channel takes the resolver's config");
+
+    assert_eq!(hello(&client).await.unwrap(), "call 3 succeeds");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [None, Some("1".to_owned()), Some("2".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_status_is_retried_with_previous_attempts_counted() {
     let (greeter, seen) = flaky(2, Code::Unavailable, None);
     let (addr, _stop) = serve(greeter).await;

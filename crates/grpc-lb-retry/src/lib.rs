@@ -48,7 +48,7 @@ mod throttle;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -151,9 +151,38 @@ pub struct RetryLayer {
 }
 
 struct Shared {
-    config: ServiceConfig,
-    throttle: Option<RetryThrottle>,
+    source: Source,
+    /// Set from the first config seen: at construction for a fixed config,
+    /// at the first RPC for a followed one.
+    throttle: OnceLock<Option<RetryThrottle>>,
     buffer_limit: usize,
+}
+
+/// Where the retry policies come from.
+enum Source {
+    Fixed(Arc<ServiceConfig>),
+    /// Read again for every RPC, e.g. a channel's config in force.
+    Following(Box<dyn Fn() -> Option<Arc<ServiceConfig>> + Send + Sync>),
+}
+
+impl Shared {
+    fn config(&self) -> Option<Arc<ServiceConfig>> {
+        let config = match &self.source {
+            Source::Fixed(config) => Some(config.clone()),
+            Source::Following(current) => current(),
+        };
+        self.throttle.get_or_init(|| {
+            config
+                .as_ref()
+                .and_then(|c| c.retry_throttling())
+                .map(RetryThrottle::new)
+        });
+        config
+    }
+
+    fn throttle(&self) -> Option<&RetryThrottle> {
+        self.throttle.get().and_then(Option::as_ref)
+    }
 }
 
 impl RetryLayer {
@@ -165,19 +194,49 @@ impl RetryLayer {
     /// As [`new`](Self::new), keeping at most `bytes` of each request body for
     /// replays instead of [`DEFAULT_BUFFER_LIMIT`].
     pub fn with_buffer_limit(config: ServiceConfig, bytes: usize) -> Self {
-        let throttle = config.retry_throttling().map(RetryThrottle::new);
+        let throttle = OnceLock::from(config.retry_throttling().map(RetryThrottle::new));
         RetryLayer {
             shared: Arc::new(Shared {
-                config,
+                source: Source::Fixed(Arc::new(config)),
                 throttle,
                 buffer_limit: bytes,
             }),
         }
     }
 
+    /// Retries under whatever config `current` returns when each RPC starts:
+    /// a channel's config in force (`move || channel.service_config()`), so
+    /// that `retryPolicy` from a resolver's service config is followed as it
+    /// changes. `retryThrottling` is taken from the first config seen and
+    /// kept (grpc-go builds a new throttle when it changes).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use grpc_lb_retry::RetryLayer;
+    /// use grpc_lb_service_config::ServiceConfig;
+    ///
+    /// let config: Arc<ServiceConfig> = Arc::new(
+    ///     r#"{"retryThrottling": {"maxTokens": 4, "tokenRatio": 0.5}}"#.parse()?,
+    /// );
+    /// let layer = RetryLayer::following(move || Some(config.clone()));
+    /// assert!(layer.throttle().is_none(), "no RPC has read a config yet");
+    /// # Ok::<(), grpc_lb_service_config::ServiceConfigError>(())
+    /// ```
+    pub fn following(
+        current: impl Fn() -> Option<Arc<ServiceConfig>> + Send + Sync + 'static,
+    ) -> Self {
+        RetryLayer {
+            shared: Arc::new(Shared {
+                source: Source::Following(Box::new(current)),
+                throttle: OnceLock::new(),
+                buffer_limit: DEFAULT_BUFFER_LIMIT,
+            }),
+        }
+    }
+
     /// The throttle every wrapped service shares, if the config sets one.
     pub fn throttle(&self) -> Option<&RetryThrottle> {
-        self.shared.throttle.as_ref()
+        self.shared.throttle()
     }
 }
 
@@ -276,9 +335,10 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = request.into_parts();
-    let policy = shared
-        .config
-        .method_config(parts.uri.path())
+    let config = shared.config();
+    let policy = config
+        .as_deref()
+        .and_then(|config| config.method_config(parts.uri.path()))
         .and_then(|method| method.retry_policy());
     let deadline = grpc_timeout::parse(&parts.headers).map(|timeout| Instant::now() + timeout);
     let body = ReplayBody::new(body, shared.buffer_limit);
@@ -324,7 +384,7 @@ where
         let (code, pushback) = match classify(&result) {
             Verdict::Done { success } => {
                 if success {
-                    if let Some(throttle) = &shared.throttle {
+                    if let Some(throttle) = shared.throttle() {
                         throttle.record_success();
                     }
                 }
@@ -383,7 +443,7 @@ fn policy_delay(
 ) -> Option<Duration> {
     let policy = policy?;
     if pushback == Pushback::Refuse {
-        if let Some(throttle) = &shared.throttle {
+        if let Some(throttle) = shared.throttle() {
             throttle.record_failure();
         }
         return None;
@@ -391,7 +451,7 @@ fn policy_delay(
     if !policy.is_retryable(code) {
         return None;
     }
-    if let Some(throttle) = &shared.throttle {
+    if let Some(throttle) = shared.throttle() {
         if throttle.record_failure() {
             return None;
         }
@@ -425,7 +485,7 @@ impl fmt::Debug for RetryLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
             .field("buffer_limit", &self.shared.buffer_limit)
-            .field("throttle", &self.shared.throttle)
+            .field("throttle", &self.shared.throttle())
             .finish_non_exhaustive()
     }
 }
