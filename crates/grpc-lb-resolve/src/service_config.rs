@@ -375,14 +375,7 @@ fn string_list<'a>(
 fn wrong_type(expected: &'static str, found: &Value) -> ChoiceErrorKind {
     ChoiceErrorKind::WrongType {
         expected,
-        found: match found {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-        },
+        found: grpc_lb_service_config::json_type_name(found),
     }
 }
 

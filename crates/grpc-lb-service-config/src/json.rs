@@ -21,7 +21,16 @@ pub(crate) type Result<T> = std::result::Result<T, ServiceConfigError>;
 /// The longest duration protobuf's `Duration` can hold (10,000 years).
 const MAX_DURATION_SECS: u64 = 315_576_000_000;
 
-pub(crate) fn type_name(value: &Value) -> &'static str {
+/// How a JSON value's type is named in errors ("a string", "an array"), so
+/// that every JSON parser of the workspace words them alike.
+///
+/// ```
+/// use grpc_lb_service_config::json_type_name;
+///
+/// assert_eq!(json_json_type_name(&serde_json::json!([1, 2])), "an array");
+/// assert_eq!(json_json_type_name(&serde_json::Value::Null), "null");
+/// ```
+pub fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -52,7 +61,7 @@ impl<'a> Field<'a> {
     fn wrong_type(&self, expected: &'static str) -> ServiceConfigError {
         self.error(ServiceConfigErrorKind::WrongType {
             expected,
-            found: type_name(self.value),
+            found: json_type_name(self.value),
         })
     }
 

@@ -50,6 +50,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 pub use crate::error::{ServiceConfigError, ServiceConfigErrorKind};
+pub use crate::json::json_type_name;
 use crate::json::{child_path, Field, Object, Result};
 pub use crate::method::{code_name, MethodConfig, MethodName, RetryPolicy, MAX_ATTEMPTS_CAP};
 pub use crate::outlier::{
