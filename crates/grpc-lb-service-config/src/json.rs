@@ -27,8 +27,8 @@ const MAX_DURATION_SECS: u64 = 315_576_000_000;
 /// ```
 /// use grpc_lb_service_config::json_type_name;
 ///
-/// assert_eq!(json_json_type_name(&serde_json::json!([1, 2])), "an array");
-/// assert_eq!(json_json_type_name(&serde_json::Value::Null), "null");
+/// assert_eq!(json_type_name(&serde_json::json!([1, 2])), "an array");
+/// assert_eq!(json_type_name(&serde_json::Value::Null), "null");
 /// ```
 pub fn json_type_name(value: &Value) -> &'static str {
     match value {
