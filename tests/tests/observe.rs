@@ -6,34 +6,15 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
-use support::fast_backoff;
+use support::{fast_backoff, manual_channel, LIMIT, SERVER};
 
-use grpc_lb::resolve::{Address, Endpoint, ManualHandle, ManualResolver, Registry};
+use grpc_lb::resolve::{Address, Endpoint};
 use grpc_lb::{Channel, ChannelEvent, ConnectivityState, Peer};
 use grpc_lb_helloworld::proto::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
 use grpc_lb_helloworld::BACKEND_METADATA_KEY;
 use integration_tests::GreeterProcess;
 use tokio::sync::broadcast;
 use tokio::time::timeout;
-
-type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
-
-const SERVER: &str = env!("CARGO_BIN_EXE_test-greeter-server");
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn manual(policy: &str) -> (GrpcChannel, ManualHandle) {
-    let (resolver, handle) = ManualResolver::new("test");
-    let mut registry = Registry::with_defaults();
-    registry.register(resolver);
-    let channel = Channel::builder("test:///greeter")
-        .resolver_registry(registry)
-        .policy(policy)
-        .backoff(fast_backoff())
-        .build()
-        .unwrap();
-    (channel, handle)
-}
 
 fn endpoints(addrs: &[SocketAddr]) -> Vec<Endpoint> {
     addrs.iter().map(|a| Endpoint::new(*a)).collect()
@@ -68,7 +49,7 @@ fn subchannel_to(event: &ChannelEvent, address: &Address, state: ConnectivitySta
 async fn events_show_every_subchannel_and_channel_transition() {
     let mut server = GreeterProcess::start(SERVER, "127.0.0.1:0", "a");
     let address = Address::from(server.addr());
-    let (channel, handle) = manual("round_robin");
+    let (channel, handle) = manual_channel("round_robin", fast_backoff());
     let mut events = channel.events();
     let mut seen = Vec::new();
     handle.reset(endpoints(&[server.addr()]));
@@ -149,7 +130,7 @@ async fn subchannels_list_address_state_attempts_and_last_error() {
         .iter()
         .map(|name| GreeterProcess::start(SERVER, "127.0.0.1:0", name))
         .collect();
-    let (channel, handle) = manual("round_robin");
+    let (channel, handle) = manual_channel("round_robin", fast_backoff());
     let mut events = channel.events();
     let mut seen = Vec::new();
     let mut dead = GreeterProcess::start(SERVER, "127.0.0.1:0", "dead");
@@ -277,7 +258,7 @@ async fn stats_count_calls_by_outcome() {
                 let _ = stopped.await;
             }),
     );
-    let (channel, handle) = manual("pick_first");
+    let (channel, handle) = manual_channel("pick_first", fast_backoff());
     assert_eq!(channel.stats(), grpc_lb::ChannelStats::default());
     handle.reset(endpoints(&[addr]));
     let mut client = GreeterClient::new(channel.clone());
