@@ -581,6 +581,10 @@ where
             // one drive connected). The picker itself is rebuilt once, after
             // the batch: rebuilding it after every step made a 10,000-address
             // Reset quadratic (18 s, `grpc-lb-bench scale`).
+            // Only the policy's state can move during this loop (the resolver,
+            // idle mode and the config do not), so comparing it alone tells
+            // whether a step changed the channel's state.
+            let mut policy_state = self.policy.state();
             for (address, id, connectivity, steps) in changes {
                 let last_error = connectivity.last_error;
                 for (from, to) in steps {
@@ -600,7 +604,9 @@ where
                         subchannel.state = to;
                     }
                     self.policy.update_subchannel(&address, to, &mut helper);
-                    if self.channel_state().0 != self.shared.connectivity.borrow().state {
+                    let now = self.policy.state();
+                    if now != policy_state {
+                        policy_state = now;
                         self.publish();
                     }
                 }
