@@ -347,11 +347,7 @@ impl<S> Channel<S> {
     /// each one's address, state, connection attempts and last error, read live
     /// from the subchannel.
     pub fn subchannels(&self) -> Vec<SubchannelInfo> {
-        let entries = self.handle.shared.subchannels.load();
-        entries
-            .iter()
-            .map(|entry| SubchannelInfo::read(&entry.address, &entry.handle))
-            .collect()
+        self.handle.shared.subchannel_infos()
     }
 
     /// A stream of the channel's changes from now on: its own state changes and

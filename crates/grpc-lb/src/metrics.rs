@@ -128,12 +128,7 @@ impl<S: Send + Sync + 'static> Observed for Weak<Shared<S>> {
         Some(Reading {
             stats: shared.calls.stats(),
             state,
-            subchannels: shared
-                .subchannels
-                .load()
-                .iter()
-                .map(|entry| SubchannelInfo::read(&entry.address, &entry.handle))
-                .collect(),
+            subchannels: shared.subchannel_infos(),
         })
     }
 }

@@ -15,7 +15,9 @@ use tokio::sync::{broadcast, watch, Semaphore};
 use tower_service::Service;
 
 use crate::idle::Activity;
-use crate::observe::{CallCounters, ChannelEvent, Peer, SubchannelEntry, EVENT_CAPACITY};
+use crate::observe::{
+    CallCounters, ChannelEvent, Peer, SubchannelEntry, SubchannelInfo, EVENT_CAPACITY,
+};
 
 /// An immutable picker: the ready connections and how to choose among them.
 /// Replaced as a whole by the worker; read without a lock by every caller.
@@ -122,6 +124,15 @@ pub(crate) struct Shared<S> {
 pub(crate) const HISTORY_LEN: usize = 64;
 
 impl<S> Shared<S> {
+    /// Every subchannel, in the resolver's order, read live.
+    pub(crate) fn subchannel_infos(&self) -> Vec<SubchannelInfo> {
+        self.subchannels
+            .load()
+            .iter()
+            .map(|entry| SubchannelInfo::read(&entry.address, &entry.handle))
+            .collect()
+    }
+
     pub(crate) fn new(
         channel_id: u64,
         max_waiting: usize,
