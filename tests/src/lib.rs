@@ -22,8 +22,24 @@ pub fn ipv4_target(servers: &[GreeterProcess]) -> String {
     format!("ipv4:{}", addrs.join(","))
 }
 
-/// The install command printed when Python or grpcio is missing.
-const PYTHON_INSTALL: &str = "python3 -m pip install -r tests/python/requirements.txt";
+/// The command printed when Python or grpcio is missing: `scripts/test` makes
+/// the tests' own virtual environment and installs grpcio into it.
+const PYTHON_INSTALL: &str = "./scripts/test (it creates target/test-venv with tests/python/requirements.txt)";
+
+/// The Python interpreter that runs the grpcio servers: `GRPC_LB_TEST_PYTHON`
+/// (set by `scripts/test`), else the tests' own virtual environment at
+/// `target/test-venv` when it exists, else `python3` on PATH. The system
+/// interpreter is never installed into.
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("GRPC_LB_TEST_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
 /// The exit code of greeter_server.py when `import grpc` fails.
 const PYTHON_NO_GRPC: i32 = 3;
 
@@ -50,7 +66,7 @@ impl Launcher {
                     .parse()
                     .unwrap_or_else(|e| panic!("listen address {listen:?}: {e}"));
                 let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/greeter_server.py");
-                let mut command = Command::new("python3");
+                let mut command = Command::new(python());
                 command
                     .arg(script)
                     .args(["--host", &listen.ip().to_string()])
@@ -67,7 +83,7 @@ impl Launcher {
     fn describe(&self) -> String {
         match self {
             Launcher::Rust(binary) => binary.display().to_string(),
-            Launcher::Python(_) => "python3 tests/python/greeter_server.py".to_owned(),
+            Launcher::Python(_) => format!("{} tests/python/greeter_server.py", python().display()),
         }
     }
 
@@ -75,7 +91,10 @@ impl Launcher {
     fn hint(&self, exit: Option<ExitStatus>) -> String {
         match (self, exit.and_then(|s| s.code())) {
             (Launcher::Python(_), Some(PYTHON_NO_GRPC)) => {
-                format!("grpcio is not installed for python3; install it with: {PYTHON_INSTALL}")
+                format!(
+                    "grpcio is not installed for {}; install it with: {PYTHON_INSTALL}",
+                    python().display()
+                )
             }
             (Launcher::Python(_), _) => {
                 format!("The grpcio tests need python3 with grpcio ({PYTHON_INSTALL})")
