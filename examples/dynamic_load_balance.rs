@@ -83,7 +83,11 @@ async fn greeter(name: &str) -> Result<SocketAddr, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let greeter = NamedGreeter::new(name);
-    tokio::spawn(grpc_lb_helloworld::serve(listener, greeter, std::future::pending()));
+    tokio::spawn(grpc_lb_helloworld::serve(
+        listener,
+        greeter,
+        std::future::pending(),
+    ));
     Ok(addr)
 }
 
@@ -91,7 +95,12 @@ async fn greeter(name: &str) -> Result<SocketAddr, Error> {
 async fn wait_until_ready(channel: &GrpcChannel, addrs: &[SocketAddr]) -> Result<(), Error> {
     let wanted: BTreeSet<Address> = addrs.iter().copied().map(Address::from).collect();
     let mut picker = channel.watch_picker();
-    while channel.ready_addresses().into_iter().collect::<BTreeSet<_>>() != wanted {
+    while channel
+        .ready_addresses()
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        != wanted
+    {
         picker.changed().await?;
     }
     Ok(())

@@ -55,7 +55,9 @@ async fn run() -> Result<Vec<BTreeSet<String>>, Error> {
     steps.push(four_calls(&mut client).await?);
 
     println!("server-2 reports SERVING again");
-    two_health.set_serving::<GreeterServer<NamedGreeter>>().await;
+    two_health
+        .set_serving::<GreeterServer<NamedGreeter>>()
+        .await;
     wait_until_ready(&channel, &[one, two]).await?;
     steps.push(four_calls(&mut client).await?);
     Ok(steps)
@@ -80,7 +82,12 @@ async fn greeter(name: &str) -> Result<(SocketAddr, HealthReporter), Error> {
 async fn wait_until_ready(channel: &GrpcChannel, addrs: &[SocketAddr]) -> Result<(), Error> {
     let wanted: BTreeSet<Address> = addrs.iter().copied().map(Address::from).collect();
     let mut picker = channel.watch_picker();
-    while channel.ready_addresses().into_iter().collect::<BTreeSet<_>>() != wanted {
+    while channel
+        .ready_addresses()
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        != wanted
+    {
         picker.changed().await?;
     }
     Ok(())

@@ -26,7 +26,11 @@ async fn run() -> Result<String, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let greeter = NamedGreeter::new("greeter");
-    tokio::spawn(grpc_lb_helloworld::serve(listener, greeter, std::future::pending()));
+    tokio::spawn(grpc_lb_helloworld::serve(
+        listener,
+        greeter,
+        std::future::pending(),
+    ));
 
     let channel = Channel::builder(format!("ipv4:{addr}")).build()?;
     println!("channel to {addr} built: {}", channel.state());

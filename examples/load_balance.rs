@@ -31,7 +31,11 @@ async fn run() -> Result<BTreeMap<String, usize>, Error> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         addrs.push(listener.local_addr()?.to_string());
         let greeter = NamedGreeter::new(name);
-        tokio::spawn(grpc_lb_helloworld::serve(listener, greeter, std::future::pending()));
+        tokio::spawn(grpc_lb_helloworld::serve(
+            listener,
+            greeter,
+            std::future::pending(),
+        ));
     }
 
     let channel = Channel::builder(format!("ipv4:{}", addrs.join(",")))

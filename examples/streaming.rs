@@ -28,7 +28,10 @@ async fn main() -> Result<(), Error> {
 async fn run() -> Result<Vec<String>, Error> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(grpc_lb_helloworld::echo::serve(listener, std::future::pending()));
+    tokio::spawn(grpc_lb_helloworld::echo::serve(
+        listener,
+        std::future::pending(),
+    ));
 
     let channel = Channel::builder(format!("ipv4:{addr}")).build()?;
     let mut client = EchoClient::new(channel.clone());
