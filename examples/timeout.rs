@@ -1,12 +1,14 @@
-//! Deadlines on a grpc-lb `Channel`: a call that takes too long ends with
-//! `DEADLINE_EXCEEDED` instead of hanging.
+//! Deadlines on a grpc-lb `Channel`: a call that takes too long ends instead
+//! of hanging.
 //!
 //! A deadline is set per call with `Request::set_timeout` (sent as the
 //! `grpc-timeout` header, as tonic does), or per method by the service
 //! config's `timeout` (the sooner of the two wins). The channel enforces it
 //! while the call waits for a connection; the server enforces it once the
-//! call is sent. (tonic's `Endpoint::timeout`, one client-side deadline for
-//! every call, is `Builder::timeout` once grpc-lb has it.)
+//! call is sent (a tonic server ends the call with `CANCELLED`, "Timeout
+//! expired"). (tonic's `Endpoint::timeout`, one deadline for every call,
+//! has no `Builder` setting here yet: the service config's `timeout` with an
+//! empty `name` entry, `[{}]`, applies to every method.)
 //!
 //! ```text
 //! cargo run -p examples --example timeout
