@@ -529,7 +529,10 @@ mod tests {
         let (stream, _listener) = connected(connector).await;
         let socket = socket2::SockRef::from(&stream);
         assert!(socket.keepalive().unwrap());
-        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(37));
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(37)
+        );
         assert_eq!(
             socket.tcp_keepalive_interval().unwrap(),
             Duration::from_secs(11)
@@ -550,8 +553,8 @@ mod tests {
         if let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await {
             let mut connector = connector;
             let stream = Service::call(&mut connector, listener.local_addr().unwrap())
-            .await
-            .unwrap();
+                .await
+                .unwrap();
             assert!(stream.local_addr().unwrap().is_ipv6());
         }
     }

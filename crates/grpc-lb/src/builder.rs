@@ -17,11 +17,14 @@ use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscove
 use grpc_lb_service_config::{ServiceConfig, ServiceConfigError};
 use http::uri::{Authority, Scheme};
 use http_body::Body;
+use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
+use crate::error::Error;
 use crate::idle::DEFAULT_IDLE_TIMEOUT;
+use crate::settings::ConnectionSettings;
 use crate::worker::{IdleMode, MakeHealth, Rebuild, StartHealth};
 
 /// How a channel's subchannels are health-checked.
@@ -44,6 +47,19 @@ enum HealthSetup<S> {
 /// `:authority`; idle mode after 30 minutes without RPCs (grpc-go's default);
 /// no health checking (unless the service config asks) and no outlier
 /// detection.
+///
+/// tonic's `Endpoint` settings are here under tonic's names, with tonic's
+/// defaults: see [Connection settings](#connection-settings-tonics-endpoint-names)
+/// below, and `docs/from-tonic.md` for every `Endpoint` method.
+///
+/// # Middleware
+///
+/// [`layer`](Self::layer) wraps the built channel in your own tower
+/// middleware, as `ServiceBuilder::layer` does; so do
+/// [`concurrency_limit`](Self::concurrency_limit) and
+/// [`rate_limit`](Self::rate_limit). [`build`](Self::build) then returns the
+/// outermost service; without layers it returns the [`Channel`] itself
+/// ([`GrpcChannel`](crate::GrpcChannel)).
 ///
 /// # Transports
 ///
@@ -86,7 +102,7 @@ enum HealthSetup<S> {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Builder {
+pub struct Builder<L = Identity> {
     target: String,
     policy: String,
     policies: PolicyRegistry,
@@ -100,13 +116,17 @@ pub struct Builder {
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
     max_connections: usize,
     service_config: Option<Arc<ServiceConfig>>,
-    keepalive: KeepaliveConfig,
+    pub(crate) keepalive: KeepaliveConfig,
     health_check: Option<String>,
     outlier_detection: Option<OutlierDetectionConfig>,
     idle_timeout: std::time::Duration,
+    /// tonic's `Endpoint` settings (settings.rs).
+    pub(crate) connection: ConnectionSettings,
+    /// The user's middleware around the channel, outermost first added.
+    layer: L,
 }
 
-impl fmt::Debug for Builder {
+impl<L> fmt::Debug for Builder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("target", &self.target)
@@ -121,26 +141,31 @@ impl fmt::Debug for Builder {
             .field("health_check", &self.health_check)
             .field("outlier_detection", &self.outlier_detection)
             .field("idle_timeout", &self.idle_timeout)
-            .finish()
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
     }
 }
 
-/// Why a channel could not be built.
+/// Why a channel could not be built: what [`Error::build_error`] gives.
+///
+/// Each variant reads as its cause, once: its `Display` is the cause's
+/// message (which says the cause's own causes), and it has no `source`;
+/// the variant's field is the typed cause.
 ///
 /// ```
 /// use grpc_lb::{BuildError, Channel};
 ///
 /// // Outside a tokio runtime there is nowhere to run the channel's worker.
 /// let error = Channel::builder("ipv4:127.0.0.1:50051").build().unwrap_err();
-/// assert!(matches!(error, BuildError::NoRuntime));
+/// assert!(matches!(error.build_error(), Some(BuildError::NoRuntime)));
 ///
 /// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
 /// let _inside = runtime.enter();
 /// let error = Channel::builder("dns:///greeter.local:99999").build().unwrap_err();
-/// assert!(matches!(error, BuildError::Target(_)));
+/// assert!(matches!(error.build_error(), Some(BuildError::Target(_))));
 ///
 /// let error = Channel::builder("ipv4:127.0.0.1:50051").policy("grpclb").build().unwrap_err();
-/// assert!(matches!(error, BuildError::Policy(_)));
+/// assert!(matches!(error.build_error(), Some(BuildError::Policy(_))));
 /// println!("{error}"); // unknown load-balancing policy "grpclb" (known: ...)
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -157,6 +182,10 @@ pub enum BuildError {
     /// The authority (from [`Builder::authority`] or the target) is not a
     /// valid `host[:port]`.
     InvalidAuthority(String),
+    /// [`Builder::user_agent`]'s value is no valid header value.
+    InvalidUserAgent(String),
+    /// [`Builder::origin`]'s URI has no scheme or no authority.
+    InvalidOrigin(String),
     /// The TLS configuration is unusable, or the server name is not a valid
     /// DNS name or IP address.
     #[cfg(feature = "tls")]
@@ -175,6 +204,10 @@ impl fmt::Display for BuildError {
             BuildError::InvalidAuthority(authority) => {
                 write!(f, "invalid authority {authority:?}: expected host[:port]")
             }
+            BuildError::InvalidUserAgent(reason) => write!(f, "invalid user agent: {reason}"),
+            BuildError::InvalidOrigin(origin) => {
+                write!(f, "invalid origin {origin:?}: expected scheme://authority")
+            }
             #[cfg(feature = "tls")]
             BuildError::Tls(error) => error.fmt(f),
         }
@@ -182,15 +215,11 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {
+    /// None: the message already says the whole cause (the errors below
+    /// write their own causes into their messages), and the variant's field
+    /// is the typed cause to match on.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BuildError::Target(error) => Some(error),
-            BuildError::Policy(error) => Some(error),
-            BuildError::ServiceConfig(error) => Some(error),
-            BuildError::NoRuntime | BuildError::InvalidAuthority(_) => None,
-            #[cfg(feature = "tls")]
-            BuildError::Tls(error) => Some(error),
-        }
+        None
     }
 }
 
@@ -222,7 +251,136 @@ impl Builder {
             health_check: None,
             outlier_detection: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connection: ConnectionSettings::new(),
+            layer: Identity::new(),
         }
+    }
+}
+
+impl<L> Builder<L> {
+    /// Wraps the channel [`build`](Self::build) returns in `layer`, as
+    /// `tower::ServiceBuilder::layer` does: the first layer added is the
+    /// outermost. `build` then returns `layer`'s service, which any
+    /// tonic-generated client takes as long as it is a `GrpcService` (a
+    /// layer whose service is not `Clone` makes clients that cannot be
+    /// cloned). The [`Channel`] under the layers keeps its state, events and
+    /// counters; build it without layers to keep a handle on them, and wrap
+    /// it yourself.
+    ///
+    /// ```
+    /// use grpc_lb::{Channel, GrpcChannel};
+    /// use tonic::service::interceptor::InterceptedService;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb::Error> {
+    /// fn authorize(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    ///     request.metadata_mut().insert("authorization", "Bearer token".parse().unwrap());
+    ///     Ok(request)
+    /// }
+    /// let authorize: fn(tonic::Request<()>) -> _ = authorize;
+    /// let channel: InterceptedService<GrpcChannel, _> = Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .layer(tonic::service::InterceptorLayer::new(authorize))
+    ///     .build()?;
+    /// let client = grpc_lb_helloworld::proto::GreeterClient::new(channel);
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layer<T>(self, layer: T) -> Builder<Stack<T, L>> {
+        let Builder {
+            target,
+            policy,
+            policies,
+            resolvers,
+            backoff,
+            wait_for_ready,
+            max_waiting,
+            authority,
+            connector,
+            #[cfg(feature = "tls")]
+            tls,
+            max_connections,
+            service_config,
+            keepalive,
+            health_check,
+            outlier_detection,
+            idle_timeout,
+            connection,
+            layer: outer,
+        } = self;
+        Builder {
+            target,
+            policy,
+            policies,
+            resolvers,
+            backoff,
+            wait_for_ready,
+            max_waiting,
+            authority,
+            connector,
+            #[cfg(feature = "tls")]
+            tls,
+            max_connections,
+            service_config,
+            keepalive,
+            health_check,
+            outlier_detection,
+            idle_timeout,
+            connection,
+            layer: Stack::new(layer, outer),
+        }
+    }
+
+    /// At most `limit` calls in flight through the channel (all its clones
+    /// and endpoints together): a layer of `tower::limit::ConcurrencyLimit`,
+    /// whose `poll_ready` waits for a call to end. tonic's
+    /// `Endpoint::concurrency_limit` limits each endpoint's connection; with
+    /// one endpoint the two are the same.
+    ///
+    /// ```
+    /// let channel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .concurrency_limit(256);
+    /// # drop(channel);
+    /// ```
+    pub fn concurrency_limit(
+        self,
+        limit: usize,
+    ) -> Builder<Stack<tower::limit::ConcurrencyLimitLayer, L>> {
+        self.layer(tower::limit::ConcurrencyLimitLayer::new(limit))
+    }
+
+    /// At most `limit` calls per `period` through the channel (all its
+    /// clones together): a [`RateLimitLayer`](crate::RateLimitLayer), whose
+    /// `poll_ready` waits for the next period once this one's calls are
+    /// spent, like tonic's `Endpoint::rate_limit` (tower's `RateLimit`,
+    /// shared by tonic's channel clones behind its buffer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let channel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .rate_limit(100, Duration::from_secs(1));
+    /// # drop(channel);
+    /// ```
+    pub fn rate_limit(
+        self,
+        limit: u64,
+        period: std::time::Duration,
+    ) -> Builder<Stack<crate::RateLimitLayer, L>> {
+        self.layer(crate::RateLimitLayer::new(limit, period))
+    }
+
+    /// tonic's `Endpoint::buffer_size`, the bound on requests queued for the
+    /// channel: here [`max_waiting`](Self::max_waiting), the requests that
+    /// may wait for a connection at once (default 1024, as tonic's buffer;
+    /// `None` keeps it). Requests beyond it fail with `RESOURCE_EXHAUSTED`
+    /// instead of waiting in `poll_ready`; requests that find a ready
+    /// connection never queue.
+    pub fn buffer_size(mut self, size: impl Into<Option<usize>>) -> Self {
+        if let Some(size) = size.into() {
+            self.max_waiting = size;
+        }
+        self
     }
 
     /// Selects the load-balancing policy by name: the policy used while the
@@ -476,7 +634,10 @@ impl Builder {
 
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
-    pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
+    pub fn build(self) -> Result<L::Service, Error>
+    where
+        L: Layer<Channel<Http2Connection<tonic::body::Body>>>,
+    {
         type Connection = Http2Connection<tonic::body::Body>;
         fn start(name: &str) -> StartHealth<Connection> {
             let check = HealthCheck::new(name);
@@ -489,19 +650,40 @@ impl Builder {
         self.build_h2(health)
     }
 
+    /// The gRPC channel [`build`](Self::build) wraps in the layers.
+    fn layered<S>(self, channel: Result<S, BuildError>) -> Result<L::Service, Error>
+    where
+        L: Layer<S>,
+    {
+        let layer = self.layer;
+        Ok(layer.layer(channel?))
+    }
+
     /// Builds the channel for requests with body type `B` (hyper or axum
     /// users), and spawns its worker on the current tokio runtime.
-    pub fn build_for_body<B>(self) -> Result<Channel<Http2Connection<B>>, BuildError>
+    pub fn build_for_body<B>(self) -> Result<L::Service, Error>
     where
         B: Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
+        L: Layer<Channel<Http2Connection<B>>>,
     {
         self.build_h2(HealthSetup::Unavailable)
     }
 
-    fn build_h2<B>(
-        self,
+    fn build_h2<B>(self, health: HealthSetup<Http2Connection<B>>) -> Result<L::Service, Error>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        L: Layer<Channel<Http2Connection<B>>>,
+    {
+        let channel = self.channel_h2(health);
+        self.layered(channel)
+    }
+
+    fn channel_h2<B>(
+        &self,
         health: HealthSetup<Http2Connection<B>>,
     ) -> Result<Channel<Http2Connection<B>>, BuildError>
     where
@@ -510,10 +692,18 @@ impl Builder {
         B::Error: Into<BoxError>,
     {
         let (runtime, target, transport) = self.prepare(ALPN_H2)?;
+        let user_agent = match &self.connection.user_agent {
+            Some(Ok(value)) => Some(value.clone()),
+            Some(Err(reason)) => return Err(BuildError::InvalidUserAgent(reason.clone())),
+            None => None,
+        };
         let mut connector = Http2Connector::<B>::new()
             .with_transport(transport.io)
             .with_scheme(transport.scheme)
-            .with_keepalive(self.keepalive);
+            .with_keepalive(self.keepalive.clone())
+            .with_http2(self.connection.http2.clone())
+            .with_connect_timeout(self.connection.connect_timeout)
+            .with_user_agent(user_agent);
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
@@ -556,7 +746,18 @@ impl Builder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn build_http1<B>(self) -> Result<Channel<Http1Pool<B>>, BuildError>
+    pub fn build_http1<B>(self) -> Result<L::Service, Error>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        L: Layer<Channel<Http1Pool<B>>>,
+    {
+        let channel = self.channel_http1();
+        self.layered(channel)
+    }
+
+    fn channel_http1<B>(&self) -> Result<Channel<Http1Pool<B>>, BuildError>
     where
         B: Body + Send + 'static,
         B::Data: Send,
@@ -600,10 +801,17 @@ impl Builder {
             Err(_) if self.authority.is_none() => None,
             Err(_) => return Err(BuildError::InvalidAuthority(authority_text)),
         };
-        let io = self
-            .connector
-            .clone()
-            .unwrap_or_else(|| BoxConnector::new(AddressConnector::new()));
+        let io = self.connector.clone().unwrap_or_else(|| {
+            BoxConnector::new(AddressConnector::with_tcp(self.connection.tcp.clone()))
+        });
+        // `origin` changes what is sent, not the name TLS checks.
+        let (authority, origin_scheme) = match &self.connection.origin {
+            Some(origin) => match (origin.scheme(), origin.authority()) {
+                (Some(scheme), Some(sent)) => (Some(sent.clone()), Some(scheme.clone())),
+                _ => return Err(BuildError::InvalidOrigin(origin.to_string())),
+            },
+            None => (authority, None),
+        };
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             let mut tls = tls.clone();
@@ -619,20 +827,20 @@ impl Builder {
             return Ok(Transport {
                 io: BoxConnector::new(io),
                 authority,
-                scheme: Scheme::HTTPS,
+                scheme: origin_scheme.unwrap_or(Scheme::HTTPS),
             });
         }
         Ok(Transport {
             io,
             authority,
-            scheme: Scheme::HTTP,
+            scheme: origin_scheme.unwrap_or(Scheme::HTTP),
         })
     }
 
     /// Builds the discovery of subchannels over `connector`, and spawns the
     /// channel's worker.
     fn spawn<C, Req>(
-        self,
+        &self,
         runtime: tokio::runtime::Handle,
         target: &Target,
         connector: C,
