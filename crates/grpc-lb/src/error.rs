@@ -183,6 +183,23 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn an_unregistered_etcd_scheme_is_said_first_with_its_feature() {
+        // A registry without etcd, as a build without the `etcd` feature.
+        let error = crate::Channel::builder("etcd:///services/greeter")
+            .resolver_registry(grpc_lb_resolve::Registry::new())
+            .build()
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                r#"invalid target "etcd:///services/greeter": no resolver is registered for scheme "etcd" (it needs grpc-lb's feature "etcd")"#
+            ),
+            "{message}"
+        );
+        assert_said_once(&error);
+    }
+
     #[test]
     fn a_call_error_says_call_failed_then_the_status_once() {
         let status = tonic::Status::unavailable("connection unavailable: refused");
