@@ -968,6 +968,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn buffer_size_is_max_waiting_with_tonics_default() {
+        let builder = Builder::new("ipv4:127.0.0.1:1");
+        assert_eq!(builder.max_waiting, 1024, "tonic's DEFAULT_BUFFER_SIZE");
+        let builder = builder.buffer_size(16);
+        assert_eq!(builder.max_waiting, 16);
+        assert_eq!(builder.buffer_size(None).max_waiting, 16);
+    }
+
+    #[test]
     fn host_of_strips_the_port_and_brackets() {
         assert_eq!(host_of("greeter.example:443"), "greeter.example");
         assert_eq!(host_of("greeter.example"), "greeter.example");

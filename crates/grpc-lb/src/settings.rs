@@ -265,3 +265,64 @@ impl<L> Builder<L> {
         self.connection.tcp.keepalive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower_service::Service;
+
+    use crate::Channel;
+
+    #[test]
+    fn tonic_keepalive_settings_map_onto_the_keepalive_config() {
+        let builder = Channel::builder("ipv4:127.0.0.1:1")
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(7))
+            .keep_alive_while_idle(true);
+        assert_eq!(builder.keepalive.get_time(), Some(Duration::from_secs(30)));
+        assert_eq!(builder.keepalive.get_timeout(), Duration::from_secs(7));
+        assert!(builder.keepalive.get_permit_without_calls());
+        // A8's 10 s minimum holds for tonic's name too.
+        let eager =
+            Channel::builder("ipv4:127.0.0.1:1").http2_keep_alive_interval(Duration::from_secs(1));
+        assert_eq!(eager.keepalive.get_time(), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn defaults_are_tonics() {
+        let builder = Channel::builder("ipv4:127.0.0.1:1");
+        assert!(builder.get_tcp_nodelay());
+        assert_eq!(builder.get_tcp_keepalive(), None);
+        assert_eq!(builder.get_connect_timeout(), None);
+        assert_eq!(builder.keepalive.get_time(), None, "no HTTP/2 keepalive");
+        assert_eq!(
+            builder.connection.http2,
+            grpc_lb_connect::Http2Config::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_settings_reach_the_sockets_of_the_default_transport() {
+        let builder = Channel::builder("ipv4:127.0.0.1:1")
+            .tcp_nodelay(false)
+            .tcp_keepalive(Some(Duration::from_secs(41)))
+            .tcp_keepalive_interval(Some(Duration::from_secs(9)))
+            .tcp_keepalive_retries(Some(3));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut tcp = builder.connection.tcp.clone();
+        let stream = tcp.call(listener.local_addr().unwrap()).await.unwrap();
+        let socket = socket2::SockRef::from(&stream);
+        assert!(!socket.tcp_nodelay().unwrap());
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(41)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(9)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+    }
+}
