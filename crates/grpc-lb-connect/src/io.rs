@@ -295,6 +295,16 @@ impl TcpConnector {
         self.keepalive
     }
 
+    /// The time between keepalive probes, if set.
+    pub const fn keepalive_interval(&self) -> Option<Duration> {
+        self.keepalive_interval
+    }
+
+    /// How many unanswered probes end a connection, if set.
+    pub const fn keepalive_retries(&self) -> Option<u32> {
+        self.keepalive_retries
+    }
+
     /// The local address connections are made from, if set.
     pub const fn local_address(&self) -> Option<IpAddr> {
         self.local_address

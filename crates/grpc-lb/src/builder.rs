@@ -559,6 +559,11 @@ impl<L> Builder<L> {
         self
     }
 
+    /// The target as given.
+    pub(crate) fn target_str(&self) -> &str {
+        &self.target
+    }
+
     /// The service name health checking starts with, if it is on.
     fn health_service(&self) -> Option<String> {
         self.health_check.clone().or_else(|| {

@@ -23,7 +23,9 @@
 //! Underneath, each stage is a crate of its own, re-exported here: the
 //! resolvers ([`resolve`]), the policies ([`balance`]), the reconnecting
 //! subchannel ([`reconnect`]), its backoff ([`backoff`]), the connectors
-//! ([`connect`]) and fail-fast for a single subchannel ([`failfast`]). They
+//! ([`connect`]), fail-fast for a single subchannel ([`failfast`]), health
+//! checking ([`health`]), the service config ([`service_config`]), retries
+//! ([`retry`]) and message size limits ([`message_size`]). They
 //! compose by hand too: a [`ResolverDiscover`](resolve::ResolverDiscover) of
 //! [`Reconnect`](reconnect::Reconnect) subchannels and a policy make a channel
 //! with [`Channel::pair`].
@@ -96,6 +98,11 @@ pub type Http1Channel<B> = Channel<connect::Http1Pool<B>>;
 /// The response body of a [`GrpcChannel`].
 pub type GrpcResponseBody = ResponseBody<hyper::body::Incoming>;
 
+/// docs/from-tonic.md's code, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/from-tonic.md")]
+mod from_tonic {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +126,22 @@ mod tests {
         clone_send_sync::<Builder>();
         clone_send_sync::<connect::BoxConnector<resolve::Address>>();
         clone_send_sync::<AddressConnector>();
+    }
+
+    #[test]
+    fn every_library_crate_the_readme_names_is_re_exported() {
+        // One item of each, through the re-export.
+        let _ = std::any::type_name::<backoff::BackoffConfig>();
+        let _ = std::any::type_name::<balance::PolicyRegistry>();
+        let _ = std::any::type_name::<connect::Http2Config>();
+        let _ = std::any::type_name::<core::ConnectivityState>();
+        let _ = std::any::type_name::<failfast::FailFastLayer>();
+        let _ = std::any::type_name::<health::HealthCheck>();
+        let _ = std::any::type_name::<message_size::MessageSizeLayer>();
+        let _ = std::any::type_name::<reconnect::ReconnectConfig>();
+        let _ = std::any::type_name::<resolve::Registry>();
+        let _ = std::any::type_name::<retry::RetryLayer>();
+        let _ = std::any::type_name::<service_config::ServiceConfig>();
     }
 
     #[test]

@@ -264,6 +264,23 @@ impl<L> Builder<L> {
     pub fn get_tcp_keepalive(&self) -> Option<Duration> {
         self.connection.tcp.keepalive()
     }
+
+    /// The TCP keepalive probe interval, if set (tonic's
+    /// `get_tcp_keepalive_interval`).
+    pub fn get_tcp_keepalive_interval(&self) -> Option<Duration> {
+        self.connection.tcp.keepalive_interval()
+    }
+
+    /// The TCP keepalive probe count, if set (tonic's
+    /// `get_tcp_keepalive_retries`).
+    pub fn get_tcp_keepalive_retries(&self) -> Option<u32> {
+        self.connection.tcp.keepalive_retries()
+    }
+
+    /// The target the channel resolves (tonic's `Endpoint::uri`).
+    pub fn target(&self) -> &str {
+        self.target_str()
+    }
 }
 
 #[cfg(test)]
