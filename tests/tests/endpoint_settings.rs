@@ -149,20 +149,20 @@ struct Seen {
     requests: mpsc::UnboundedReceiver<()>,
 }
 
-/// Answers every request with its `user-agent`, `:authority` and `:scheme`
-/// (and `authorization`) in response headers, once `gate` lets it through.
-fn echo_head(
-    requests: mpsc::UnboundedSender<()>,
-    gate: Option<Arc<Semaphore>>,
-) -> impl Fn(
-    http::Request<hyper::body::Incoming>,
-) -> Pin<
+type EchoFuture = Pin<
     Box<
         dyn std::future::Future<
                 Output = Result<http::Response<Full<Bytes>>, std::convert::Infallible>,
             > + Send,
     >,
-> + Clone {
+>;
+
+/// Answers every request with its `user-agent`, `:authority` and `:scheme`
+/// (and `authorization`) in response headers, once `gate` lets it through.
+fn echo_head(
+    requests: mpsc::UnboundedSender<()>,
+    gate: Option<Arc<Semaphore>>,
+) -> impl Fn(http::Request<hyper::body::Incoming>) -> EchoFuture + Clone {
     move |request: http::Request<hyper::body::Incoming>| {
         let requests = requests.clone();
         let gate = gate.clone();

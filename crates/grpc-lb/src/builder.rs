@@ -705,7 +705,7 @@ impl<L> Builder<L> {
         let mut connector = Http2Connector::<B>::new()
             .with_transport(transport.io)
             .with_scheme(transport.scheme)
-            .with_keepalive(self.keepalive.clone())
+            .with_keepalive(self.keepalive)
             .with_http2(self.connection.http2.clone())
             .with_connect_timeout(self.connection.connect_timeout)
             .with_user_agent(user_agent);

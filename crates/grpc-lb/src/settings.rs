@@ -203,7 +203,7 @@ impl<L> Builder<L> {
     /// doubling after a `too_many_pings` GOAWAY apply. Off by default, as in
     /// tonic and grpc-go.
     pub fn http2_keep_alive_interval(mut self, interval: Duration) -> Self {
-        self.keepalive = self.keepalive.clone().time(interval);
+        self.keepalive = self.keepalive.time(interval);
         self
     }
 
@@ -211,7 +211,7 @@ impl<L> Builder<L> {
     /// connection: [`KeepaliveConfig::timeout`](grpc_lb_connect::KeepaliveConfig::timeout)
     /// (default 20 s, as in grpc-go and hyper).
     pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
-        self.keepalive = self.keepalive.clone().timeout(timeout);
+        self.keepalive = self.keepalive.timeout(timeout);
         self
     }
 
@@ -219,7 +219,7 @@ impl<L> Builder<L> {
     /// [`KeepaliveConfig::permit_without_calls`](grpc_lb_connect::KeepaliveConfig::permit_without_calls)
     /// (default: off).
     pub fn keep_alive_while_idle(mut self, enabled: bool) -> Self {
-        self.keepalive = self.keepalive.clone().permit_without_calls(enabled);
+        self.keepalive = self.keepalive.permit_without_calls(enabled);
         self
     }
 
