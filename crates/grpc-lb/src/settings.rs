@@ -42,7 +42,10 @@ impl ConnectionSettings {
 /// (`tcp_nodelay`, `tcp_keepalive*`, `local_address`) apply to TCP
 /// connections of the default transport only, not to Unix sockets nor to a
 /// transport of your own ([`connector`](Builder::connector)), which sets its
-/// own sockets up.
+/// own sockets up. The HTTP/2 settings, the connect timeout, the user agent
+/// and the origin are those of gRPC channels ([`build`](Builder::build),
+/// [`build_for_body`](Builder::build_for_body)); the HTTP/1.1 pools of
+/// [`build_http1`](Builder::build_http1) take the TCP options only.
 ///
 /// ```
 /// use std::time::Duration;
