@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_balance::outlier::OutlierDetectionConfig;
-use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
+use grpc_lb_balance::PolicyRegistry;
 use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
 use grpc_lb_connect::{
     BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io, KeepaliveConfig,
@@ -14,7 +14,7 @@ use grpc_lb_core::{BoxError, ResolveNow};
 use grpc_lb_health::HealthCheck;
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
-use grpc_lb_service_config::{ServiceConfig, ServiceConfigError};
+use grpc_lb_service_config::ServiceConfig;
 use http::uri::{Authority, Scheme};
 use http_body::Body;
 use tower_layer::{Identity, Layer, Stack};
@@ -22,7 +22,7 @@ use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
-use crate::error::Error;
+use crate::error::{BuildError, Error};
 use crate::idle::DEFAULT_IDLE_TIMEOUT;
 use crate::settings::ConnectionSettings;
 use crate::worker::{IdleMode, MakeHealth, Rebuild, StartHealth};
@@ -49,8 +49,9 @@ enum HealthSetup<S> {
 /// detection.
 ///
 /// tonic's `Endpoint` settings are here under tonic's names, with tonic's
-/// defaults: see [Connection settings](#connection-settings-tonics-endpoint-names)
-/// below, and `docs/from-tonic.md` for every `Endpoint` method.
+/// defaults (`connect_timeout`, `tcp_keepalive`, `initial_stream_window_size`,
+/// `user_agent`, ...: the "Connection settings" methods below), and
+/// `docs/from-tonic.md` maps every `Endpoint` method.
 ///
 /// # Middleware
 ///
@@ -143,83 +144,6 @@ impl<L> fmt::Debug for Builder<L> {
             .field("idle_timeout", &self.idle_timeout)
             .field("connection", &self.connection)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a channel could not be built: what [`Error::build_error`] gives.
-///
-/// Each variant reads as its cause, once: its `Display` is the cause's
-/// message (which says the cause's own causes), and it has no `source`;
-/// the variant's field is the typed cause.
-///
-/// ```
-/// use grpc_lb::{BuildError, Channel};
-///
-/// // Outside a tokio runtime there is nowhere to run the channel's worker.
-/// let error = Channel::builder("ipv4:127.0.0.1:50051").build().unwrap_err();
-/// assert!(matches!(error.build_error(), Some(BuildError::NoRuntime)));
-///
-/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-/// let _inside = runtime.enter();
-/// let error = Channel::builder("dns:///greeter.local:99999").build().unwrap_err();
-/// assert!(matches!(error.build_error(), Some(BuildError::Target(_))));
-///
-/// let error = Channel::builder("ipv4:127.0.0.1:50051").policy("grpclb").build().unwrap_err();
-/// assert!(matches!(error.build_error(), Some(BuildError::Policy(_))));
-/// println!("{error}"); // unknown load-balancing policy "grpclb" (known: ...)
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Debug)]
-pub enum BuildError {
-    /// The target is malformed or has no resolver.
-    Target(ResolveError),
-    /// No policy of that name is registered.
-    Policy(UnknownPolicy),
-    /// No tokio runtime to run the channel's worker on.
-    NoRuntime,
-    /// The service config names only policies this channel does not have.
-    ServiceConfig(ServiceConfigError),
-    /// The authority (from [`Builder::authority`] or the target) is not a
-    /// valid `host[:port]`.
-    InvalidAuthority(String),
-    /// [`Builder::user_agent`]'s value is no valid header value.
-    InvalidUserAgent(String),
-    /// [`Builder::origin`]'s URI has no scheme or no authority.
-    InvalidOrigin(String),
-    /// The TLS configuration is unusable, or the server name is not a valid
-    /// DNS name or IP address.
-    #[cfg(feature = "tls")]
-    Tls(grpc_lb_connect::tls::TlsError),
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::Target(error) => error.fmt(f),
-            BuildError::Policy(error) => error.fmt(f),
-            BuildError::ServiceConfig(error) => error.fmt(f),
-            BuildError::NoRuntime => {
-                f.pad("a channel must be built inside a tokio runtime, which runs its worker")
-            }
-            BuildError::InvalidAuthority(authority) => {
-                write!(f, "invalid authority {authority:?}: expected host[:port]")
-            }
-            BuildError::InvalidUserAgent(reason) => write!(f, "invalid user agent: {reason}"),
-            BuildError::InvalidOrigin(origin) => {
-                write!(f, "invalid origin {origin:?}: expected scheme://authority")
-            }
-            #[cfg(feature = "tls")]
-            BuildError::Tls(error) => error.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {
-    /// None: the message already says the whole cause (the errors below
-    /// write their own causes into their messages), and the variant's field
-    /// is the typed cause to match on.
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        None
     }
 }
 
@@ -329,58 +253,6 @@ impl<L> Builder<L> {
             connection,
             layer: Stack::new(layer, outer),
         }
-    }
-
-    /// At most `limit` calls in flight through the channel (all its clones
-    /// and endpoints together): a layer of `tower::limit::ConcurrencyLimit`,
-    /// whose `poll_ready` waits for a call to end. tonic's
-    /// `Endpoint::concurrency_limit` limits each endpoint's connection; with
-    /// one endpoint the two are the same.
-    ///
-    /// ```
-    /// let channel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051")
-    ///     .concurrency_limit(256);
-    /// # drop(channel);
-    /// ```
-    pub fn concurrency_limit(
-        self,
-        limit: usize,
-    ) -> Builder<Stack<tower::limit::ConcurrencyLimitLayer, L>> {
-        self.layer(tower::limit::ConcurrencyLimitLayer::new(limit))
-    }
-
-    /// At most `limit` calls per `period` through the channel (all its
-    /// clones together): a [`RateLimitLayer`](crate::RateLimitLayer), whose
-    /// `poll_ready` waits for the next period once this one's calls are
-    /// spent, like tonic's `Endpoint::rate_limit` (tower's `RateLimit`,
-    /// shared by tonic's channel clones behind its buffer).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let channel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051")
-    ///     .rate_limit(100, Duration::from_secs(1));
-    /// # drop(channel);
-    /// ```
-    pub fn rate_limit(
-        self,
-        limit: u64,
-        period: std::time::Duration,
-    ) -> Builder<Stack<crate::RateLimitLayer, L>> {
-        self.layer(crate::RateLimitLayer::new(limit, period))
-    }
-
-    /// tonic's `Endpoint::buffer_size`, the bound on requests queued for the
-    /// channel: here [`max_waiting`](Self::max_waiting), the requests that
-    /// may wait for a connection at once (default 1024, as tonic's buffer;
-    /// `None` keeps it). Requests beyond it fail with `RESOURCE_EXHAUSTED`
-    /// instead of waiting in `poll_ready`; requests that find a ready
-    /// connection never queue.
-    pub fn buffer_size(mut self, size: impl Into<Option<usize>>) -> Self {
-        if let Some(size) = size.into() {
-            self.max_waiting = size;
-        }
-        self
     }
 
     /// Selects the load-balancing policy by name: the policy used while the
@@ -606,7 +478,10 @@ impl<L> Builder<L> {
     /// byte stream (tokio's `AsyncRead + AsyncWrite`, hyper-util's model with
     /// `TokioIo`). TLS, if set, and HTTP run over the streams it returns, and
     /// the reconnect layer above backs off from its failures. Use it for
-    /// proxies, socket options, or a transport of your own.
+    /// proxies, socket options beyond the builder's own (`tcp_nodelay`,
+    /// `tcp_keepalive*`, `local_address`, which apply to the default
+    /// transport only), or a transport of your own. The HTTP/2 settings,
+    /// the connect timeout and the user agent still apply above it.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,9 +4,10 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use grpc_lb_balance::UnknownPolicy;
 use grpc_lb_core::BoxError;
-
-use crate::builder::BuildError;
+use grpc_lb_resolve::ResolveError;
+use grpc_lb_service_config::ServiceConfigError;
 
 /// Why a channel could not be built, or a call through it failed: the error
 /// of [`Builder::build`](crate::Builder::build) and the `Service::Error` of
@@ -125,6 +126,83 @@ impl StdError for Error {
             Kind::Build(error) => error.source(),
             Kind::Call(error) => Some(&**error),
         }
+    }
+}
+
+/// Why a channel could not be built: what [`Error::build_error`] gives.
+///
+/// Each variant reads as its cause, once: its `Display` is the cause's
+/// message (which says the cause's own causes), and it has no `source`;
+/// the variant's field is the typed cause.
+///
+/// ```
+/// use grpc_lb::{BuildError, Channel};
+///
+/// // Outside a tokio runtime there is nowhere to run the channel's worker.
+/// let error = Channel::builder("ipv4:127.0.0.1:50051").build().unwrap_err();
+/// assert!(matches!(error.build_error(), Some(BuildError::NoRuntime)));
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// let _inside = runtime.enter();
+/// let error = Channel::builder("dns:///greeter.local:99999").build().unwrap_err();
+/// assert!(matches!(error.build_error(), Some(BuildError::Target(_))));
+///
+/// let error = Channel::builder("ipv4:127.0.0.1:50051").policy("grpclb").build().unwrap_err();
+/// assert!(matches!(error.build_error(), Some(BuildError::Policy(_))));
+/// println!("{error}"); // unknown load-balancing policy "grpclb" (known: ...)
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum BuildError {
+    /// The target is malformed or has no resolver.
+    Target(ResolveError),
+    /// No policy of that name is registered.
+    Policy(UnknownPolicy),
+    /// No tokio runtime to run the channel's worker on.
+    NoRuntime,
+    /// The service config names only policies this channel does not have.
+    ServiceConfig(ServiceConfigError),
+    /// The authority (from [`Builder::authority`](crate::Builder::authority) or the target) is not a
+    /// valid `host[:port]`.
+    InvalidAuthority(String),
+    /// [`Builder::user_agent`](crate::Builder::user_agent)'s value is no valid header value.
+    InvalidUserAgent(String),
+    /// [`Builder::origin`](crate::Builder::origin)'s URI has no scheme or no authority.
+    InvalidOrigin(String),
+    /// The TLS configuration is unusable, or the server name is not a valid
+    /// DNS name or IP address.
+    #[cfg(feature = "tls")]
+    Tls(grpc_lb_connect::tls::TlsError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Target(error) => error.fmt(f),
+            BuildError::Policy(error) => error.fmt(f),
+            BuildError::ServiceConfig(error) => error.fmt(f),
+            BuildError::NoRuntime => {
+                f.pad("a channel must be built inside a tokio runtime, which runs its worker")
+            }
+            BuildError::InvalidAuthority(authority) => {
+                write!(f, "invalid authority {authority:?}: expected host[:port]")
+            }
+            BuildError::InvalidUserAgent(reason) => write!(f, "invalid user agent: {reason}"),
+            BuildError::InvalidOrigin(origin) => {
+                write!(f, "invalid origin {origin:?}: expected scheme://authority")
+            }
+            #[cfg(feature = "tls")]
+            BuildError::Tls(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    /// None: the message already says the whole cause (the errors below
+    /// write their own causes into their messages), and the variant's field
+    /// is the typed cause to match on.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        None
     }
 }
 

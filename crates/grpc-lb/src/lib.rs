@@ -46,12 +46,12 @@ mod settings;
 mod snapshot;
 mod worker;
 
-pub use crate::builder::{BuildError, Builder};
+pub use crate::builder::Builder;
 pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
-pub use crate::error::Error;
+pub use crate::error::{BuildError, Error};
 pub use crate::idle::{ResponseBody, DEFAULT_IDLE_TIMEOUT};
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::rate_limit::{RateLimit, RateLimitLayer};

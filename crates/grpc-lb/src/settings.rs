@@ -10,6 +10,8 @@ use std::time::Duration;
 use grpc_lb_connect::{Http2Config, TcpConnector};
 use http::{HeaderValue, Uri};
 
+use tower_layer::Stack;
+
 use crate::builder::Builder;
 
 /// What the builder hands the connectors.
@@ -251,6 +253,58 @@ impl<L> Builder<L> {
     pub fn origin(mut self, origin: Uri) -> Self {
         self.connection.origin = Some(origin);
         self
+    }
+
+    /// At most `limit` calls in flight through the channel (all its clones
+    /// and endpoints together): a layer of `tower::limit::ConcurrencyLimit`,
+    /// whose `poll_ready` waits for a call to end. tonic's
+    /// `Endpoint::concurrency_limit` limits each endpoint's connection; with
+    /// one endpoint the two are the same.
+    ///
+    /// ```
+    /// let channel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .concurrency_limit(256);
+    /// # drop(channel);
+    /// ```
+    pub fn concurrency_limit(
+        self,
+        limit: usize,
+    ) -> Builder<Stack<tower::limit::ConcurrencyLimitLayer, L>> {
+        self.layer(tower::limit::ConcurrencyLimitLayer::new(limit))
+    }
+
+    /// At most `limit` calls per `period` through the channel (all its
+    /// clones together): a [`RateLimitLayer`](crate::RateLimitLayer), whose
+    /// `poll_ready` waits for the next period once this one's calls are
+    /// spent, like tonic's `Endpoint::rate_limit` (tower's `RateLimit`,
+    /// shared by tonic's channel clones behind its buffer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let channel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .rate_limit(100, Duration::from_secs(1));
+    /// # drop(channel);
+    /// ```
+    pub fn rate_limit(
+        self,
+        limit: u64,
+        period: std::time::Duration,
+    ) -> Builder<Stack<crate::RateLimitLayer, L>> {
+        self.layer(crate::RateLimitLayer::new(limit, period))
+    }
+
+    /// tonic's `Endpoint::buffer_size`, the bound on requests queued for the
+    /// channel: here [`max_waiting`](Self::max_waiting), the requests that
+    /// may wait for a connection at once (default 1024, as tonic's buffer;
+    /// `None` keeps it). Requests beyond it fail with `RESOURCE_EXHAUSTED`
+    /// instead of waiting in `poll_ready`; requests that find a ready
+    /// connection never queue.
+    pub fn buffer_size(self, size: impl Into<Option<usize>>) -> Self {
+        match size.into() {
+            Some(size) => self.max_waiting(size),
+            None => self,
+        }
     }
 
     /// Whether `TCP_NODELAY` is set (tonic's `get_tcp_nodelay`).
