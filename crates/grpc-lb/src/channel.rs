@@ -397,7 +397,7 @@ where
     ResBody: 'static,
 {
     type Response = http::Response<ResponseBody<ResBody>>;
-    type Error = BoxError;
+    type Error = crate::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -558,7 +558,7 @@ where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<ResponseBody<ResBody>>, BoxError>;
+    type Output = Result<http::Response<ResponseBody<ResBody>>, crate::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -586,7 +586,11 @@ where
         };
         this.call.finish(&result);
         let open = this.open.take();
-        Poll::Ready(result.map(|response| response.map(|body| ResponseBody::new(body, open))))
+        Poll::Ready(
+            result
+                .map(|response| response.map(|body| ResponseBody::new(body, open)))
+                .map_err(crate::Error::call),
+        )
     }
 }
 
