@@ -1596,3 +1596,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod regression_tests;
