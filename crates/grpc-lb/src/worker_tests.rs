@@ -60,12 +60,45 @@ fn counting_connector(
 
 const GUARD: Duration = Duration::from_secs(10);
 
+/// Runs `test` on a runtime of its own with `threads` worker threads, and
+/// fails if it has not finished within twice [`GUARD`]: a worker that never
+/// yields holds every thread of its runtime, timers included, so the test's
+/// own timeouts could not fire.
+fn on_own_runtime<F>(threads: usize, test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(test());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(GUARD * 2) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("still running after {:?}: the worker holds its threads", GUARD * 2)
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the test failed on its runtime (its panic is above)")
+        }
+    }
+}
+
 // Issue 13, defect 3: pick_first over eager subchannels (the mode the
 // `ChannelOptions` example builds) let go of the losers, which reconnected at
 // once, won, and let go of the winner: over a million attempts, and the worker
 // never returned to see that its channel was dropped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pick_first_over_eager_subchannels_connects_once_and_the_worker_ends() {
+#[test]
+fn pick_first_over_eager_subchannels_connects_once_and_the_worker_ends() {
+    on_own_runtime(2, pick_first_over_eager_subchannels);
+}
+
+async fn pick_first_over_eager_subchannels() {
     let attempts = Arc::new(AtomicUsize::new(0));
     let connector = counting_connector(attempts.clone());
     let (resolver, handle) = ManualResolver::new("test");
@@ -127,8 +160,12 @@ impl futures::Stream for FailingDiscover {
 // Issue 13, defect 8: a Discover that keeps yielding errors held the worker
 // in its discovery loop for good: it never yielded, starving the other tasks
 // of its thread, and never ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn a_discovery_that_keeps_failing_does_not_hold_the_thread() {
+#[test]
+fn a_discovery_that_keeps_failing_does_not_hold_the_thread() {
+    on_own_runtime(1, a_discovery_that_keeps_failing);
+}
+
+async fn a_discovery_that_keeps_failing() {
     let polls = Arc::new(AtomicUsize::new(0));
     let discover = FailingDiscover {
         polls: polls.clone(),
