@@ -117,7 +117,10 @@ async fn pick_first_retries_an_address_whose_backoff_ended_during_the_first_pass
     })
     .await;
     a.serve("a");
-    let reply = call.await.unwrap().expect("served by A before the deadline");
+    let reply = call
+        .await
+        .unwrap()
+        .expect("served by A before the deadline");
     assert_eq!(backend(&reply), "a");
     drop(silent);
 }

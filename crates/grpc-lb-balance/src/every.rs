@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(policy.state(), Ready);
         helper.connects.clear();
         policy.replace_subchannel(&a, Idle, &mut helper);
-        assert_eq!(helper.connects, [a.clone()]);
+        assert_eq!(helper.connects, std::slice::from_ref(&a));
         assert_eq!(policy.state(), Idle);
         assert!(policy.pickable().is_empty());
         policy.update_subchannel(&a, Connecting, &mut helper);

@@ -257,18 +257,23 @@ impl LoadBalancer for PickFirst {
                 .is_some_and(|t| t.state == ConnectivityState::Ready)
         });
         let was_ready = kept_ready.is_some();
-        let keep = kept_ready.filter(|selected| list.contains(selected)).cloned();
+        let keep = kept_ready
+            .filter(|selected| list.contains(selected))
+            .cloned();
 
         // Reconcile what is known with the new list: addresses gone are
         // forgotten, new ones start as their subchannel is, not yet used.
         let listed: HashSet<&Address> = list.iter().collect();
-        self.subchannels.retain(|address, _| listed.contains(address));
+        self.subchannels
+            .retain(|address, _| listed.contains(address));
         for address in &list {
-            self.subchannels.entry(address.clone()).or_insert_with(|| Tracked {
-                state: helper.state(address).unwrap_or(ConnectivityState::Idle),
-                failed: false,
-                active: false,
-            });
+            self.subchannels
+                .entry(address.clone())
+                .or_insert_with(|| Tracked {
+                    state: helper.state(address).unwrap_or(ConnectivityState::Idle),
+                    failed: false,
+                    active: false,
+                });
         }
         self.addresses = list;
 
@@ -333,11 +338,11 @@ impl LoadBalancer for PickFirst {
         }
         if self.first_pass {
             match state {
-                ConnectivityState::Connecting => {
-                    // Sticky: TRANSIENT_FAILURE stays until READY (A62).
-                    if self.state != ConnectivityState::TransientFailure {
-                        self.state = ConnectivityState::Connecting;
-                    }
+                // Sticky: TRANSIENT_FAILURE stays until READY (A62).
+                ConnectivityState::Connecting
+                    if self.state != ConnectivityState::TransientFailure =>
+                {
+                    self.state = ConnectivityState::Connecting;
                 }
                 ConnectivityState::TransientFailure => {
                     // The address being tried failed: on to the next at once.
@@ -607,7 +612,11 @@ mod tests {
         pf.update_subchannel(&a, TransientFailure, &mut helper); // refused
         pf.update_subchannel(&b, Connecting, &mut helper); // never answers
         pf.update_subchannel(&a, Idle, &mut helper); // a's backoff is over
-        assert_eq!(helper.connects, [a.clone(), b.clone()], "not during the pass");
+        assert_eq!(
+            helper.connects,
+            [a.clone(), b.clone()],
+            "not during the pass"
+        );
         assert_eq!(pf.state(), Connecting);
         pf.update_subchannel(&b, TransientFailure, &mut helper); // b's timeout
         assert_eq!(pf.state(), TransientFailure);
@@ -670,8 +679,12 @@ mod tests {
         pf.update_subchannel(&a, Ready, &mut helper);
         pf.update_subchannel(&b, Ready, &mut helper);
         assert_eq!(pf.state(), Ready);
-        assert_eq!(pf.pickable(), [a.clone()]);
-        assert_eq!(helper.disconnects, [b.clone()], "a is never torn down");
+        assert_eq!(pf.pickable(), std::slice::from_ref(&a));
+        assert_eq!(
+            helper.disconnects,
+            std::slice::from_ref(&b),
+            "a is never torn down"
+        );
         // b's disconnect is reported later; still nothing moves.
         pf.update_subchannel(&b, Idle, &mut helper);
         assert_eq!(pf.pickable(), [a]);

@@ -578,8 +578,7 @@ where
                     continue;
                 };
                 if !switched {
-                    self.policy
-                        .replace_subchannel(&address, state, &mut helper);
+                    self.policy.replace_subchannel(&address, state, &mut helper);
                 }
             }
             if self.shared.exit_idle.swap(false, Ordering::AcqRel) {

@@ -48,8 +48,12 @@ fn address(port: u16) -> Address {
 /// A connector that connects at once and counts its attempts.
 fn counting_connector(
     attempts: Arc<AtomicUsize>,
-) -> impl Service<Address, Response = Answers, Error = Infallible, Future = Ready<Result<Answers, Infallible>>>
-       + Clone
+) -> impl Service<
+    Address,
+    Response = Answers,
+    Error = Infallible,
+    Future = Ready<Result<Answers, Infallible>>,
+> + Clone
        + Send
        + 'static {
     tower::service_fn(move |_: Address| {
@@ -81,7 +85,10 @@ where
     match finished.recv_timeout(GUARD * 2) {
         Ok(()) => {}
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("still running after {:?}: the worker holds its threads", GUARD * 2)
+            panic!(
+                "still running after {:?}: the worker holds its threads",
+                GUARD * 2
+            )
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             panic!("the test failed on its runtime (its panic is above)")
@@ -103,9 +110,10 @@ async fn pick_first_over_eager_subchannels() {
     let connector = counting_connector(attempts.clone());
     let (resolver, handle) = ManualResolver::new("test");
     let eager = ReconnectConfig::default().mode(ConnectMode::Eager);
-    let discover = ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
-        Reconnect::with_config(connector.clone(), e.address.clone(), eager.clone())
-    });
+    let discover =
+        ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+            Reconnect::with_config(connector.clone(), e.address.clone(), eager.clone())
+        });
     let options = ChannelOptions {
         resolver_status: Some(discover.status()),
         ..ChannelOptions::default()
@@ -116,10 +124,13 @@ async fn pick_first_over_eager_subchannels() {
     let worker = tokio::spawn(worker);
     handle.reset([1, 2, 3].map(|port| Endpoint::new(address(port))));
     let mut state = channel.watch_state();
-    timeout(GUARD, state.wait_for(|c| c.state == ConnectivityState::Ready))
-        .await
-        .expect("READY")
-        .unwrap();
+    timeout(
+        GUARD,
+        state.wait_for(|c| c.state == ConnectivityState::Ready),
+    )
+    .await
+    .expect("READY")
+    .unwrap();
     for _ in 0..10 {
         channel
             .clone()
@@ -143,10 +154,8 @@ struct FailingDiscover {
     polls: Arc<AtomicUsize>,
 }
 
-type Subchannel = Reconnect<
-    tower::util::ServiceFn<fn(Address) -> Ready<Result<Answers, Infallible>>>,
-    Address,
->;
+type Subchannel =
+    Reconnect<tower::util::ServiceFn<fn(Address) -> Ready<Result<Answers, Infallible>>>, Address>;
 
 impl futures::Stream for FailingDiscover {
     type Item = Result<Change<Address, Subchannel>, std::io::Error>;
@@ -170,7 +179,9 @@ async fn a_discovery_that_keeps_failing() {
     let discover = FailingDiscover {
         polls: polls.clone(),
     };
-    let policy = PolicyRegistry::with_defaults().build("round_robin").unwrap();
+    let policy = PolicyRegistry::with_defaults()
+        .build("round_robin")
+        .unwrap();
     let (channel, worker) = Channel::<Answers>::pair::<_, _, _, _, http::Request<()>>(
         discover,
         policy,
@@ -199,14 +210,17 @@ async fn a_reinserted_endpoint_is_connected_again() {
     let attempts = Arc::new(AtomicUsize::new(0));
     let connector = counting_connector(attempts.clone());
     let (resolver, handle) = ManualResolver::new("test");
-    let discover = ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
-        Reconnect::new(connector.clone(), e.address.clone())
-    });
+    let discover =
+        ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+            Reconnect::new(connector.clone(), e.address.clone())
+        });
     let options = ChannelOptions {
         resolver_status: Some(discover.status()),
         ..ChannelOptions::default()
     };
-    let policy = PolicyRegistry::with_defaults().build("round_robin").unwrap();
+    let policy = PolicyRegistry::with_defaults()
+        .build("round_robin")
+        .unwrap();
     let (channel, worker) =
         Channel::pair::<_, _, _, _, http::Request<()>>(discover, policy, options);
     tokio::spawn(worker);
@@ -250,9 +264,10 @@ impl Pick for OutOfRange {
 async fn an_out_of_range_pick_fails_the_call_instead_of_panicking() {
     let connector = counting_connector(Arc::default());
     let (resolver, handle) = ManualResolver::new("test");
-    let discover = ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
-        Reconnect::new(connector.clone(), e.address.clone())
-    });
+    let discover =
+        ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+            Reconnect::new(connector.clone(), e.address.clone())
+        });
     let options = ChannelOptions {
         resolver_status: Some(discover.status()),
         ..ChannelOptions::default()
@@ -289,7 +304,8 @@ struct Gated {
 impl Service<http::Request<()>> for Gated {
     type Response = http::Response<()>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -320,14 +336,17 @@ async fn a_call_waiting_on_a_busy_connection_is_woken_when_it_frees_up() {
         }
     });
     let (resolver, handle) = ManualResolver::new("test");
-    let discover = ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
-        Reconnect::new(connector.clone(), e.address.clone())
-    });
+    let discover =
+        ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+            Reconnect::new(connector.clone(), e.address.clone())
+        });
     let options = ChannelOptions {
         resolver_status: Some(discover.status()),
         ..ChannelOptions::default()
     };
-    let policy = PolicyRegistry::with_defaults().build("round_robin").unwrap();
+    let policy = PolicyRegistry::with_defaults()
+        .build("round_robin")
+        .unwrap();
     let (channel, worker) =
         Channel::pair::<_, _, _, _, http::Request<()>>(discover, policy, options);
     tokio::spawn(worker);
@@ -381,7 +400,9 @@ async fn a_failed_exit_from_idle_mode_is_retried_by_the_next_call() {
             Ok((discover, Some(status), policy))
         }
     });
-    let policy = PolicyRegistry::with_defaults().build("round_robin").unwrap();
+    let policy = PolicyRegistry::with_defaults()
+        .build("round_robin")
+        .unwrap();
     let idle = IdleMode::new(Duration::from_secs(10), rebuild);
     let (channel, worker) = Channel::pair_with_idle::<_, _, _, _, http::Request<()>>(
         discover,
@@ -410,7 +431,10 @@ async fn a_failed_exit_from_idle_mode_is_retried_by_the_next_call() {
         .unwrap_err();
     let status = error.downcast::<tonic::Status>().unwrap();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert!(status.message().contains("the resolver cannot start"), "{status:?}");
+    assert!(
+        status.message().contains("the resolver cannot start"),
+        "{status:?}"
+    );
     assert_eq!(channel.state(), ConnectivityState::TransientFailure);
     // Every call asks again, and fails fast while it still fails.
     let error = channel
