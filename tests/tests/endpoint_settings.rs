@@ -578,6 +578,65 @@ async fn connect_timeout_fails_an_attempt_the_server_never_answers() {
     assert!(accepted.recv().await.is_some(), "TCP did connect");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_a_tls_handshake_and_a_silent_unix_socket() {
+    async fn timed_out(channel: GrpcChannel) -> String {
+        channel.connect();
+        let mut watch = channel.watch_state();
+        let failed = timeout(
+            LIMIT,
+            watch.wait_for(|c| c.state == ConnectivityState::TransientFailure),
+        )
+        .await
+        .expect("the attempt times out")
+        .unwrap()
+        .clone();
+        failed.last_error.expect("a cause").to_string()
+    }
+    // A TCP server that never answers the TLS ClientHello.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (keep, _accepted) = mpsc::unbounded_channel();
+    let keep_unix = keep.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = keep.send(Box::new(stream) as Box<dyn std::any::Any + Send>);
+        }
+    });
+    // No roots: the handshake never gets as far as checking a certificate.
+    let tls = grpc_lb::TlsConfig::new();
+    let channel = Channel::builder(format!("ipv4:{addr}"))
+        .authority("localhost")
+        .tls(tls)
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let cause = timed_out(channel).await;
+    assert!(
+        cause.contains("timed out") && cause.contains("300ms"),
+        "{cause}"
+    );
+
+    // A Unix socket whose server accepts and says nothing.
+    let path = socket_path("silent");
+    let unix = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = unix.accept().await {
+            let _ = keep_unix.send(Box::new(stream));
+        }
+    });
+    let channel = Channel::builder(format!("unix://{}", path.display()))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let cause = timed_out(channel).await;
+    assert!(
+        cause.contains("timed out") && cause.contains("300ms"),
+        "{cause}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
 // ===== limits and layers =====
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
