@@ -287,7 +287,7 @@ async fn an_out_of_range_pick_fails_the_call_instead_of_panicking() {
         .oneshot(http::Request::new(()))
         .await
         .unwrap_err();
-    let status = error.downcast::<tonic::Status>().unwrap();
+    let status = error.status().expect("a gRPC status");
     assert_eq!(status.code(), tonic::Code::Internal);
     assert_eq!(
         status.message(),
@@ -429,7 +429,7 @@ async fn a_failed_exit_from_idle_mode_is_retried_by_the_next_call() {
         .oneshot(http::Request::new(()))
         .await
         .unwrap_err();
-    let status = error.downcast::<tonic::Status>().unwrap();
+    let status = error.status().expect("a gRPC status");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
         status.message().contains("the resolver cannot start"),
