@@ -442,7 +442,11 @@ async fn a_failed_exit_from_idle_mode_is_retried_by_the_next_call() {
         .oneshot(http::Request::new(()))
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("the resolver cannot start"));
+    let status = error.status().expect("a gRPC status");
+    assert!(
+        status.message().contains("the resolver cannot start"),
+        "{status:?}"
+    );
 
     // The resolver can start again: the next call leaves idle mode and is
     // served (its manual resolver still holds the address).
