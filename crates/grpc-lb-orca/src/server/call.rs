@@ -33,7 +33,7 @@ use crate::TRAILER;
 /// let handler = tower::service_fn(|request: http::Request<tonic::body::Body>| async move {
 ///     let recorder = request.extensions().get::<CallMetricsRecorder>().expect("layer installed");
 ///     recorder.set_cpu_utilization(0.4)?;
-///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(tonic::Status::unavailable("busy").into_http())
+///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(tonic::Status::unavailable("busy").into_http::<tonic::body::Body>())
 /// });
 /// let mut service = tower::ServiceBuilder::new().layer(OrcaCallMetricsLayer::new()).service(handler);
 ///
