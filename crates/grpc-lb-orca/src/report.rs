@@ -351,7 +351,10 @@ mod tests {
         assert!(!padding.is_empty(), "the test needs a value that pads");
         let padded = HeaderValue::try_from(format!("{unpadded}{padding}")).unwrap();
         let unpadded = HeaderValue::try_from(unpadded).unwrap();
-        assert_eq!(OrcaLoadReport::from_header_value(&padded), Ok(report.clone()));
+        assert_eq!(
+            OrcaLoadReport::from_header_value(&padded),
+            Ok(report.clone())
+        );
         assert_eq!(OrcaLoadReport::from_header_value(&unpadded), Ok(report));
     }
 
@@ -362,7 +365,9 @@ mod tests {
 
     #[test]
     fn an_empty_value_is_an_empty_report() {
-        let report = OrcaLoadReport::from_trailers(&trailers(&[""])).unwrap().unwrap();
+        let report = OrcaLoadReport::from_trailers(&trailers(&[""]))
+            .unwrap()
+            .unwrap();
         assert!(report.is_empty());
     }
 
@@ -383,7 +388,9 @@ mod tests {
     fn malformed_values_are_typed_errors() {
         let error = OrcaLoadReport::from_trailers(&trailers(&["a*b"])).unwrap_err();
         assert!(matches!(error, OrcaError::NotBase64 { .. }), "{error:?}");
-        assert!(error.to_string().starts_with("endpoint-load-metrics-bin is not base64"));
+        assert!(error
+            .to_string()
+            .starts_with("endpoint-load-metrics-bin is not base64"));
 
         // 0x0f: field 1 with wire type 7, which does not exist.
         let error = OrcaLoadReport::from_trailers(&trailers(&["Dw"])).unwrap_err();
@@ -391,14 +398,17 @@ mod tests {
         assert!(std::error::Error::source(&error).is_some());
 
         // A length-delimited map entry that runs past the end.
-        let error = OrcaLoadReport::from_header_value(&HeaderValue::from_static("Igo")).unwrap_err();
+        let error =
+            OrcaLoadReport::from_header_value(&HeaderValue::from_static("Igo")).unwrap_err();
         assert!(matches!(error, OrcaError::NotALoadReport(_)), "{error:?}");
     }
 
     #[test]
     fn large_reports_decode_through_the_heap() {
         let report = OrcaLoadReport {
-            named_metrics: (0..100).map(|i| (format!("metric-{i}"), f64::from(i))).collect(),
+            named_metrics: (0..100)
+                .map(|i| (format!("metric-{i}"), f64::from(i)))
+                .collect(),
             ..Default::default()
         };
         let value = report.to_header_value();
@@ -423,7 +433,10 @@ mod tests {
     fn is_empty_sees_every_field() {
         assert!(OrcaLoadReport::default().is_empty());
         assert!(!full_report().is_empty());
-        let only_eps = OrcaLoadReport { eps: 1.0, ..Default::default() };
+        let only_eps = OrcaLoadReport {
+            eps: 1.0,
+            ..Default::default()
+        };
         assert!(!only_eps.is_empty());
     }
 }

@@ -8,8 +8,8 @@ use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_connect::{Http2Connection, Http2Connector};
 use grpc_lb_helloworld::proto::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
 use grpc_lb_orca::{
-    CallMetricsRecorder, OobLoadReports, OobStreamState, OrcaCallMetricsLayer, OrcaLoadReport,
-    OrcaService, ServerMetricsRecorder,
+    CallMetricsRecorder, OobLoadReports, OobStreamState, OobSubscription, OrcaCallMetricsLayer,
+    OrcaLoadReport, OrcaService, ServerMetricsRecorder,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -26,7 +26,10 @@ struct LoadedGreeter;
 
 #[tonic::async_trait]
 impl Greeter for LoadedGreeter {
-    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
         let recorder = CallMetricsRecorder::from_request(&request)
             .ok_or_else(|| Status::internal("no CallMetricsRecorder: layer missing"))?;
         let name = &request.get_ref().name;
@@ -88,6 +91,11 @@ async fn shut_down(task: JoinHandle<Result<(), tonic::transport::Error>>) {
         .unwrap();
 }
 
+/// Reads the reports not seen yet, and returns once reporting has ended.
+async fn until_ended(subscription: &mut OobSubscription) {
+    while subscription.changed().await.is_some() {}
+}
+
 fn fast_backoff() -> BackoffConfig {
     BackoffConfig::try_from_secs_f64(0.01, 1.6, 0.2, 0.1, 1.0).unwrap()
 }
@@ -109,7 +117,10 @@ async fn per_call_reports_arrive_in_the_trailers_of_successes_and_failures() {
         .unwrap();
     let trailers = response.metadata().clone().into_headers();
     let report = OrcaLoadReport::from_trailers(&trailers).unwrap().unwrap();
-    assert_eq!(report.application_utilization, 0.25, "the call's value wins");
+    assert_eq!(
+        report.application_utilization, 0.25,
+        "the call's value wins"
+    );
     assert_eq!(report.cpu_utilization, 0.7, "the server's value fills in");
     assert_eq!(report.request_cost["name_bytes"], 25.0);
 
@@ -130,7 +141,9 @@ async fn per_call_reports_arrive_in_the_trailers_of_successes_and_failures() {
     server_metrics.clear_cpu_utilization();
     server_metrics.clear_application_utilization();
     let response = client
-        .say_hello(HelloRequest { name: String::new() })
+        .say_hello(HelloRequest {
+            name: String::new(),
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -144,7 +157,8 @@ async fn the_out_of_band_stream_follows_the_server_recorder() {
     let server_metrics = ServerMetricsRecorder::new();
     server_metrics.set_cpu_utilization(0.1).unwrap();
     server_metrics.set_qps(10.0).unwrap();
-    let orca = OrcaService::new(server_metrics.clone()).min_reporting_interval(Duration::from_millis(5));
+    let orca =
+        OrcaService::new(server_metrics.clone()).min_reporting_interval(Duration::from_millis(5));
     let server = serve(server_metrics.clone(), Some(orca)).await;
 
     let reports = OobLoadReports::with_backoff(server.connection.clone(), fast_backoff());
@@ -168,7 +182,10 @@ async fn the_out_of_band_stream_follows_the_server_recorder() {
         .clone()
         .unwrap();
     assert_eq!(report.utilization["disk"], 0.3);
-    assert!(report.request_cost.is_empty(), "no request costs out of band");
+    assert!(
+        report.request_cost.is_empty(),
+        "no request costs out of band"
+    );
 
     // A second subscriber with a shorter interval restarts the stream.
     let _faster = reports.subscribe(Duration::from_millis(6));
@@ -206,7 +223,8 @@ async fn a_server_without_orca_ends_out_of_band_reporting() {
 async fn close_streams_lets_a_graceful_shutdown_finish() {
     let server_metrics = ServerMetricsRecorder::new();
     server_metrics.set_eps(1.0).unwrap();
-    let orca = OrcaService::new(server_metrics.clone()).min_reporting_interval(Duration::from_millis(5));
+    let orca =
+        OrcaService::new(server_metrics.clone()).min_reporting_interval(Duration::from_millis(5));
     let server = serve(server_metrics, Some(orca.clone())).await;
     let reports = OobLoadReports::with_backoff(server.connection.clone(), fast_backoff());
     let mut subscription = reports.subscribe(Duration::from_millis(5));
@@ -224,20 +242,21 @@ async fn close_streams_lets_a_graceful_shutdown_finish() {
         .wait_for(|s| *s == OobStreamState::ConnectionClosed)
         .await
         .unwrap();
-    assert_eq!(subscription.changed().await, None);
+    until_ended(&mut subscription).await;
 }
 
 #[tokio::test]
 async fn dropping_the_reports_cancels_the_stream_on_the_server() {
     let server_metrics = ServerMetricsRecorder::new();
     server_metrics.set_eps(1.0).unwrap();
-    let orca = OrcaService::new(server_metrics.clone()).min_reporting_interval(Duration::from_millis(5));
+    let orca =
+        OrcaService::new(server_metrics.clone()).min_reporting_interval(Duration::from_millis(5));
     let server = serve(server_metrics, Some(orca)).await;
     let reports = OobLoadReports::with_backoff(server.connection.clone(), fast_backoff());
     let mut subscription = reports.subscribe(Duration::from_millis(5));
     subscription.changed().await.unwrap();
     drop(reports);
-    assert_eq!(subscription.changed().await, None);
+    until_ended(&mut subscription).await;
 
     // With the stream cancelled, nothing holds a graceful shutdown open
     // (no close_streams here).

@@ -75,9 +75,12 @@ fn run() -> Result<ExitCode, Box<dyn Error>> {
     })
 }
 
+/// A generated file: its name in `src/generated/` and its contents.
+type Generated = (&'static str, Vec<u8>);
+
 /// Runs the code generator into a scratch directory and returns the files it
-/// produced, by name.
-fn generate() -> Result<Vec<(&'static str, Vec<u8>)>, Box<dyn Error>> {
+/// produced.
+fn generate() -> Result<Vec<Generated>, Box<dyn Error>> {
     let proto_dir = Path::new(MANIFEST_DIR).join("proto");
     let mut compiler = protox::Compiler::new([&proto_dir])?;
     // Source info carries the proto comments into the generated docs.

@@ -246,11 +246,7 @@ impl OobLoadReports {
     /// The interval the stream asks for: the smallest subscribed one, `None`
     /// without subscribers.
     pub fn requested_interval(&self) -> Option<Duration> {
-        lock(&self.shared.registry)
-            .intervals
-            .keys()
-            .next()
-            .copied()
+        lock(&self.shared.registry).intervals.keys().next().copied()
     }
 }
 
@@ -398,5 +394,7 @@ impl Registry {
 /// Locks, ignoring poisoning: every critical section leaves the registry
 /// consistent, so a panic elsewhere cannot have broken it.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

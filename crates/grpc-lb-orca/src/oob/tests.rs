@@ -78,7 +78,8 @@ impl http_body::Body for ChannelBody {
 impl tower_service::Service<http::Request<Body>> for Scripted {
     type Response = http::Response<ChannelBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.closed.load(Ordering::SeqCst) {
@@ -250,7 +251,11 @@ async fn failures_back_off_and_a_report_resets_the_backoff() {
         let ended_at = Instant::now();
         call.end(Code::Unavailable);
         states
-            .wait_for(|s| *s == OobStreamState::BackingOff { delay: secs(expected) })
+            .wait_for(|s| {
+                *s == OobStreamState::BackingOff {
+                    delay: secs(expected),
+                }
+            })
             .await
             .unwrap();
         call = calls.recv().await.unwrap();
@@ -292,7 +297,10 @@ async fn a_new_interval_during_a_backoff_waits_for_it() {
         .unwrap();
     subscription.set_interval(secs(2));
     let call = calls.recv().await.unwrap();
-    assert_eq!((call.interval, call.opened_at - ended_at), (secs(2), secs(1)));
+    assert_eq!(
+        (call.interval, call.opened_at - ended_at),
+        (secs(2), secs(1))
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -340,7 +348,11 @@ async fn dropping_the_reports_cancels_the_stream_and_leaves_no_task() {
     let reports = OobLoadReports::with_backoff(connection, doubling());
     let mut subscription = reports.subscribe(secs(1));
     let call = calls.recv().await.unwrap();
-    assert_eq!(Arc::strong_count(&alive), 3, "the test, the handle and the task");
+    assert_eq!(
+        Arc::strong_count(&alive),
+        3,
+        "the test, the handle and the task"
+    );
 
     drop(reports);
     call.cancelled().await;

@@ -93,10 +93,8 @@ impl Metrics {
         let pick = |a: Option<f64>, b: Option<f64>| b.or(a);
         merged.cpu_utilization = pick(merged.cpu_utilization, over.cpu_utilization);
         merged.mem_utilization = pick(merged.mem_utilization, over.mem_utilization);
-        merged.application_utilization = pick(
-            merged.application_utilization,
-            over.application_utilization,
-        );
+        merged.application_utilization =
+            pick(merged.application_utilization, over.application_utilization);
         merged.qps = pick(merged.qps, over.qps);
         merged.eps = pick(merged.eps, over.eps);
         for (map, extra) in [
@@ -126,7 +124,9 @@ impl Metrics {
 fn lock(metrics: &Mutex<Metrics>) -> MutexGuard<'_, Metrics> {
     // Every update is a single assignment: a panic elsewhere cannot leave
     // the metrics half-written.
-    metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    metrics
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The setters both recorders share: the five scalar metrics and the named
@@ -379,7 +379,10 @@ mod tests {
         assert!(recorder.set_cpu_utilization(-0.1).is_err());
         assert!(recorder.set_cpu_utilization(f64::NAN).is_err());
         assert!(recorder.set_cpu_utilization(f64::INFINITY).is_err());
-        assert!(recorder.set_cpu_utilization(3.0).is_ok(), "CPU may exceed 1");
+        assert!(
+            recorder.set_cpu_utilization(3.0).is_ok(),
+            "CPU may exceed 1"
+        );
         assert!(recorder.set_memory_utilization(1.01).is_err());
         assert!(recorder.set_named_utilization("x", -1.0).is_err());
         assert!(recorder.set_qps(-1.0).is_err());
@@ -421,6 +424,9 @@ mod tests {
         assert_eq!(server.snapshot().utilization.len(), 1);
         let good = [("a".to_string(), 0.5)].into();
         server.set_all_named_utilizations(good).unwrap();
-        assert_eq!(server.snapshot().utilization, [("a".to_string(), 0.5)].into());
+        assert_eq!(
+            server.snapshot().utilization,
+            [("a".to_string(), 0.5)].into()
+        );
     }
 }

@@ -159,7 +159,9 @@ impl OpenRcaService for OrcaService {
 /// malformed value, which count as unset.
 fn from_proto_duration(duration: proto::Duration) -> Option<Duration> {
     let seconds = u64::try_from(duration.seconds).ok()?;
-    let nanos = u32::try_from(duration.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    let nanos = u32::try_from(duration.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
     Some(Duration::new(seconds, nanos)).filter(|d| !d.is_zero())
 }
 
@@ -242,7 +244,11 @@ mod tests {
             }),
             request_cost_names: Vec::new(),
         });
-        let mut stream = service.stream_core_metrics(request).await.unwrap().into_inner();
+        let mut stream = service
+            .stream_core_metrics(request)
+            .await
+            .unwrap()
+            .into_inner();
         let start = tokio::time::Instant::now();
         assert_eq!(stream.next().await.unwrap().unwrap().eps, 1.0);
         assert_eq!(start.elapsed(), Duration::ZERO);
