@@ -241,8 +241,13 @@ impl OrcaLoadReport {
     /// Encodes the report as the value of the [`TRAILER`]: unpadded base64,
     /// as gRPC sends `-bin` values.
     pub fn to_header_value(&self) -> HeaderValue {
-        let text = BIN_VALUE.encode(self.encode_to_vec());
-        HeaderValue::try_from(text).expect("base64 is a valid header value")
+        self.clone().into_header_value()
+    }
+
+    /// [`to_header_value`](Self::to_header_value) without a copy of the maps.
+    pub(crate) fn into_header_value(self) -> HeaderValue {
+        let bytes = proto::OrcaLoadReport::from(self).encode_to_vec();
+        HeaderValue::try_from(BIN_VALUE.encode(bytes)).expect("base64 is a valid header value")
     }
 
     /// True when no field is set: such a report tells a policy nothing, and

@@ -156,7 +156,7 @@ impl Pending {
     fn add_to(self, trailers: &mut HeaderMap) {
         let report = self.recorder.report(self.server.as_ref());
         if !report.is_empty() {
-            trailers.insert(TRAILER, report.to_header_value());
+            trailers.insert(TRAILER, report.into_header_value());
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::OrcaLoadReport;
 pub struct InvalidMetric {
     metric: String,
     value: f64,
-    range: &'static str,
+    range: Range,
 }
 
 impl InvalidMetric {
@@ -41,24 +41,30 @@ impl InvalidMetric {
 
 impl fmt::Display for InvalidMetric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} must be in {}, got {}",
-            self.metric, self.range, self.value
-        )
+        let range = match self.range {
+            Range::AtLeastZero => "[0, inf)",
+            Range::Fraction => "[0, 1]",
+        };
+        write!(f, "{} must be in {range}, got {}", self.metric, self.value)
     }
 }
 
 impl std::error::Error for InvalidMetric {}
 
-const AT_LEAST_ZERO: &str = "[0, inf)";
-const FRACTION: &str = "[0, 1]";
+/// The ranges the ORCA proto gives its metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Range {
+    /// Finite and ≥ 0 (utilizations that may pass 1, rates).
+    AtLeastZero,
+    /// 0 to 1.
+    Fraction,
+}
 
-fn check(metric: &str, value: f64, range: &'static str) -> Result<f64, InvalidMetric> {
-    // Written so that NaN fails both bounds.
+fn check(metric: &str, value: f64, range: Range) -> Result<f64, InvalidMetric> {
+    // Both tests are false for NaN.
     let fits = match range {
-        FRACTION => (0.0..=1.0).contains(&value),
-        _ => value >= 0.0 && value.is_finite(),
+        Range::Fraction => (0.0..=1.0).contains(&value),
+        Range::AtLeastZero => value >= 0.0 && value.is_finite(),
     };
     if fits {
         Ok(value)
@@ -139,7 +145,7 @@ macro_rules! common_setters {
         ///
         /// [`InvalidMetric`] for a negative, infinite or NaN value.
         pub fn set_cpu_utilization(&self, value: f64) -> Result<(), InvalidMetric> {
-            let value = check("cpu_utilization", value, AT_LEAST_ZERO)?;
+            let value = check("cpu_utilization", value, Range::AtLeastZero)?;
             self.lock().cpu_utilization = Some(value);
             Ok(())
         }
@@ -155,7 +161,7 @@ macro_rules! common_setters {
         ///
         /// [`InvalidMetric`] for a value outside [0, 1] or NaN.
         pub fn set_memory_utilization(&self, value: f64) -> Result<(), InvalidMetric> {
-            let value = check("mem_utilization", value, FRACTION)?;
+            let value = check("mem_utilization", value, Range::Fraction)?;
             self.lock().mem_utilization = Some(value);
             Ok(())
         }
@@ -172,7 +178,7 @@ macro_rules! common_setters {
         ///
         /// [`InvalidMetric`] for a negative, infinite or NaN value.
         pub fn set_application_utilization(&self, value: f64) -> Result<(), InvalidMetric> {
-            let value = check("application_utilization", value, AT_LEAST_ZERO)?;
+            let value = check("application_utilization", value, Range::AtLeastZero)?;
             self.lock().application_utilization = Some(value);
             Ok(())
         }
@@ -188,7 +194,7 @@ macro_rules! common_setters {
         ///
         /// [`InvalidMetric`] for a negative, infinite or NaN value.
         pub fn set_qps(&self, value: f64) -> Result<(), InvalidMetric> {
-            let value = check("rps_fractional", value, AT_LEAST_ZERO)?;
+            let value = check("rps_fractional", value, Range::AtLeastZero)?;
             self.lock().qps = Some(value);
             Ok(())
         }
@@ -204,7 +210,7 @@ macro_rules! common_setters {
         ///
         /// [`InvalidMetric`] for a negative, infinite or NaN value.
         pub fn set_eps(&self, value: f64) -> Result<(), InvalidMetric> {
-            let value = check("eps", value, AT_LEAST_ZERO)?;
+            let value = check("eps", value, Range::AtLeastZero)?;
             self.lock().eps = Some(value);
             Ok(())
         }
@@ -225,7 +231,7 @@ macro_rules! common_setters {
             value: f64,
         ) -> Result<(), InvalidMetric> {
             let name = name.into();
-            let value = check(&name, value, FRACTION)?;
+            let value = check(&name, value, Range::Fraction)?;
             self.lock().utilization.insert(name, value);
             Ok(())
         }
@@ -293,7 +299,7 @@ impl ServerMetricsRecorder {
         utilization: HashMap<String, f64>,
     ) -> Result<(), InvalidMetric> {
         for (name, value) in &utilization {
-            check(name, *value, FRACTION)?;
+            check(name, *value, Range::Fraction)?;
         }
         self.lock().utilization = utilization;
         Ok(())
