@@ -127,3 +127,22 @@ pub use server::{
 
 /// The error type of the connections [`OobLoadReports`] runs on.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod send_sync {
+    //! The handles are shared across tasks: a policy's worker, the
+    //! subchannel, a server's handlers.
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        assert_send_sync::<crate::OobLoadReports>();
+        assert_send_sync::<crate::OobSubscription>();
+        assert_send_sync::<crate::OrcaLoadReport>();
+        assert_send_sync::<crate::OrcaError>();
+        assert_send_sync::<crate::CallMetricsRecorder>();
+        assert_send_sync::<crate::ServerMetricsRecorder>();
+        assert_send_sync::<crate::OrcaService>();
+        assert_send_sync::<crate::OrcaCallMetricsLayer>();
+    }
+}
