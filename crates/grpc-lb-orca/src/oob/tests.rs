@@ -303,8 +303,41 @@ async fn a_new_interval_during_a_backoff_waits_for_it() {
     );
 }
 
+/// Everything logged while the guard lives, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn lines_with(&self, text: &str) -> usize {
+        let log = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        log.lines().filter(|line| line.contains(text)).count()
+    }
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn unimplemented_ends_reporting_for_good() {
+    let log = Captured::default();
+    let _guard = log.install();
     let (connection, mut calls) = scripted();
     let alive = connection.alive.clone();
     let reports = OobLoadReports::with_backoff(connection, doubling());
@@ -321,6 +354,12 @@ async fn unimplemented_ends_reporting_for_good() {
     assert_eq!(late.changed().await, None);
     // The task is gone, and the connection released.
     assert_eq!(Arc::strong_count(&alive), 1);
+    // Logged once, at ERROR (gRFC A51).
+    assert_eq!(log.lines_with("ERROR"), 1);
+    assert_eq!(
+        log.lines_with("does not implement xds.service.orca.v3.OpenRcaService"),
+        1
+    );
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
