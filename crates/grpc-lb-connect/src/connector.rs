@@ -13,11 +13,12 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
-use crate::connection::{CloseSignal, Http2Connection};
+use crate::connection::Http2Connection;
 use crate::error::{ConnectError, Step};
 use crate::io::{Io, TcpConnector};
-use crate::keepalive::{is_too_many_pings, Keepalive, KeepaliveConfig, TooManyPings};
+use crate::keepalive::{Keepalive, KeepaliveConfig, TooManyPings};
 use crate::preface::{Preface, PrefaceWatch};
+use crate::state::ConnectionState;
 
 /// Connects over a transport and HTTP/2 (prior knowledge).
 ///
@@ -339,7 +340,8 @@ where
     let io = io
         .await
         .map_err(|e| ConnectError::new(peer.clone(), Step::Connect, Some(e)))?;
-    let (io, preface) = PrefaceWatch::new(io);
+    let state = Arc::new(ConnectionState::default());
+    let (io, preface) = PrefaceWatch::new(io, state.clone(), peer.clone());
 
     let mut builder = http2::Builder::new(TokioExecutor::new());
     // hyper's keepalive PINGs and their timeout run on this timer.
@@ -356,15 +358,18 @@ where
         .await
         .map_err(|e| ConnectError::new(peer.clone(), Step::Handshake, Some(e.into())))?;
 
-    let closed = Arc::new(CloseSignal::default());
-    let on_close = closed.clone();
+    let closed = state.clone();
+    let on_close = state;
     let task_peer = peer.clone();
     tokio::spawn(async move {
         let result = connection.await;
         tracing::debug!(peer = %task_peer, ?result, "HTTP/2 connection closed");
+        // The GOAWAY's debug data as read off the wire (h2 shows it only in
+        // its error's text).
+        let too_many_pings = on_close.draining().is_some_and(|g| g.is_too_many_pings());
         let cause = result.err().map(|error| -> SharedError {
             match keepalive_time {
-                Some(used) if is_too_many_pings(&error) => {
+                Some(used) if too_many_pings => {
                     let new_time = keepalive.too_many_pings(used);
                     tracing::warn!(
                         peer = %task_peer,
@@ -395,7 +400,7 @@ where
             // The connection task ended, dropping the transport, before any
             // verdict: its error, set as it ends, is the cause.
             std::future::poll_fn(|cx| {
-                closed.register(cx.waker());
+                closed.register_watcher(cx.waker());
                 if closed.is_closed() {
                     Poll::Ready(())
                 } else {

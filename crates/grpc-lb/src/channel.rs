@@ -21,7 +21,7 @@ use tower_service::Service;
 
 use crate::idle::{OpenCall, ResponseBody};
 use crate::observe::{succeeded, CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
-use crate::snapshot::{Picked, Shared};
+use crate::snapshot::{Picked, Shared, Snapshot};
 use crate::worker::{IdleMode, Worker};
 
 /// Per-request override of the channel's wait-for-ready default, set as a
@@ -643,7 +643,9 @@ where
             ConnectivityState::Idle => shared.request_exit_idle(),
             _ => {}
         }
-        let changed = version.changed();
+        // A new picker, or a connection that was at its stream limit (its
+        // `poll_ready` registered this task) freeing a stream.
+        let changed = picker_changed_or_ready::<_, http::Request<B>>(&mut version, &snapshot);
         match deadline {
             Some(deadline) => {
                 let timed_out = tokio::time::timeout_at(deadline, changed).await.is_err();
@@ -666,6 +668,28 @@ where
             }
         }
     }
+}
+
+/// Resolves when the channel publishes a new picker (an error once it is
+/// gone), or when one of `snapshot`'s connections becomes ready.
+async fn picker_changed_or_ready<S, Req>(
+    version: &mut watch::Receiver<u64>,
+    snapshot: &Snapshot<S>,
+) -> Result<(), watch::error::RecvError>
+where
+    S: Service<Req> + Clone,
+{
+    let mut changed = std::pin::pin!(version.changed());
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = changed.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        match snapshot.pick::<Req>(cx) {
+            Some(_) => Poll::Ready(Ok(())),
+            None => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Applies the service config's entry for the request's method: its
