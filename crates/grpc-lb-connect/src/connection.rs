@@ -187,12 +187,8 @@ impl<B> fmt::Debug for Http2Connection<B> {
 /// Why the connection takes no request: closed (with its cause), or draining
 /// (with the GOAWAY).
 fn closed_error(peer: &Arc<str>, state: &ConnectionState) -> ConnectionClosed {
-    let cause = match state.draining() {
-        Some(go_away) if !state.is_closed() || state.cause().is_none() => {
-            Some(go_away.clone() as grpc_lb_core::SharedError)
-        }
-        _ => state.cause(),
-    };
+    // The GOAWAY is the root of whatever followed it.
+    let cause = state.draining_cause().or_else(|| state.cause());
     ConnectionClosed::new(peer.clone(), cause)
 }
 

@@ -16,7 +16,7 @@ use tower_service::Service;
 use crate::connection::Http2Connection;
 use crate::error::{ConnectError, Step};
 use crate::io::{Io, TcpConnector};
-use crate::keepalive::{Keepalive, KeepaliveConfig, TooManyPings};
+use crate::keepalive::{Keepalive, KeepaliveConfig};
 use crate::preface::{Preface, PrefaceWatch};
 use crate::state::ConnectionState;
 
@@ -340,14 +340,17 @@ where
     let io = io
         .await
         .map_err(|e| ConnectError::new(peer.clone(), Step::Connect, Some(e)))?;
-    let state = Arc::new(ConnectionState::default());
+    let keepalive = settings.keepalive.clone();
+    let keepalive_time = keepalive.time();
+    let state = Arc::new(match keepalive_time {
+        Some(time) => ConnectionState::with_keepalive(keepalive.clone(), time),
+        None => ConnectionState::default(),
+    });
     let (io, preface) = PrefaceWatch::new(io, state.clone(), peer.clone());
 
     let mut builder = http2::Builder::new(TokioExecutor::new());
     // hyper's keepalive PINGs and their timeout run on this timer.
     builder.timer(TokioTimer::new());
-    let keepalive = settings.keepalive.clone();
-    let keepalive_time = keepalive.time();
     if let Some(time) = keepalive_time {
         builder.keep_alive_interval(time);
         builder.keep_alive_timeout(keepalive.config().get_timeout());
@@ -364,24 +367,7 @@ where
     tokio::spawn(async move {
         let result = connection.await;
         tracing::debug!(peer = %task_peer, ?result, "HTTP/2 connection closed");
-        // The GOAWAY's debug data as read off the wire (h2 shows it only in
-        // its error's text).
-        let too_many_pings = on_close.draining().is_some_and(|g| g.is_too_many_pings());
-        let cause = result.err().map(|error| -> SharedError {
-            match keepalive_time {
-                Some(used) if too_many_pings => {
-                    let new_time = keepalive.too_many_pings(used);
-                    tracing::warn!(
-                        peer = %task_peer,
-                        ?used,
-                        ?new_time,
-                        "server sent GOAWAY too_many_pings; keepalive time raised"
-                    );
-                    Arc::new(TooManyPings::new(used, new_time, Box::new(error)))
-                }
-                _ => Arc::new(error),
-            }
-        });
+        let cause = result.err().map(|error| Arc::new(error) as SharedError);
         on_close.close(cause);
     });
 

@@ -211,7 +211,7 @@ pub(crate) fn classify_io(error: std::io::Error) -> Box<dyn Error + Send + Sync>
 /// ```
 /// use grpc_lb_connect::error::GoAway;
 ///
-/// fn the_server_drained(error: &(dyn std::error::Error + 'static)) -> Option<&GoAway> {
+/// fn the_server_drained<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a GoAway> {
 ///     let mut next = Some(error);
 ///     while let Some(error) = next {
 ///         if let Some(go_away) = error.downcast_ref::<GoAway>() {

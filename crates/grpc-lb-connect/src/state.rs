@@ -9,6 +9,7 @@ use futures::task::AtomicWaker;
 use grpc_lb_core::SharedError;
 
 use crate::error::GoAway;
+use crate::keepalive::{Keepalive, TooManyPings};
 
 /// Set by the task that drives the connection (closed) and by the frame watch
 /// (GOAWAY, the server's stream limit); read by every handle.
@@ -18,6 +19,12 @@ pub(crate) struct ConnectionState {
     cause: OnceLock<SharedError>,
     /// The first GOAWAY: from then on the connection takes no new request.
     go_away: OnceLock<Arc<GoAway>>,
+    /// What the connection's errors name as the reason from then on: the
+    /// GOAWAY, or the [`TooManyPings`] it caused.
+    go_away_cause: OnceLock<SharedError>,
+    /// The connector's keepalive and the time this connection pings with,
+    /// for a `too_many_pings` GOAWAY to double.
+    keepalive: Option<(Arc<Keepalive>, std::time::Duration)>,
     /// The subchannel's task: woken on close and on GOAWAY.
     watcher: AtomicWaker,
     /// The server's SETTINGS_MAX_CONCURRENT_STREAMS; unlimited until it sets
@@ -38,6 +45,8 @@ impl Default for ConnectionState {
             closed: AtomicBool::new(false),
             cause: OnceLock::new(),
             go_away: OnceLock::new(),
+            go_away_cause: OnceLock::new(),
+            keepalive: None,
             watcher: AtomicWaker::new(),
             limit: AtomicUsize::new(usize::MAX),
             in_flight: AtomicUsize::new(0),
@@ -48,6 +57,14 @@ impl Default for ConnectionState {
 }
 
 impl ConnectionState {
+    /// The state of a connection that pings every `time` with `keepalive`.
+    pub(crate) fn with_keepalive(keepalive: Arc<Keepalive>, time: std::time::Duration) -> Self {
+        ConnectionState {
+            keepalive: Some((keepalive, time)),
+            ..ConnectionState::default()
+        }
+    }
+
     pub(crate) fn close(&self, cause: Option<SharedError>) {
         if let Some(cause) = cause {
             let _ = self.cause.set(cause);
@@ -67,15 +84,44 @@ impl ConnectionState {
 
     /// The server sent a GOAWAY. Only the first one is kept: a later one can
     /// only lower the last stream id, which h2 applies to the streams itself.
+    ///
+    /// A `too_many_pings` GOAWAY doubles the keepalive time of the
+    /// connector's later connections here, as it is read (grpc-go
+    /// `addrConn.adjustParams`), so that the error the subchannel sees at
+    /// once already says so.
     pub(crate) fn go_away(&self, go_away: GoAway) {
-        if self.go_away.set(Arc::new(go_away)).is_ok() {
-            self.watcher.wake();
-            self.wake_waiters();
+        let go_away = Arc::new(go_away);
+        if self.go_away.set(go_away.clone()).is_err() {
+            return;
         }
+        let cause: SharedError = match &self.keepalive {
+            Some((keepalive, used)) if go_away.is_too_many_pings() => {
+                let new_time = keepalive.too_many_pings(*used);
+                tracing::warn!(
+                    ?used,
+                    ?new_time,
+                    "server sent GOAWAY too_many_pings; keepalive time raised"
+                );
+                Arc::new(TooManyPings::new(
+                    *used,
+                    new_time,
+                    Box::new((*go_away).clone()),
+                ))
+            }
+            _ => go_away,
+        };
+        let _ = self.go_away_cause.set(cause);
+        self.watcher.wake();
+        self.wake_waiters();
     }
 
     pub(crate) fn draining(&self) -> Option<&Arc<GoAway>> {
         self.go_away.get()
+    }
+
+    /// The GOAWAY (or the `TooManyPings` it caused), once one arrived.
+    pub(crate) fn draining_cause(&self) -> Option<SharedError> {
+        self.go_away_cause.get().cloned()
     }
 
     /// Closed or draining: no new request may go out.
