@@ -170,9 +170,10 @@ async fn max_connection_age_under_load() {
 /// Waits for the channel's first subchannel event leaving READY, and returns
 /// its state and error.
 async fn left_ready(
+    channel: &GrpcChannel,
     events: &mut tokio::sync::broadcast::Receiver<ChannelEvent>,
 ) -> (ConnectivityState, String) {
-    timeout(4 * LIMIT, async {
+    let left = timeout(4 * LIMIT, async {
         loop {
             if let ChannelEvent::SubchannelState {
                 from: ConnectivityState::Ready,
@@ -192,8 +193,14 @@ async fn left_ready(
             }
         }
     })
-    .await
-    .expect("the subchannel leaves READY")
+    .await;
+    left.unwrap_or_else(|_| {
+        panic!(
+            "the subchannel never left READY: {:?}, {:?}",
+            channel.subchannels(),
+            channel.stats()
+        )
+    })
 }
 
 /// grpc-go's addrConn on GOAWAY: the subchannel goes IDLE as the frame is
@@ -221,7 +228,7 @@ async fn goaway_sends_the_subchannel_idle_while_its_calls_finish() {
         })
         .collect();
 
-    let (state, error) = left_ready(&mut events).await;
+    let (state, error) = left_ready(&channel, &mut events).await;
     assert_eq!(state, ConnectivityState::Idle);
     assert!(error.contains("GOAWAY NO_ERROR"), "{error}");
     let in_flight = calls.iter().filter(|c| !c.is_finished()).count();
@@ -268,7 +275,7 @@ async fn keepalive_takes_a_frozen_server_out_of_the_picker_with_calls_in_flight(
         })
         .collect();
 
-    let (state, error) = left_ready(&mut events).await;
+    let (state, error) = left_ready(&channel, &mut events).await;
     assert_eq!(state, ConnectivityState::Idle);
     assert!(error.contains("keep-alive timed out"), "{error}");
     wait_for_ready_count(&channel, 0).await;

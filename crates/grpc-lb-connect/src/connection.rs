@@ -15,6 +15,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::error::ConnectionClosed;
+use crate::scaling::Scaling;
 use crate::state::{ConnectionState, StreamSlot};
 
 /// One connected HTTP/2 transport, usable as a `tower::Service`.
@@ -82,6 +83,9 @@ pub struct Http2Connection<B> {
     scheme: Scheme,
     authority: Authority,
     state: Arc<ConnectionState>,
+    /// More connections to the same endpoint for the requests this one has
+    /// no stream for (gRFC A105); `None` with one connection per endpoint.
+    scaling: Option<Arc<Scaling<B>>>,
     /// Only the original, held by the subchannel, registers for the close wake-up:
     /// clones handed to many callers must not take the one waker slot from it.
     watcher: bool,
@@ -97,6 +101,7 @@ impl<B> Clone for Http2Connection<B> {
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
             state: self.state.clone(),
+            scaling: self.scaling.clone(),
             watcher: false,
         }
     }
@@ -116,8 +121,22 @@ impl<B> Http2Connection<B> {
             scheme,
             authority,
             state,
+            scaling: None,
             watcher: true,
         }
+    }
+
+    pub(crate) fn with_scaling(mut self, scaling: Scaling<B>) -> Self {
+        self.scaling = Some(Arc::new(scaling));
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (SendRequest<B>, Arc<ConnectionState>) {
+        (self.send, self.state)
+    }
+
+    pub(crate) fn state(&self) -> &Arc<ConnectionState> {
+        &self.state
     }
 
     /// The peer, as its target was written (`127.0.0.1:50051`,
@@ -147,6 +166,14 @@ impl<B> Http2Connection<B> {
     /// answered to the end of their response body.
     pub fn in_flight(&self) -> usize {
         self.state.in_flight()
+    }
+
+    /// The HTTP/2 connections open to this endpoint: this one, and those
+    /// opened because it was at the server's stream limit (at most
+    /// [`Http2Connector::with_max_connections`](crate::Http2Connector::with_max_connections)
+    /// in all).
+    pub fn connections(&self) -> usize {
+        1 + self.scaling.as_ref().map_or(0, |s| s.extra_connections())
     }
 
     fn closed_error(&self) -> ConnectionClosed {
@@ -217,10 +244,13 @@ where
                 return Poll::Ready(Err(self.closed_error().into()));
             }
         }
-        if !self.state.has_slot() {
+        if !self.has_slot() {
             self.state.wait(cx.waker());
+            if let Some(scaling) = &self.scaling {
+                scaling.wait(cx.waker());
+            }
             // A slot may have freed between the check and the registration.
-            if !self.state.has_slot() {
+            if !self.has_slot() {
                 return Poll::Pending;
             }
         }
@@ -241,19 +271,28 @@ where
         let (mut parts, body) = request.into_parts();
         parts.uri = self.complete_uri(parts.uri);
         let request = Request::from_parts(parts, body);
-        let inner: BoxResponseFuture = match self.state.try_acquire() {
-            Some(slot) => {
+        let inner: BoxResponseFuture = match self.try_acquire() {
+            Some((None, slot)) => {
                 let response = self.send.send_request(request);
+                Box::pin(async move { answered(response.await, slot) })
+            }
+            Some((Some(mut extra), slot)) => {
+                let response = extra.send_request(request);
                 Box::pin(async move { answered(response.await, slot) })
             }
             None => {
                 // At the server's limit: wait here for a stream rather than
                 // queue in hyper, where h2 would open it at once after a
                 // stream ends and the server might still count that one.
-                let (mut send, state, peer) =
-                    (self.send.clone(), self.state.clone(), self.peer.clone());
+                let mut waiting = Waiting {
+                    send: self.send.clone(),
+                    peer: self.peer.clone(),
+                    state: self.state.clone(),
+                    scaling: self.scaling.clone(),
+                };
                 Box::pin(async move {
-                    let slot = std::future::poll_fn(|cx| wait_for_slot(&state, &peer, cx)).await?;
+                    let (extra, slot) = std::future::poll_fn(|cx| waiting.poll_slot(cx)).await?;
+                    let mut send = extra.unwrap_or(waiting.send);
                     answered(send.send_request(request).await, slot)
                 })
             }
@@ -262,23 +301,59 @@ where
     }
 }
 
-fn wait_for_slot(
-    state: &Arc<ConnectionState>,
-    peer: &Arc<str>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<StreamSlot, BoxError>> {
-    loop {
-        if state.is_unusable() {
-            return Poll::Ready(Err(not_sent(peer, state)));
+impl<B> Http2Connection<B>
+where
+    B: Send + 'static,
+{
+    fn has_slot(&self) -> bool {
+        self.state.has_slot() || self.scaling.as_ref().is_some_and(|s| s.has_slot())
+    }
+
+    /// A free stream: on this connection (`None`), else on the oldest extra
+    /// connection with one.
+    fn try_acquire(&self) -> Option<(Option<SendRequest<B>>, StreamSlot)> {
+        if let Some(slot) = self.state.try_acquire() {
+            return Some((None, slot));
         }
-        if let Some(slot) = state.try_acquire() {
-            return Poll::Ready(Ok(slot));
+        let (send, slot) = self.scaling.as_ref()?.try_acquire()?;
+        Some((Some(send), slot))
+    }
+}
+
+/// A request waiting for a stream on any connection to the endpoint.
+struct Waiting<B> {
+    send: SendRequest<B>,
+    peer: Arc<str>,
+    state: Arc<ConnectionState>,
+    scaling: Option<Arc<Scaling<B>>>,
+}
+
+impl<B: Send + 'static> Waiting<B> {
+    #[allow(clippy::type_complexity)]
+    fn poll_slot(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(Option<SendRequest<B>>, StreamSlot), BoxError>> {
+        loop {
+            if self.state.is_unusable() {
+                return Poll::Ready(Err(not_sent(&self.peer, &self.state)));
+            }
+            if let Some(slot) = self.state.try_acquire() {
+                return Poll::Ready(Ok((None, slot)));
+            }
+            if let Some(scaling) = &self.scaling {
+                if let Some((send, slot)) = scaling.try_acquire() {
+                    return Poll::Ready(Ok((Some(send), slot)));
+                }
+                scaling.wait(cx.waker());
+            }
+            self.state.wait(cx.waker());
+            let extra_slot = self.scaling.as_ref().is_some_and(|s| s.has_slot());
+            if self.state.is_unusable() || self.state.has_slot() || extra_slot {
+                continue;
+            }
+            return Poll::Pending;
         }
-        state.wait(cx.waker());
-        if state.is_unusable() || state.has_slot() {
-            continue;
-        }
-        return Poll::Pending;
     }
 }
 

@@ -18,6 +18,7 @@ use crate::error::{ConnectError, Step};
 use crate::io::{Io, TcpConnector};
 use crate::keepalive::{Keepalive, KeepaliveConfig};
 use crate::preface::{Preface, PrefaceWatch};
+use crate::scaling::{OpenConnection, Scaling, MAX_CONNECTIONS_CAP};
 use crate::state::ConnectionState;
 
 /// Connects over a transport and HTTP/2 (prior knowledge).
@@ -90,6 +91,8 @@ struct Settings {
     /// Shared by every clone, so that a `too_many_pings` GOAWAY on one
     /// connection slows the pings of all later ones.
     keepalive: Arc<Keepalive>,
+    /// HTTP/2 connections per endpoint (gRFC A105); 0 and 1 both mean one.
+    max_connections: usize,
 }
 
 impl<B> Http2Connector<B> {
@@ -198,6 +201,33 @@ impl<B, C> Http2Connector<B, C> {
         self
     }
 
+    /// Opens up to `max` HTTP/2 connections to each endpoint (gRFC A105's
+    /// `max_connections_per_subchannel`: default 1, capped at 10): when
+    /// every connection a subchannel has is at the server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, the next request opens another
+    /// one (one at a time), instead of waiting for a stream. The subchannel
+    /// still follows its first connection: it goes IDLE when that one closes
+    /// or drains, and the extra ones end with it.
+    ///
+    /// ```
+    /// use grpc_lb_connect::Http2Connector;
+    ///
+    /// let connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new()
+    ///     .with_max_connections(4);
+    /// assert_eq!(connector.max_connections(), 4);
+    /// assert_eq!(connector.with_max_connections(50).max_connections(), 10);
+    /// ```
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.settings_mut().max_connections = max.clamp(1, MAX_CONNECTIONS_CAP);
+        self
+    }
+
+    /// The most HTTP/2 connections opened to one endpoint (1 unless set with
+    /// [`with_max_connections`](Self::with_max_connections)).
+    pub fn max_connections(&self) -> usize {
+        self.settings.max_connections.max(1)
+    }
+
     /// The keepalive settings as given to
     /// [`with_keepalive`](Self::with_keepalive).
     pub fn keepalive(&self) -> &KeepaliveConfig {
@@ -298,11 +328,11 @@ where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    C: Service<T>,
+    C: Service<T> + Clone + Send + Sync + 'static,
     C::Response: Io,
     C::Error: Into<BoxError>,
     C::Future: Send + 'static,
-    T: fmt::Display,
+    T: fmt::Display + Clone + Send + Sync + 'static,
 {
     type Response = Http2Connection<B>;
     type Error = ConnectError;
@@ -316,12 +346,51 @@ where
 
     fn call(&mut self, target: T) -> Self::Future {
         let peer: Arc<str> = target.to_string().into();
+        let open_more = (self.max_connections() > 1).then(|| self.opener(target.clone()));
         let io = self.transport.call(target);
         let io = async move { io.await.map_err(Into::into) };
         let settings = self.settings.clone();
         ConnectFuture {
-            inner: Box::pin(connect(peer, io, settings)),
+            inner: Box::pin(async move {
+                let connection = connect(peer, io, settings.clone()).await?;
+                Ok(match open_more {
+                    Some(open) => {
+                        let first = connection.state().clone();
+                        connection.with_scaling(Scaling::new(settings.max_connections, open, first))
+                    }
+                    None => connection,
+                })
+            }),
         }
+    }
+}
+
+impl<B, C> Http2Connector<B, C> {
+    /// Opens one more connection to `target`, for a subchannel whose
+    /// connections are all at the server's stream limit.
+    fn opener<T>(&self, target: T) -> OpenConnection<B>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        C: Service<T> + Clone + Send + Sync + 'static,
+        C::Response: Io,
+        C::Error: Into<BoxError>,
+        C::Future: Send + 'static,
+        T: fmt::Display + Clone + Send + Sync + 'static,
+    {
+        let (transport, settings) = (self.transport.clone(), self.settings.clone());
+        Arc::new(move || {
+            let (mut transport, target) = (transport.clone(), target.clone());
+            let peer: Arc<str> = target.to_string().into();
+            let io = async move {
+                std::future::poll_fn(|cx| transport.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                transport.call(target).await.map_err(Into::into)
+            };
+            Box::pin(connect(peer, io, settings.clone()))
+        })
     }
 }
 

@@ -48,6 +48,7 @@ pub mod http1;
 mod io;
 mod keepalive;
 mod preface;
+mod scaling;
 mod state;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -190,6 +190,11 @@ impl ConnectionState {
         }
     }
 
+    /// Wakes every waiter: a new connection to the endpoint has streams.
+    pub(crate) fn notify(&self) {
+        self.wake_waiters();
+    }
+
     fn wake_waiters(&self) {
         let waiters = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());

@@ -269,3 +269,104 @@ async fn a_request_waiting_for_a_stream_fails_unsent_on_goaway() {
         http::StatusCode::OK
     );
 }
+
+/// A peer allowing one stream per connection that accepts any number of
+/// connections, reports `(connection, stream)` for every stream opened, and
+/// answers them all once `release` is set.
+async fn one_stream_peer() -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<(usize, u32)>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (opened_tx, opened) = mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        for index in 0.. {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (opened_tx, released) = (opened_tx.clone(), released.clone());
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = socket.into_split();
+                writer
+                    .write_all(&frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 1]))
+                    .await
+                    .unwrap();
+                let writer = std::sync::Arc::new(tokio::sync::Mutex::new(writer));
+                let mut preface = [0u8; 24];
+                reader.read_exact(&mut preface).await.unwrap();
+                loop {
+                    let mut header = [0u8; 9];
+                    if reader.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(header[0]) << 16
+                        | usize::from(header[1]) << 8
+                        | usize::from(header[2]);
+                    let mut payload = vec![0; len];
+                    if reader.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    if header[3] == HEADERS {
+                        let stream =
+                            u32::from_be_bytes([header[5] & 0x7f, header[6], header[7], header[8]]);
+                        let _ = opened_tx.send((index, stream));
+                        let (writer, mut released) = (writer.clone(), released.clone());
+                        tokio::spawn(async move {
+                            let _ = released.wait_for(|r| *r).await;
+                            let _ = writer.lock().await.write_all(&ok_response(stream)).await;
+                        });
+                    }
+                }
+            });
+        }
+    });
+    (addr, opened, release)
+}
+
+#[tokio::test]
+async fn at_the_limit_more_connections_open_up_to_the_maximum() {
+    let (addr, mut opened, release) = one_stream_peer().await;
+    let mut connection = Http2Connector::<Empty<Bytes>>::new()
+        .with_max_connections(3)
+        .call(addr)
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(connection.clone().call(request())))
+        .collect();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(
+            tokio::time::timeout(LIMIT, opened.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    seen.sort();
+    // One stream on each of three connections; the fourth call waits.
+    assert_eq!(seen, [(0, 1), (1, 1), (2, 1)]);
+    assert_eq!(connection.connections(), 3);
+    assert!(
+        poll_ready_now(&mut connection).is_pending(),
+        "all full, none more allowed"
+    );
+
+    release.send(true).unwrap();
+    for call in calls {
+        let response = tokio::time::timeout(LIMIT, call)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+    }
+    // The fourth went out on a connection already open.
+    let (index, stream) = tokio::time::timeout(LIMIT, opened.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(index < 3 && stream == 3, "{index} {stream}");
+    assert_eq!(connection.connections(), 3);
+}
