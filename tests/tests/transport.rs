@@ -129,14 +129,42 @@ async fn max_concurrent_streams_calls_wait_for_a_stream() {
         .unwrap();
     channel.connect();
     wait_for_state(&channel, ConnectivityState::Ready).await;
+    let started = std::time::Instant::now();
     let counts = load(&channel, 32, 1000).await;
-    println!("max_concurrent_streams=2, 32 callers: {counts:?}");
+    println!(
+        "max_concurrent_streams=2, 32 callers: {counts:?} in {:?}",
+        started.elapsed()
+    );
     assert_eq!(counts.calls, 1000);
     // No call goes over the limit; what fails is the server still counting
     // a stream the client saw end (REFUSED_STREAM), which a transparent
     // retry sends again.
     assert_eq!(counts.of(Failure::Other), 0, "{counts:?}");
     assert!(counts.failures() < 50, "{counts:?}");
+}
+
+/// The same, with up to 4 connections per subchannel (gRFC A105): calls
+/// that find the connection full open more, so fewer wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_with_more_connections_per_subchannel() {
+    let server = python_server(&[
+        ("grpc.max_concurrent_streams", 2),
+        ("greeter.say_hello_delay_ms", 5),
+    ]);
+    let channel = Channel::builder(ipv4_target(std::slice::from_ref(&server)))
+        .max_connections_per_subchannel(4)
+        .build()
+        .unwrap();
+    channel.connect();
+    wait_for_state(&channel, ConnectivityState::Ready).await;
+    let started = std::time::Instant::now();
+    let counts = load(&channel, 32, 1000).await;
+    println!(
+        "max_concurrent_streams=2, 32 callers, 4 connections: {counts:?} in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(counts.calls, 1000);
+    assert_eq!(counts.of(Failure::Other), 0, "{counts:?}");
 }
 
 /// grpcio closes each connection 300 ms after it opened (GOAWAY, then 5 s of
