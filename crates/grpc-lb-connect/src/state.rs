@@ -146,7 +146,7 @@ impl ConnectionState {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     pub(crate) fn has_slot(&self) -> bool {
@@ -164,7 +164,7 @@ impl ConnectionState {
             match self.in_flight.compare_exchange_weak(
                 current,
                 current + 1,
-                Ordering::AcqRel,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Some(StreamSlot(self.clone())),
@@ -180,12 +180,15 @@ impl ConnectionState {
         if !waiters.iter().any(|w| w.will_wake(waker)) {
             waiters.push(waker.clone());
         }
-        self.has_waiters.store(true, Ordering::Release);
+        // SeqCst with the loads in `has_slot` and `release`: a waiter that
+        // registers and then finds no slot, and a release that frees one and
+        // then finds no waiter, cannot both happen (a lost wake-up).
+        self.has_waiters.store(true, Ordering::SeqCst);
     }
 
     fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.has_waiters.load(Ordering::Acquire) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.has_waiters.load(Ordering::SeqCst) {
             self.wake_waiters();
         }
     }
@@ -198,7 +201,7 @@ impl ConnectionState {
     fn wake_waiters(&self) {
         let waiters = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            self.has_waiters.store(false, Ordering::Release);
+            self.has_waiters.store(false, Ordering::SeqCst);
             std::mem::take(&mut *waiters)
         };
         for waker in waiters {
