@@ -20,7 +20,11 @@ grpc-go's and grpcio's health servers.
 
 Each --option is passed to grpc.server as a channel argument, e.g.
 `--option grpc.http2.max_ping_strikes=1` for the keepalive tests' ping
-policy; without any, the server runs with grpcio's defaults.
+policy; without any, the server runs with grpcio's defaults. Options whose
+key starts with `greeter.` configure this script instead:
+
+    greeter.say_hello_delay_ms=N   SayHello answers after N ms (default 0),
+                                   so that calls overlap under load
 
 PORT 0 (the default) picks a free port. Once bound, the server prints exactly
 one line, `listening on HOST:PORT` with the actual port, and flushes it, so a
@@ -35,6 +39,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 # SIGTERM and SIGINT stop the server; SIGUSR1 and SIGUSR2 flip its health. The
@@ -57,6 +62,9 @@ except ImportError as error:
 SERVICE = "helloworld.Greeter"
 BACKEND_METADATA_KEY = "x-backend"
 SHUTDOWN_GRACE_SECONDS = 5
+# --option keys with this prefix configure the script, not grpc.server.
+OWN_OPTION_PREFIX = "greeter."
+DELAY_OPTION = "greeter.say_hello_delay_ms"
 
 
 def read_varint(data, pos):
@@ -184,8 +192,10 @@ class Health:
         )
 
 
-def say_hello_handler(backend):
+def say_hello_handler(backend, delay_seconds):
     def say_hello(name, context):
+        if delay_seconds > 0:
+            time.sleep(delay_seconds)
         context.send_initial_metadata(((BACKEND_METADATA_KEY, backend),))
         return f"Hello {name} from {backend}"
 
@@ -221,11 +231,17 @@ def main():
         help="a grpc.server channel argument with an integer value (repeatable)",
     )
     args = parser.parse_args()
+    own = {key: value for key, value in args.option if key.startswith(OWN_OPTION_PREFIX)}
+    grpc_options = [(key, value) for key, value in args.option if key not in own]
+    unknown = set(own) - {DELAY_OPTION}
+    if unknown:
+        parser.error(f"unknown option {sorted(unknown)[0]!r}")
+    delay_seconds = own.get(DELAY_OPTION, 0) / 1000.0
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         # A restart must not share the port with a process still holding it.
-        options=[("grpc.so_reuseport", 0)] + args.option,
+        options=[("grpc.so_reuseport", 0)] + grpc_options,
     )
     host = f"[{args.host}]" if ":" in args.host else args.host
     address = f"{host}:{args.port}"
@@ -238,7 +254,7 @@ def main():
     health = Health()
     server.add_generic_rpc_handlers(
         (
-            grpc.method_handlers_generic_handler(SERVICE, {"SayHello": say_hello_handler(backend)}),
+            grpc.method_handlers_generic_handler(SERVICE, {"SayHello": say_hello_handler(backend, delay_seconds)}),
             health.handler(),
         )
     )

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 
 /// The `ipv4:` target that lists `servers` in order.
 pub fn ipv4_target(servers: &[GreeterProcess]) -> String {
@@ -190,9 +190,26 @@ impl GreeterProcess {
 
     /// Freezes the process with SIGSTOP: its sockets stay open but nothing is
     /// read or answered, as with a hung host or a partitioned network.
+    ///
+    /// Returns once the kernel has stopped it (signals are asynchronous: a
+    /// request sent right after `kill` could otherwise still be answered).
     pub fn pause(&mut self) {
         if let Some(child) = &self.child {
-            kill_process(Pid::from_child(child), Signal::STOP).expect("send SIGSTOP");
+            let pid = Pid::from_child(child);
+            kill_process(pid, Signal::STOP).expect("send SIGSTOP");
+            // Reports the stop without reaping the child; an exit instead ends
+            // the wait too (and `kill` copes with the child being reaped).
+            loop {
+                match waitpid(Some(pid), WaitOptions::UNTRACED) {
+                    Ok(Some((_, status)))
+                        if status.stopped() || status.exited() || status.signaled() =>
+                    {
+                        break
+                    }
+                    Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                    Err(error) => panic!("waiting for the server to stop: {error}"),
+                }
+            }
         }
     }
 

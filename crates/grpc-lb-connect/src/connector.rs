@@ -15,11 +15,13 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
-use crate::connection::{CloseSignal, Http2Connection};
+use crate::connection::Http2Connection;
 use crate::error::{ConnectError, Step};
 use crate::io::{Io, TcpConnector};
-use crate::keepalive::{is_too_many_pings, Keepalive, KeepaliveConfig, TooManyPings};
+use crate::keepalive::{Keepalive, KeepaliveConfig};
 use crate::preface::{Preface, PrefaceWatch};
+use crate::scaling::{OpenConnection, Scaling, MAX_CONNECTIONS_CAP};
+use crate::state::ConnectionState;
 
 /// Connects over a transport and HTTP/2 (prior knowledge).
 ///
@@ -96,6 +98,8 @@ struct Settings {
     /// Shared by every clone, so that a `too_many_pings` GOAWAY on one
     /// connection slows the pings of all later ones.
     keepalive: Arc<Keepalive>,
+    /// HTTP/2 connections per endpoint (gRFC A105); 0 and 1 both mean one.
+    max_connections: usize,
 }
 
 impl<B> Http2Connector<B> {
@@ -277,6 +281,33 @@ impl<B, C> Http2Connector<B, C> {
         &self.settings.user_agent
     }
 
+    /// Opens up to `max` HTTP/2 connections to each endpoint (gRFC A105's
+    /// `max_connections_per_subchannel`: default 1, capped at 10): when
+    /// every connection a subchannel has is at the server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, the next request opens another
+    /// one (one at a time), instead of waiting for a stream. The subchannel
+    /// still follows its first connection: it goes IDLE when that one closes
+    /// or drains, and the extra ones end with it.
+    ///
+    /// ```
+    /// use grpc_lb_connect::Http2Connector;
+    ///
+    /// let connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new()
+    ///     .with_max_connections(4);
+    /// assert_eq!(connector.max_connections(), 4);
+    /// assert_eq!(connector.with_max_connections(50).max_connections(), 10);
+    /// ```
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.settings_mut().max_connections = max.clamp(1, MAX_CONNECTIONS_CAP);
+        self
+    }
+
+    /// The most HTTP/2 connections opened to one endpoint (1 unless set with
+    /// [`with_max_connections`](Self::with_max_connections)).
+    pub fn max_connections(&self) -> usize {
+        self.settings.max_connections.max(1)
+    }
+
     /// The keepalive settings as given to
     /// [`with_keepalive`](Self::with_keepalive).
     pub fn keepalive(&self) -> &KeepaliveConfig {
@@ -377,11 +408,11 @@ where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
-    C: Service<T>,
+    C: Service<T> + Clone + Send + Sync + 'static,
     C::Response: Io,
     C::Error: Into<BoxError>,
     C::Future: Send + 'static,
-    T: fmt::Display,
+    T: fmt::Display + Clone + Send + Sync + 'static,
 {
     type Response = Http2Connection<B>;
     type Error = ConnectError;
@@ -395,20 +426,57 @@ where
 
     fn call(&mut self, target: T) -> Self::Future {
         let peer: Arc<str> = target.to_string().into();
+        let open_more = (self.max_connections() > 1).then(|| self.opener(target.clone()));
         let io = self.transport.call(target);
         let io = async move { io.await.map_err(Into::into) };
         let settings = self.settings.clone();
-        let inner: Pin<Box<dyn Future<Output = _> + Send>> = match settings.connect_timeout {
-            Some(timeout) => Box::pin(async move {
-                let attempt = connect(peer.clone(), io, settings);
-                match tokio::time::timeout(timeout, attempt).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ConnectError::new(peer, Step::TimedOut(timeout), None)),
+        let inner: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+            let attempt = connect(peer.clone(), io, settings.clone());
+            let connection = match settings.connect_timeout {
+                Some(timeout) => match tokio::time::timeout(timeout, attempt).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(ConnectError::new(peer, Step::TimedOut(timeout), None)),
+                },
+                None => attempt.await?,
+            };
+            Ok(match open_more {
+                Some(open) => {
+                    let first = connection.state().clone();
+                    connection.with_scaling(Scaling::new(settings.max_connections, open, first))
                 }
-            }),
-            None => Box::pin(connect(peer, io, settings)),
-        };
+                None => connection,
+            })
+        });
         ConnectFuture { inner }
+    }
+}
+
+impl<B, C> Http2Connector<B, C> {
+    /// Opens one more connection to `target`, for a subchannel whose
+    /// connections are all at the server's stream limit.
+    fn opener<T>(&self, target: T) -> OpenConnection<B>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        C: Service<T> + Clone + Send + Sync + 'static,
+        C::Response: Io,
+        C::Error: Into<BoxError>,
+        C::Future: Send + 'static,
+        T: fmt::Display + Clone + Send + Sync + 'static,
+    {
+        let (transport, settings) = (self.transport.clone(), self.settings.clone());
+        Arc::new(move || {
+            let (mut transport, target) = (transport.clone(), target.clone());
+            let peer: Arc<str> = target.to_string().into();
+            let io = async move {
+                std::future::poll_fn(|cx| transport.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                transport.call(target).await.map_err(Into::into)
+            };
+            Box::pin(connect(peer, io, settings.clone()))
+        })
     }
 }
 
@@ -427,14 +495,18 @@ where
     let io = io
         .await
         .map_err(|e| ConnectError::new(peer.clone(), Step::Connect, Some(e)))?;
-    let (io, preface) = PrefaceWatch::new(io);
+    let keepalive = settings.keepalive.clone();
+    let keepalive_time = keepalive.time();
+    let state = Arc::new(match keepalive_time {
+        Some(time) => ConnectionState::with_keepalive(keepalive.clone(), time),
+        None => ConnectionState::default(),
+    });
+    let (io, preface) = PrefaceWatch::new(io, state.clone(), peer.clone());
 
     let mut builder = http2::Builder::new(TokioExecutor::new());
     // hyper's keepalive PINGs and their timeout run on this timer.
     builder.timer(TokioTimer::new());
     settings.http2.apply(&mut builder);
-    let keepalive = settings.keepalive.clone();
-    let keepalive_time = keepalive.time();
     if let Some(time) = keepalive_time {
         builder.keep_alive_interval(time);
         builder.keep_alive_timeout(keepalive.config().get_timeout());
@@ -445,27 +517,13 @@ where
         .await
         .map_err(|e| ConnectError::new(peer.clone(), Step::Handshake, Some(e.into())))?;
 
-    let closed = Arc::new(CloseSignal::default());
-    let on_close = closed.clone();
+    let closed = state.clone();
+    let on_close = state;
     let task_peer = peer.clone();
     tokio::spawn(async move {
         let result = connection.await;
         tracing::debug!(peer = %task_peer, ?result, "HTTP/2 connection closed");
-        let cause = result.err().map(|error| -> SharedError {
-            match keepalive_time {
-                Some(used) if is_too_many_pings(&error) => {
-                    let new_time = keepalive.too_many_pings(used);
-                    tracing::warn!(
-                        peer = %task_peer,
-                        ?used,
-                        ?new_time,
-                        "server sent GOAWAY too_many_pings; keepalive time raised"
-                    );
-                    Arc::new(TooManyPings::new(used, new_time, Box::new(error)))
-                }
-                _ => Arc::new(error),
-            }
-        });
+        let cause = result.err().map(|error| Arc::new(error) as SharedError);
         on_close.close(cause);
     });
 
@@ -484,7 +542,7 @@ where
             // The connection task ended, dropping the transport, before any
             // verdict: its error, set as it ends, is the cause.
             std::future::poll_fn(|cx| {
-                closed.register(cx.waker());
+                closed.register_watcher(cx.waker());
                 if closed.is_closed() {
                     Poll::Ready(())
                 } else {

@@ -208,3 +208,89 @@ pub(crate) fn classify_io(error: std::io::Error) -> Box<dyn Error + Send + Sync>
         Box::new(error)
     }
 }
+
+/// The server sent a GOAWAY: the connection takes no new request.
+///
+/// It is the cause of the [`ConnectionClosed`] error that
+/// [`Http2Connection`](crate::Http2Connection)'s `poll_ready` returns from
+/// the moment the frame is read (so a subchannel leaves READY at once, as
+/// grpc-go's `addrConn` goes IDLE on GOAWAY), and of the error of a request
+/// that was refused before being sent. Requests whose streams the server
+/// said it will process (ids up to [`last_stream_id`](Self::last_stream_id))
+/// go on to their end.
+///
+/// ```
+/// use grpc_lb_connect::error::GoAway;
+///
+/// fn the_server_drained<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a GoAway> {
+///     let mut next = Some(error);
+///     while let Some(error) = next {
+///         if let Some(go_away) = error.downcast_ref::<GoAway>() {
+///             return Some(go_away);
+///         }
+///         next = error.source();
+///     }
+///     None
+/// }
+/// # let _ = the_server_drained;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoAway {
+    last_stream_id: u32,
+    error_code: u32,
+    debug_data: Vec<u8>,
+}
+
+impl GoAway {
+    pub(crate) fn new(last_stream_id: u32, error_code: u32, debug_data: Vec<u8>) -> Self {
+        GoAway {
+            last_stream_id,
+            error_code,
+            debug_data,
+        }
+    }
+
+    /// The highest stream id the server may have processed; requests on
+    /// higher ids were not processed and may be retried elsewhere.
+    pub fn last_stream_id(&self) -> u32 {
+        self.last_stream_id
+    }
+
+    /// The HTTP/2 error code (RFC 9113 §7): 0 is NO_ERROR, a graceful drain.
+    pub fn error_code(&self) -> u32 {
+        self.error_code
+    }
+
+    /// The debug data, as much of it as was kept (up to 256 bytes).
+    pub fn debug_data(&self) -> &[u8] {
+        &self.debug_data
+    }
+
+    /// ENHANCE_YOUR_CALM with the debug data `too_many_pings`: the server
+    /// finds the keepalive pings too frequent (grpc-go
+    /// `transport.GoAwayTooManyPings`).
+    pub fn is_too_many_pings(&self) -> bool {
+        self.error_code == 0xb && self.debug_data == b"too_many_pings"
+    }
+}
+
+impl fmt::Display for GoAway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the server sent GOAWAY {:?} (last stream {}",
+            h2::Reason::from(self.error_code),
+            self.last_stream_id
+        )?;
+        if !self.debug_data.is_empty() {
+            write!(
+                f,
+                ", debug data {:?}",
+                String::from_utf8_lossy(&self.debug_data)
+            )?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl Error for GoAway {}

@@ -54,10 +54,10 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
-use crate::connection::CloseSignal;
 use crate::connector::default_authority;
 use crate::error::{ConnectError, ConnectionClosed, Step};
 use crate::io::{Io, TcpConnector};
+use crate::state::ConnectionState;
 
 /// The default bound on connections (and so on requests in flight) per
 /// endpoint.
@@ -307,7 +307,7 @@ where
 #[derive(Debug, Default)]
 struct Health {
     live: AtomicUsize,
-    closed: CloseSignal,
+    closed: ConnectionState,
 }
 
 /// The cause of a pool closing when its last connection closed cleanly.
@@ -553,7 +553,7 @@ where
             return Poll::Ready(Err(self.closed_error().into()));
         }
         if self.watcher {
-            closed.register(cx.waker());
+            closed.register_watcher(cx.waker());
             if closed.is_closed() {
                 return Poll::Ready(Err(self.closed_error().into()));
             }

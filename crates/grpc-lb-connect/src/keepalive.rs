@@ -179,30 +179,6 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The debug data a server puts in its GOAWAY when the client pings too often
-/// (grpc-go `transport.GoAwayTooManyPings`, C-core's `too_many_pings`).
-const TOO_MANY_PINGS: &str = "too_many_pings";
-
-/// Whether `error`, which ended an HTTP/2 connection, is the server's
-/// `too_many_pings` GOAWAY.
-///
-/// h2 keeps a GOAWAY's debug data private; it shows only in its `Display`,
-/// as `(b"too_many_pings")`. The reason and origin are checked on the typed
-/// error, and the debug data in that text.
-pub(crate) fn is_too_many_pings(error: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return h2.is_go_away()
-                && h2.is_remote()
-                && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
-                && h2.to_string().contains(TOO_MANY_PINGS);
-        }
-        next = error.source();
-    }
-    false
-}
-
 /// The connection was closed by the server's `too_many_pings` GOAWAY.
 ///
 /// It is the cause of the
@@ -315,15 +291,5 @@ mod tests {
         // Saturates instead of wrapping.
         keepalive.too_many_pings(Duration::from_nanos(u64::MAX));
         assert_eq!(keepalive.time(), Some(Duration::from_nanos(u64::MAX)));
-    }
-
-    #[test]
-    fn only_a_remote_enhance_your_calm_goaway_with_the_debug_data_counts() {
-        // h2 builds these from a received GOAWAY; the nearest public
-        // constructor is a reason alone, which is no GOAWAY.
-        let not_goaway = h2::Error::from(h2::Reason::ENHANCE_YOUR_CALM);
-        assert!(!is_too_many_pings(&not_goaway));
-        let io = std::io::Error::other("reset");
-        assert!(!is_too_many_pings(&io));
     }
 }

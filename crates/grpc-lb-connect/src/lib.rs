@@ -43,17 +43,30 @@
 mod connection;
 mod connector;
 pub mod error;
+mod frames;
 pub mod http1;
 mod io;
 mod keepalive;
 mod preface;
+mod scaling;
+mod state;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use connection::{Http2Connection, ResponseFuture};
+pub use connection::{Http2Body, Http2Connection, ResponseFuture};
 pub use connector::{ConnectFuture, Http2Config, Http2Connector, DEFAULT_USER_AGENT};
 pub use http1::{Http1Connector, Http1Pool};
 #[cfg(unix)]
 pub use io::UnixConnector;
 pub use io::{BoxConnector, BoxIo, Io, IoFuture, TcpConnector};
 pub use keepalive::{KeepaliveConfig, TooManyPings};
+
+/// Entry points for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The events the HTTP/2 frame watch finds in `bytes` read `chunk` bytes
+    /// at a time, in their `Debug` form.
+    pub fn frame_events(bytes: &[u8], chunk: usize) -> Vec<String> {
+        crate::frames::events_in_chunks(bytes, chunk)
+    }
+}

@@ -1,51 +1,62 @@
-//! Detects the server's HTTP/2 preface on the bytes the client reads.
+//! Watches the HTTP/2 frames the server sends, on the bytes the client reads:
+//! its preface, its stream limit and its GOAWAYs.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
-/// HTTP/2 frame header length (RFC 9113 §4.1).
-const FRAME_HEADER_LEN: usize = 9;
-/// Frame type of SETTINGS (RFC 9113 §6.5).
-const SETTINGS_FRAME_TYPE: u8 = 0x4;
+use crate::error::GoAway;
+use crate::frames::{FrameEvent, FrameParser};
+use crate::state::ConnectionState;
 
 /// What the first frame from the server turned out to be.
 #[derive(Debug)]
 pub(crate) enum Preface {
-    /// A SETTINGS frame: the server speaks HTTP/2.
+    /// A whole SETTINGS frame: the server speaks HTTP/2, and its stream limit
+    /// (if it set one) is known.
     Settings,
     /// Some other frame type: not an HTTP/2 server.
     Unexpected,
-    /// EOF or an I/O error before a whole frame header arrived.
+    /// EOF or an I/O error before a whole SETTINGS frame arrived.
     Closed(Option<io::Error>),
 }
 
 pin_project! {
-    /// Wraps the transport and watches the first nine bytes the server sends.
+    /// Wraps the transport (above TLS: the plaintext HTTP/2 bytes hyper
+    /// reads) and reads the server's frames as they pass.
     ///
-    /// hyper reads the server preface inside its connection task and does not tell
-    /// anyone; watching the bytes is how the connector learns that the server has
-    /// really answered. After the header is seen the wrapper only forwards.
+    /// hyper and h2 keep the server preface, the stream limit and GOAWAYs to
+    /// themselves (h2 tells of a GOAWAY only to the next request); reading
+    /// the frame headers as they go by is how the connection learns of them
+    /// the moment they arrive. Only SETTINGS and GOAWAY payloads are looked
+    /// at; the rest are skipped by counting.
     pub(crate) struct PrefaceWatch<IO> {
         #[pin]
         io: IO,
-        header: [u8; FRAME_HEADER_LEN],
-        seen: usize,
+        parser: FrameParser,
+        state: Arc<ConnectionState>,
+        peer: Arc<str>,
         report: Option<oneshot::Sender<Preface>>,
     }
 }
 
 impl<IO> PrefaceWatch<IO> {
-    pub(crate) fn new(io: IO) -> (Self, oneshot::Receiver<Preface>) {
+    pub(crate) fn new(
+        io: IO,
+        state: Arc<ConnectionState>,
+        peer: Arc<str>,
+    ) -> (Self, oneshot::Receiver<Preface>) {
         let (tx, rx) = oneshot::channel();
         let watch = PrefaceWatch {
             io,
-            header: [0; FRAME_HEADER_LEN],
-            seen: 0,
+            parser: FrameParser::default(),
+            state,
+            peer,
             report: Some(tx),
         };
         (watch, rx)
@@ -67,9 +78,6 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.io.poll_read(cx, buf);
-        if this.report.is_none() {
-            return result;
-        }
         match &result {
             Poll::Ready(Ok(())) => {
                 let fresh = &buf.filled()[before..];
@@ -77,19 +85,27 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                     send(this.report, Preface::Closed(None));
                     return result;
                 }
-                let take = fresh.len().min(FRAME_HEADER_LEN - *this.seen);
-                this.header[*this.seen..*this.seen + take].copy_from_slice(&fresh[..take]);
-                *this.seen += take;
-                if *this.seen == FRAME_HEADER_LEN {
-                    let preface = if this.header[3] == SETTINGS_FRAME_TYPE {
-                        Preface::Settings
-                    } else {
-                        Preface::Unexpected
-                    };
-                    send(this.report, preface);
-                }
+                let (state, peer, report) = (&**this.state, &**this.peer, this.report);
+                this.parser.feed(fresh, |event| match event {
+                    FrameEvent::NotHttp2 => send(report, Preface::Unexpected),
+                    FrameEvent::Settings {
+                        max_concurrent_streams,
+                    } => {
+                        if let Some(limit) = max_concurrent_streams {
+                            tracing::debug!(peer, limit, "server's MAX_CONCURRENT_STREAMS");
+                            state.set_limit(limit);
+                        }
+                        send(report, Preface::Settings);
+                    }
+                    FrameEvent::GoAway(frame) => {
+                        let go_away =
+                            GoAway::new(frame.last_stream_id, frame.error_code, frame.debug_data);
+                        tracing::debug!(peer, %go_away, "GOAWAY received; connection draining");
+                        state.go_away(go_away);
+                    }
+                });
             }
-            Poll::Ready(Err(_)) => {
+            Poll::Ready(Err(_)) if this.report.is_some() => {
                 // The connector gets the original error, whose source may be
                 // typed (a TLS alert); hyper gets a copy of its message.
                 if let Poll::Ready(Err(original)) = result {
@@ -98,7 +114,7 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                     return Poll::Ready(Err(copy));
                 }
             }
-            Poll::Pending => {}
+            Poll::Ready(Err(_)) | Poll::Pending => {}
         }
         result
     }
@@ -180,7 +196,7 @@ mod tests {
 
     async fn first_frame(bytes: &'static [u8], chunk: usize) -> Preface {
         let (client, mut server) = tokio::io::duplex(64);
-        let (mut watch, rx) = PrefaceWatch::new(client);
+        let (mut watch, rx) = PrefaceWatch::new(client, Arc::default(), "peer".into());
         tokio::spawn(async move {
             for part in bytes.chunks(chunk) {
                 server.write_all(part).await.unwrap();
@@ -241,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_reports_the_reason_waiting_to_be_read() {
-        let (mut watch, rx) = PrefaceWatch::new(Refusing);
+        let (mut watch, rx) = PrefaceWatch::new(Refusing, Arc::default(), "peer".into());
         let write = watch.write_all(b"PRI * HTTP/2.0").await.unwrap_err();
         assert_eq!(write.kind(), io::ErrorKind::BrokenPipe);
         match rx.await.expect("a verdict is sent") {

@@ -106,3 +106,53 @@ impl std::error::Error for TransportError {
         Some(&*self.source)
     }
 }
+
+/// A request was not sent: the connection refused it before writing any of
+/// it (it was closing, or draining after a GOAWAY), so no server saw it.
+///
+/// Connectors return it, inside a [`TransportError`], so that a retry layer
+/// may send the request again on another connection whatever its policy
+/// (gRFC A6 transparent retry; grpc-go's `errStreamDrain` with
+/// `AllowTransparentRetry`).
+///
+/// ```
+/// use grpc_lb_core::{BoxError, NotSent, TransportError};
+///
+/// let error: BoxError = TransportError::new(NotSent::new("the connection is draining")).into();
+/// let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+/// let mut never_sent = false;
+/// while let Some(e) = next {
+///     never_sent |= e.is::<NotSent>();
+///     next = e.source();
+/// }
+/// assert!(never_sent);
+/// assert_eq!(
+///     error.to_string(),
+///     "transport error: request not sent: the connection is draining"
+/// );
+/// ```
+#[derive(Debug)]
+pub struct NotSent {
+    source: BoxError,
+}
+
+impl NotSent {
+    /// Why the request was not sent.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        NotSent {
+            source: source.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request not sent: {}", self.source)
+    }
+}
+
+impl std::error::Error for NotSent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}

@@ -10,7 +10,7 @@
 //!            use (or eager)        SETTINGS received
 //!   IDLE ─────────────────▶ CONNECTING ─────────────▶ READY
 //!    ▲  ▲                        │                      │
-//!    │  │ backoff over           │ attempt failed       │ connection lost
+//!    │  │ backoff over           │ attempt failed       │ lost or GOAWAY
 //!    │  └──── TRANSIENT_FAILURE ◀┘                      │
 //!    └──────────────────────────────────────────────────┘
 //! ```
@@ -23,7 +23,10 @@
 //! - The backoff resets once a connection succeeds. With grpc-lb-connect's
 //!   connector that is after the server's HTTP/2 SETTINGS frame.
 //! - A lost connection moves `READY → IDLE` (not `TRANSIENT_FAILURE`: grpc-go's
-//!   "always go idle"), and the next use reconnects. In
+//!   "always go idle"), and the next use reconnects. A connection whose
+//!   `poll_ready` fails counts as lost: grpc-lb-connect's `Http2Connection`
+//!   does so the moment a GOAWAY is read (grpc-go's addrConn goes IDLE on
+//!   GOAWAY too), while the requests it already carries finish on it. In
 //!   [`ConnectMode::Eager`] the subchannel reconnects as soon as it is driven,
 //!   without waiting for a request.
 //! - Every failed attempt and every lost connection raises the

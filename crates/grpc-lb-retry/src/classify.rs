@@ -4,7 +4,7 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-use grpc_lb_core::{BoxError, TransportError};
+use grpc_lb_core::{BoxError, NotSent, TransportError};
 use http::{HeaderMap, Response};
 use tonic::Code;
 
@@ -96,9 +96,16 @@ fn classify_error(error: &(dyn StdError + 'static)) -> Verdict {
     let mut transport = false;
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = current {
+        if e.is::<NotSent>() {
+            // The connection refused it before writing it (closed or draining).
+            return Verdict::NeverSent;
+        }
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            // h2 fails with the remote GOAWAY exactly the streams above its
+            // last-stream-id, whatever its code (grpc-go marks them all
+            // unprocessed); streams at or below it end on their own.
             if h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                || (h2.is_go_away() && h2.is_remote())
             {
                 return Verdict::Unprocessed;
             }
@@ -232,6 +239,10 @@ mod tests {
             classify::<()>(&Err(deadline)),
             failed(Code::DeadlineExceeded, Pushback::None)
         );
+
+        let draining: BoxError =
+            TransportError::new(NotSent::new("the connection is draining")).into();
+        assert_eq!(classify::<()>(&Err(draining)), Verdict::NeverSent);
 
         let other: BoxError = "a bug".into();
         assert_eq!(

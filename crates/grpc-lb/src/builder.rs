@@ -116,6 +116,7 @@ pub struct Builder<L = Identity> {
     #[cfg(feature = "tls")]
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
     max_connections: usize,
+    max_connections_per_subchannel: usize,
     service_config: Option<Arc<ServiceConfig>>,
     pub(crate) keepalive: KeepaliveConfig,
     health_check: Option<String>,
@@ -139,6 +140,10 @@ impl<L> fmt::Debug for Builder<L> {
             .field("custom_connector", &self.connector.is_some())
             .field("service_config", &self.service_config.is_some())
             .field("keepalive", &self.keepalive)
+            .field(
+                "max_connections_per_subchannel",
+                &self.max_connections_per_subchannel,
+            )
             .field("health_check", &self.health_check)
             .field("outlier_detection", &self.outlier_detection)
             .field("idle_timeout", &self.idle_timeout)
@@ -170,6 +175,7 @@ impl Builder {
             #[cfg(feature = "tls")]
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_subchannel: 1,
             service_config: None,
             keepalive: KeepaliveConfig::new(),
             health_check: None,
@@ -354,6 +360,23 @@ impl<L> Builder<L> {
     /// ```
     pub fn keepalive(mut self, config: KeepaliveConfig) -> Self {
         self.keepalive = config;
+        self
+    }
+
+    /// Up to this many HTTP/2 connections per endpoint (gRFC A105
+    /// `max_connections_per_subchannel`; default 1, capped at 10): when all
+    /// of an endpoint's connections are at the server's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`, a call opens one more instead of
+    /// waiting for a stream. See
+    /// [`Http2Connector::with_max_connections`](grpc_lb_connect::Http2Connector::with_max_connections).
+    ///
+    /// ```
+    /// let builder = grpc_lb::Channel::builder("dns:///greeter.example:50051")
+    ///     .max_connections_per_subchannel(4);
+    /// # drop(builder);
+    /// ```
+    pub fn max_connections_per_subchannel(mut self, max: usize) -> Self {
+        self.max_connections_per_subchannel = max;
         self
     }
 
@@ -583,7 +606,8 @@ impl<L> Builder<L> {
             .with_keepalive(self.keepalive)
             .with_http2(self.connection.http2.clone())
             .with_connect_timeout(self.connection.connect_timeout)
-            .with_user_agent(user_agent);
+            .with_user_agent(user_agent)
+            .with_max_connections(self.max_connections_per_subchannel);
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
