@@ -39,6 +39,7 @@ mod idle;
 pub mod metrics;
 mod observe;
 mod snapshot;
+mod wake_queue;
 mod worker;
 
 pub use crate::builder::{BuildError, Builder};
