@@ -255,6 +255,9 @@ where
     replaced: Vec<Address>,
     /// The subchannels to drive: those woken since the worker last looked.
     wake_queue: Arc<WakeQueue>,
+    /// The policy's [`LoadBalancer::pickable_version`] at the last publish;
+    /// `None` when unknown (a new policy).
+    published_version: Option<u64>,
     /// The queue's contents while they are driven (kept for its allocation).
     woken: Vec<Arc<SubchannelWake>>,
     _request: PhantomData<fn(Req)>,
@@ -386,6 +389,7 @@ where
             force_publish: false,
             replaced: Vec::new(),
             wake_queue: WakeQueue::new(),
+            published_version: None,
             woken: Vec::new(),
             _request: PhantomData,
         }
@@ -806,6 +810,7 @@ where
                 self.discover_ended = false;
                 self.resolver_status = status;
                 self.policy = policy;
+                self.published_version = None;
                 self.config.restart();
                 self.check_policy = true;
                 self.publish();
@@ -1070,6 +1075,7 @@ where
         );
         let used_health = self.policy.uses_health_checks();
         self.policy = policy;
+        self.published_version = None;
         // The old policy's timer means nothing to the new one.
         self.timer = None;
         // Health watches as the new policy wants them (kept when both use
@@ -1173,6 +1179,21 @@ where
     fn publish(&mut self) {
         let (state, last_error) = self.channel_state();
         let fail_all = self.config.failure().is_some();
+        let version = self.policy.pickable_version();
+        if version.is_some() && version == self.published_version && !self.force_publish {
+            // The same pickable list as the picker's: only the state or the
+            // error can have changed, which costs nothing per endpoint.
+            let current = self.shared.snapshot.load();
+            let same_error = match (&current.last_error, &last_error) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
+                _ => false,
+            };
+            if current.state == state && same_error && current.fail_all == fail_all {
+                return;
+            }
+        }
+        self.published_version = version;
         let pickable = if fail_all {
             Vec::new()
         } else {
