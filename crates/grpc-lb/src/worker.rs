@@ -169,8 +169,13 @@ const ROUNDS_PER_POLL: usize = 64;
 const DISCOVERY_ERRORS_PER_POLL: usize = 32;
 
 /// Drives one channel: polls discovery continuously (with or without traffic),
-/// drives every subchannel, feeds the policy, and publishes the picker and the
-/// channel state. It ends when every clone of its channel has been dropped.
+/// drives each subchannel when it is woken (only those: a state change costs
+/// the same at any endpoint count), tells the policy each of its state changes
+/// once and in order, and publishes the picker and the channel state. An IDLE
+/// subchannel is driven only once its policy asked it to connect, so the
+/// policy alone decides which endpoints connect, even over subchannels built
+/// `ConnectMode::Eager`. It ends when every clone of its channel has been
+/// dropped.
 ///
 /// [`Builder::build`](crate::Builder::build) spawns it; [`Channel::pair`](crate::Channel::pair)
 /// hands it to you to spawn.
