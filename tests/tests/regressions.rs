@@ -86,6 +86,7 @@ async fn pick_first_retries_an_address_whose_backoff_ended_during_the_first_pass
         Duration::from_secs(2),
     )
     .unwrap();
+    let started = tokio::time::Instant::now();
     let channel = Channel::builder(format!("ipv4:{a_addr},{b_addr}"))
         .backoff(backoff)
         .build()
@@ -116,11 +117,16 @@ async fn pick_first_retries_an_address_whose_backoff_ended_during_the_first_pass
         )
     })
     .await;
+    let pass_over = started.elapsed();
     a.serve("a");
     let reply = call
         .await
         .unwrap()
         .expect("served by A before the deadline");
+    println!(
+        "first pass over after {pass_over:?}; served by A after {:?}",
+        started.elapsed()
+    );
     assert_eq!(backend(&reply), "a");
     drop(silent);
 }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use grpc_lb_core::ConnectivityState;
 use grpc_lb_resolve::Address;
 
-use crate::aggregate::aggregate;
 use crate::pick::Pick;
 use crate::policy::{Helper, LoadBalancer};
 
@@ -61,6 +60,22 @@ pub struct EveryEndpoint {
     pick: Arc<dyn Pick>,
     order: Vec<Address>,
     children: HashMap<Address, Child>,
+    /// How many children are in each effective state (IDLE, CONNECTING,
+    /// READY, TRANSIENT_FAILURE), kept as they change, so that the
+    /// channel's state costs the same at any endpoint count.
+    counts: [usize; 4],
+    /// Bumped whenever the READY set or the order may have changed.
+    version: u64,
+}
+
+fn slot(state: ConnectivityState) -> Option<usize> {
+    match state {
+        ConnectivityState::Idle => Some(0),
+        ConnectivityState::Connecting => Some(1),
+        ConnectivityState::Ready => Some(2),
+        ConnectivityState::TransientFailure => Some(3),
+        ConnectivityState::Shutdown => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +102,29 @@ impl EveryEndpoint {
             pick,
             order: Vec::new(),
             children: HashMap::new(),
+            counts: [0; 4],
+            version: 0,
         }
+    }
+
+    fn count(&mut self, child: Child, delta: isize) {
+        if let Some(slot) = slot(child.effective()) {
+            self.counts[slot] = self.counts[slot].saturating_add_signed(delta);
+        }
+    }
+
+    /// Replaces the child for `address` (if there is one) by `new`, keeping
+    /// the counts and the version.
+    fn set(&mut self, address: &Address, new: Child) {
+        let Some(child) = self.children.get_mut(address) else {
+            return;
+        };
+        let old = std::mem::replace(child, new);
+        if (old.state == ConnectivityState::Ready) != (new.state == ConnectivityState::Ready) {
+            self.version += 1;
+        }
+        self.count(old, -1);
+        self.count(new, 1);
     }
 }
 
@@ -100,7 +137,17 @@ impl LoadBalancer for EveryEndpoint {
         // A set, not `addresses.contains`: that scan made every update
         // quadratic in the endpoint count (225 ms for one Add at 10,000).
         let listed: HashSet<&Address> = addresses.iter().collect();
-        self.children.retain(|address, _| listed.contains(address));
+        let counts = &mut self.counts;
+        self.children.retain(|address, child| {
+            let keep = listed.contains(address);
+            if !keep {
+                if let Some(slot) = slot(child.effective()) {
+                    counts[slot] -= 1;
+                }
+            }
+            keep
+        });
+        self.version += 1;
         self.order.clear();
         for address in addresses {
             if self.children.contains_key(address) {
@@ -108,13 +155,12 @@ impl LoadBalancer for EveryEndpoint {
                 continue;
             }
             let state = helper.state(address).unwrap_or(ConnectivityState::Idle);
-            self.children.insert(
-                address.clone(),
-                Child {
-                    state,
-                    failed: state == ConnectivityState::TransientFailure,
-                },
-            );
+            let child = Child {
+                state,
+                failed: state == ConnectivityState::TransientFailure,
+            };
+            self.children.insert(address.clone(), child);
+            self.count(child, 1);
             self.order.push(address.clone());
             if state == ConnectivityState::Idle {
                 helper.connect(address);
@@ -128,15 +174,17 @@ impl LoadBalancer for EveryEndpoint {
         state: ConnectivityState,
         helper: &mut dyn Helper,
     ) {
-        let Some(child) = self.children.get_mut(address) else {
+        let Some(&child) = self.children.get(address) else {
             return;
         };
-        child.state = state;
-        match state {
-            ConnectivityState::Ready => child.failed = false,
-            ConnectivityState::TransientFailure => child.failed = true,
-            ConnectivityState::Idle => helper.connect(address),
-            ConnectivityState::Connecting | ConnectivityState::Shutdown => {}
+        let failed = match state {
+            ConnectivityState::Ready => false,
+            ConnectivityState::TransientFailure => true,
+            _ => child.failed,
+        };
+        self.set(address, Child { state, failed });
+        if state == ConnectivityState::Idle {
+            helper.connect(address);
         }
     }
 
@@ -146,14 +194,16 @@ impl LoadBalancer for EveryEndpoint {
         state: ConnectivityState,
         helper: &mut dyn Helper,
     ) {
-        let Some(child) = self.children.get_mut(address) else {
+        if !self.children.contains_key(address) {
             return;
-        };
+        }
         // A new subchannel: the old one's READY (or failure) is gone with it.
-        *child = Child {
+        let child = Child {
             state,
             failed: state == ConnectivityState::TransientFailure,
         };
+        self.set(address, child);
+        self.version += 1;
         if state == ConnectivityState::Idle {
             helper.connect(address);
         }
@@ -168,7 +218,21 @@ impl LoadBalancer for EveryEndpoint {
     }
 
     fn state(&self) -> ConnectivityState {
-        aggregate(self.children.values().map(|c| c.effective()))
+        // `aggregate`'s rule, on the counts.
+        let [idle, connecting, ready, _] = self.counts;
+        if ready > 0 {
+            ConnectivityState::Ready
+        } else if connecting > 0 {
+            ConnectivityState::Connecting
+        } else if idle > 0 {
+            ConnectivityState::Idle
+        } else {
+            ConnectivityState::TransientFailure
+        }
+    }
+
+    fn pickable_version(&self) -> Option<u64> {
+        Some(self.version)
     }
 
     fn pickable(&self) -> Vec<Address> {

@@ -30,7 +30,9 @@ use crate::load::EndpointLoad;
 /// assert_eq!(LeastLoaded.pick(&ready), 1);
 /// ```
 pub trait Pick: Send + Sync + fmt::Debug + 'static {
-    /// Returns the index of the chosen endpoint; `ready` is never empty.
+    /// Returns the index of the chosen endpoint; `ready` is never empty. An
+    /// index out of range is a bug in the pick: the channel fails that call
+    /// with `INTERNAL` (and logs it) rather than panic in the caller.
     fn pick(&self, ready: &[Arc<EndpointLoad>]) -> usize;
 
     /// True if the pick reads round-trip times, so callers must time requests.

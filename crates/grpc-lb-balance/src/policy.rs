@@ -185,6 +185,15 @@ pub trait LoadBalancer: Send + 'static {
     /// How to choose among the pickable subchannels.
     fn pick(&self) -> Arc<dyn Pick>;
 
+    /// A number that changes whenever [`pickable`](Self::pickable) may have
+    /// (a subchannel became READY or stopped being so, the list changed):
+    /// while it stays the same, the channel keeps its picker without asking
+    /// for the list, so that a state change costs the same at any endpoint
+    /// count. `None` (the default) makes the channel ask every time.
+    fn pickable_version(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the channel should gate this policy's subchannels on client-side
     /// health checks (gRFC A17) when health checking is configured. Yes by
     /// default; `pick_first` says no, as in gRPC: it sticks to one connection

@@ -12,6 +12,7 @@ pub mod proc;
 pub mod report;
 pub mod scale;
 pub mod server;
+pub mod state_changes;
 pub mod systems;
 pub mod throughput;
 

@@ -56,6 +56,15 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         endpoints: usize,
     },
+    /// Worker CPU per subchannel state change, at each endpoint count.
+    StateChanges {
+        /// Endpoint counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 10_000])]
+        endpoints: Vec<usize>,
+        /// Connections killed (and regained) per measurement.
+        #[arg(long, default_value_t = 200)]
+        kills: usize,
+    },
     /// Rolling restart, slow backend, reconnect storm.
     Chaos,
     /// Everything, then one summary.
@@ -200,6 +209,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Command::Scale { endpoints } => {
                 let md = scale::run(&scale_plan(cli.quick, endpoints)).await?;
                 write(&cli.out, "scale.md", &md)
+            }
+            Command::StateChanges { endpoints, kills } => {
+                let md = grpc_lb_bench::state_changes::run(&endpoints, kills)?;
+                println!("{md}");
+                Ok(())
             }
             Command::Chaos => {
                 std::fs::create_dir_all(&cli.out)?;

@@ -44,6 +44,7 @@ mod observe;
 mod rate_limit;
 mod settings;
 mod snapshot;
+mod wake_queue;
 mod worker;
 
 pub use crate::builder::Builder;

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use grpc_lb_backoff::{DefaultRng, Rng};
@@ -27,6 +27,7 @@ use tower_service::Service;
 use crate::config::{choose, ConfigTracker};
 use crate::observe::{ChannelEvent, Peer, SubchannelEntry};
 use crate::snapshot::{Shared, Snapshot};
+use crate::wake_queue::{SubchannelWake, WakeQueue};
 
 /// Starts a health watch on a subchannel's new connection.
 pub(crate) type StartHealth<S> = Arc<dyn Fn(&S) -> HealthWatch + Send + Sync>;
@@ -61,6 +62,10 @@ struct Subchannel<C: Service<T>, T, R> {
     /// policy's back: pick_first letting it go and its reconnecting at once
     /// was a livelock.
     wanted: bool,
+    /// Queues this subchannel for the worker when woken.
+    wake: Arc<SubchannelWake>,
+    /// `wake` as the waker the subchannel is driven with.
+    waker: Waker,
 }
 
 impl<C: Service<T>, T, R> Subchannel<C, T, R> {
@@ -164,8 +169,13 @@ const ROUNDS_PER_POLL: usize = 64;
 const DISCOVERY_ERRORS_PER_POLL: usize = 32;
 
 /// Drives one channel: polls discovery continuously (with or without traffic),
-/// drives every subchannel, feeds the policy, and publishes the picker and the
-/// channel state. It ends when every clone of its channel has been dropped.
+/// drives each subchannel when it is woken (only those: a state change costs
+/// the same at any endpoint count), tells the policy each of its state changes
+/// once and in order, and publishes the picker and the channel state. An IDLE
+/// subchannel is driven only once its policy asked it to connect, so the
+/// policy alone decides which endpoints connect, even over subchannels built
+/// `ConnectMode::Eager`. It ends when every clone of its channel has been
+/// dropped.
 ///
 /// [`Builder::build`](crate::Builder::build) spawns it; [`Channel::pair`](crate::Channel::pair)
 /// hands it to you to spawn.
@@ -248,6 +258,13 @@ where
     /// Endpoints the discovery inserted again (same key, new subchannel)
     /// since the policy was last told.
     replaced: Vec<Address>,
+    /// The subchannels to drive: those woken since the worker last looked.
+    wake_queue: Arc<WakeQueue>,
+    /// The policy's [`LoadBalancer::pickable_version`] at the last publish;
+    /// `None` when unknown (a new policy).
+    published_version: Option<u64>,
+    /// The queue's contents while they are driven (kept for its allocation).
+    woken: Vec<Arc<SubchannelWake>>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -376,6 +393,9 @@ where
             outlier_fixed: false,
             force_publish: false,
             replaced: Vec::new(),
+            wake_queue: WakeQueue::new(),
+            published_version: None,
+            woken: Vec::new(),
             _request: PhantomData,
         }
     }
@@ -441,7 +461,12 @@ where
                         .as_ref()
                         .filter(|o| o.detector.is_ejected(&address))
                         .map(|_| Arc::new(Ejected) as SharedError);
+                    let wake = self.wake_queue.entry(address.clone());
+                    // Driven once, which registers its waker.
+                    wake.mark();
                     let subchannel = Subchannel {
+                        waker: Waker::from(wake.clone()),
+                        wake,
                         state,
                         raw: state,
                         reconnect,
@@ -536,6 +561,7 @@ where
             return Poll::Ready(());
         }
         self.shared.worker.register(cx.waker());
+        self.wake_queue.register(cx.waker());
         if self.idle.as_ref().is_some_and(|idle| idle.idle) {
             if !self.shared.exit_idle.swap(false, Ordering::AcqRel) {
                 return Poll::Pending;
@@ -558,7 +584,7 @@ where
             }
             let mut events = self.poll_discovery(cx);
             let list_changed = events;
-            let config_event = self.poll_service_config(cx, &mut timer_request);
+            let config_event = self.poll_service_config(&mut timer_request);
             let switched = config_event.as_ref().is_some_and(|(_, switched)| *switched);
             events |= config_event.is_some();
             let mut helper = WorkerHelper {
@@ -600,19 +626,38 @@ where
             if let Some((event, _)) = config_event {
                 self.shared.emit(event);
             }
-            let mut changes = Vec::new();
+            // Only the subchannels woken since the last look are driven, each
+            // with its own waker, and each one's steps reach the policy at
+            // once, in order: a later subchannel of the same round is driven
+            // after the policy has acted on the earlier ones (a subchannel it
+            // let go in between shows as let go, not as what it was).
+            // Only the policy's state can move during this loop (the
+            // resolver, idle mode and the config do not), so comparing it
+            // alone tells whether a step changed the channel's state; the
+            // picker is rebuilt then, and once after the round.
             let health = self
                 .health
-                .as_ref()
+                .clone()
                 .filter(|_| self.policy.uses_health_checks());
-            for address in &self.order {
+            let mut woken = std::mem::take(&mut self.woken);
+            self.wake_queue.take_into(&mut woken);
+            let mut policy_state = self.policy.state();
+            for wake in woken.drain(..) {
+                let address = wake.address();
                 let Some(subchannel) = self.subchannels.get_mut(address) else {
                     continue;
                 };
+                if !Arc::ptr_eq(&subchannel.wake, &wake) {
+                    // Queued by a subchannel since replaced or removed.
+                    continue;
+                }
+                wake.start_drive();
+                let waker = subchannel.waker.clone();
+                let mut subchannel_cx = Context::from_waker(&waker);
                 let raw = if subchannel.wanted
                     || subchannel.reconnect.state() != ConnectivityState::Idle
                 {
-                    subchannel.reconnect.drive::<Req>(cx)
+                    subchannel.reconnect.drive::<Req>(&mut subchannel_cx)
                 } else {
                     ConnectivityState::Idle
                 };
@@ -624,27 +669,16 @@ where
                 subchannel.attempts = attempts;
                 let raw_steps = steps(subchannel.raw, raw, new_attempt);
                 subchannel.raw = raw;
-                if let Some(start) = health {
-                    follow_health(subchannel, start, &raw_steps, cx);
+                if let Some(start) = &health {
+                    follow_health(subchannel, start, &raw_steps, &mut subchannel_cx);
                 }
                 let steps = effective_steps(subchannel, &raw_steps);
-                if !steps.is_empty() {
-                    let id = subchannel.handle.id();
-                    changes.push((address.clone(), id, subchannel.connectivity(), steps));
+                if steps.is_empty() {
+                    continue;
                 }
-            }
-            // The policy is told each step, and the channel's state published
-            // whenever a step changes it, so that the channel passes through
-            // every state its policy does (IDLE, CONNECTING, READY even when
-            // one drive connected). The picker itself is rebuilt once, after
-            // the batch: rebuilding it after every step made a 10,000-address
-            // Reset quadratic (18 s, `grpc-lb-bench scale`).
-            // Only the policy's state can move during this loop (the resolver,
-            // idle mode and the config do not), so comparing it alone tells
-            // whether a step changed the channel's state.
-            let mut policy_state = self.policy.state();
-            for (address, id, connectivity, steps) in changes {
-                let last_error = connectivity.last_error;
+                events = true;
+                let id = subchannel.handle.id();
+                let last_error = subchannel.connectivity().last_error;
                 for (from, to) in steps {
                     self.shared.emit(ChannelEvent::SubchannelState {
                         id,
@@ -658,18 +692,18 @@ where
                         timer: &mut timer_request,
                         resolve_now: &self.resolve_now,
                     };
-                    if let Some(subchannel) = helper.subchannels.get_mut(&address) {
+                    if let Some(subchannel) = helper.subchannels.get_mut(address) {
                         subchannel.state = to;
                     }
-                    self.policy.update_subchannel(&address, to, &mut helper);
+                    self.policy.update_subchannel(address, to, &mut helper);
                     let now = self.policy.state();
                     if now != policy_state {
                         policy_state = now;
                         self.publish();
                     }
                 }
-                events = true;
             }
+            self.woken = woken;
             if let Some(after) = timer_request.take() {
                 let mut timer = Box::pin(tokio::time::sleep(after));
                 // Poll once so the timer wakes this task.
@@ -679,8 +713,9 @@ where
             // Every state the policy passes through is published, as grpc-go's
             // balancers report each one, even when the next follows at once.
             self.publish();
-            // A policy's connect() is seen by the subchannel on its next drive.
-            if !events {
+            // A policy's connect() or disconnect() queued its subchannel,
+            // which the next round drives.
+            if !events && self.wake_queue.is_empty() {
                 break;
             }
         }
@@ -780,6 +815,7 @@ where
                 self.discover_ended = false;
                 self.resolver_status = status;
                 self.policy = policy;
+                self.published_version = None;
                 self.config.restart();
                 self.check_policy = true;
                 self.publish();
@@ -839,6 +875,8 @@ where
                 continue;
             }
             changed = true;
+            // Its effective state changes: told on the next drive.
+            subchannel.wake.mark();
             if ejected {
                 tracing::info!(
                     "[Channel #{}] outlier detection ejects {address}",
@@ -864,7 +902,6 @@ where
     /// whether a new policy was built and given the current addresses.
     fn poll_service_config(
         &mut self,
-        cx: &mut Context<'_>,
         timer_request: &mut Option<Duration>,
     ) -> Option<(ChannelEvent, bool)> {
         let mut changed = false;
@@ -890,11 +927,11 @@ where
                 }
             );
             self.shared.service_config.store(in_force);
-            self.follow_health_config(cx);
+            self.follow_health_config();
             self.follow_outlier_config();
         }
         let check = changed || std::mem::take(&mut self.check_policy);
-        let switched = check && self.switch_policy(cx, timer_request);
+        let switched = check && self.switch_policy(timer_request);
         if !changed && !switched {
             return None;
         }
@@ -908,7 +945,7 @@ where
 
     /// Turns health checking on, off or to another service as the config in
     /// force's `healthCheckConfig` says, unless the builder fixed it.
-    fn follow_health_config(&mut self, cx: &mut Context<'_>) {
+    fn follow_health_config(&mut self) {
         let wanted = self
             .config
             .in_force()
@@ -934,14 +971,14 @@ where
         );
         self.health = wanted.as_deref().map(|name| make(name));
         self.health_name = wanted;
-        self.restart_health_watches(cx);
+        self.restart_health_watches();
     }
 
     /// Drops every health watch and starts the ones the current health check
     /// and policy want, so that the picker never holds a connection whose
     /// new watch has not answered. The drive loop then tells the policy what
     /// changed.
-    fn restart_health_watches(&mut self, cx: &mut Context<'_>) {
+    fn restart_health_watches(&mut self) {
         let health = self
             .health
             .as_ref()
@@ -949,8 +986,10 @@ where
         for subchannel in self.subchannels.values_mut() {
             subchannel.health = None;
             if let Some(start) = health {
-                follow_health(subchannel, start, &[], cx);
+                let waker = subchannel.waker.clone();
+                follow_health(subchannel, start, &[], &mut Context::from_waker(&waker));
             }
+            subchannel.wake.mark();
         }
     }
 
@@ -1005,6 +1044,7 @@ where
                 .outlier
                 .as_mut()
                 .map(|o| o.detector.add(address.clone()));
+            subchannel.wake.mark();
         }
         // The picker's counters must be the new ones, even with the same
         // endpoints ready.
@@ -1016,11 +1056,7 @@ where
     /// state. The subchannels and their connections are shared, so the new
     /// policy starts from the connections the old one had (no graceful
     /// switch is needed for them to stay up). Returns whether it switched.
-    fn switch_policy(
-        &mut self,
-        cx: &mut Context<'_>,
-        timer_request: &mut Option<Duration>,
-    ) -> bool {
+    fn switch_policy(&mut self, timer_request: &mut Option<Duration>) -> bool {
         let Some(wanted) = self.wanted_policy() else {
             return false;
         };
@@ -1044,13 +1080,14 @@ where
         );
         let used_health = self.policy.uses_health_checks();
         self.policy = policy;
+        self.published_version = None;
         // The old policy's timer means nothing to the new one.
         self.timer = None;
         // Health watches as the new policy wants them (kept when both use
         // them, so that no endpoint blinks out of the picker), and the state
         // it is told through them; the steps are reported as events.
         if used_health != self.policy.uses_health_checks() {
-            self.restart_health_watches(cx);
+            self.restart_health_watches();
         }
         let mut events = Vec::new();
         for address in &self.order {
@@ -1147,6 +1184,21 @@ where
     fn publish(&mut self) {
         let (state, last_error) = self.channel_state();
         let fail_all = self.config.failure().is_some();
+        let version = self.policy.pickable_version();
+        if version.is_some() && version == self.published_version && !self.force_publish {
+            // The same pickable list as the picker's: only the state or the
+            // error can have changed, which costs nothing per endpoint.
+            let current = self.shared.snapshot.load();
+            let same_error = match (&current.last_error, &last_error) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
+                _ => false,
+            };
+            if current.state == state && same_error && current.fail_all == fail_all {
+                return;
+            }
+        }
+        self.published_version = version;
         let pickable = if fail_all {
             Vec::new()
         } else {
@@ -1419,6 +1471,7 @@ impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
         if let Some(subchannel) = self.subchannels.get_mut(address) {
             subchannel.wanted = true;
             subchannel.handle.connect();
+            subchannel.wake.mark();
         }
     }
 
@@ -1426,6 +1479,8 @@ impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
         if let Some(subchannel) = self.subchannels.get_mut(address) {
             subchannel.wanted = false;
             subchannel.reconnect.disconnect();
+            // Its new state (IDLE) is told on the next round.
+            subchannel.wake.mark();
         }
     }
 

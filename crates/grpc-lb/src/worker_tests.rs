@@ -457,3 +457,115 @@ async fn a_failed_exit_from_idle_mode_is_retried_by_the_next_call() {
         .unwrap();
     assert_eq!(channel.state(), ConnectivityState::Ready);
 }
+
+/// A connection that counts how often it is asked whether it is ready, and
+/// fails that question once `dead` is set (as a closed connection does).
+#[derive(Clone)]
+struct Probed {
+    polls: Arc<AtomicUsize>,
+    dead: Arc<AtomicBool>,
+    waker: Arc<futures::task::AtomicWaker>,
+}
+
+impl Service<http::Request<()>> for Probed {
+    type Response = http::Response<()>;
+    type Error = std::io::Error;
+    type Future = Ready<Result<http::Response<()>, std::io::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.waker.register(cx.waker());
+        if self.dead.load(Ordering::Acquire) {
+            return Poll::Ready(Err(std::io::Error::other("closed")));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        ready(Ok(http::Response::new(())))
+    }
+}
+
+// Issue 13, item 2: the worker re-drove every subchannel on each wake, so one
+// state change cost work for each endpoint. Now each subchannel is driven
+// only when it was woken: one lost connection among 1,000 is looked at alone,
+// and its steps reach the policy once each, in order.
+#[tokio::test(start_paused = true)]
+async fn one_state_change_drives_only_its_own_subchannel() {
+    const N: u16 = 1000;
+    let polls = Arc::new(AtomicUsize::new(0));
+    let victim = address(1);
+    let dead = Arc::new(AtomicBool::new(false));
+    let victim_waker = Arc::new(futures::task::AtomicWaker::new());
+    let connector = tower::service_fn({
+        let (polls, victim, dead, victim_waker) = (
+            polls.clone(),
+            victim.clone(),
+            dead.clone(),
+            victim_waker.clone(),
+        );
+        move |a: Address| {
+            let first_of_victim = a == victim && !dead.load(Ordering::Acquire);
+            let connection = Probed {
+                polls: polls.clone(),
+                dead: if first_of_victim {
+                    dead.clone()
+                } else {
+                    Arc::default()
+                },
+                waker: if first_of_victim {
+                    victim_waker.clone()
+                } else {
+                    Arc::default()
+                },
+            };
+            ready(Ok::<_, Infallible>(connection))
+        }
+    });
+    let (resolver, handle) = ManualResolver::new("test");
+    let discover =
+        ResolverDiscover::new(resolver.stream(ResolveNow::new()), move |e: &Endpoint| {
+            Reconnect::new(connector.clone(), e.address.clone())
+        });
+    let options = ChannelOptions {
+        resolver_status: Some(discover.status()),
+        ..ChannelOptions::default()
+    };
+    let policy = PolicyRegistry::with_defaults()
+        .build("round_robin")
+        .unwrap();
+    let (channel, worker) =
+        Channel::pair::<_, _, _, _, http::Request<()>>(discover, policy, options);
+    tokio::spawn(worker);
+    handle.reset((1..=N).map(|port| Endpoint::new(address(port))));
+    let mut picker = channel.watch_picker();
+    while channel.ready_addresses().len() != usize::from(N) {
+        picker.changed().await.unwrap();
+    }
+    let mut events = channel.events();
+    let before = polls.load(Ordering::Relaxed);
+    dead.store(true, Ordering::Release);
+    victim_waker.wake();
+    let mut steps = Vec::new();
+    while steps.last() != Some(&ConnectivityState::Ready) {
+        if let ChannelEvent::SubchannelState {
+            address, from, to, ..
+        } = events.recv().await.unwrap()
+        {
+            assert_eq!(address, victim);
+            if steps.is_empty() {
+                steps.push(from);
+            }
+            steps.push(to);
+        }
+    }
+    use ConnectivityState::*;
+    assert_eq!(steps, [Ready, Idle, Connecting, Ready]);
+    // The lost connection and the new one are asked, not the 999 others.
+    let asked = polls.load(Ordering::Relaxed) - before;
+    assert!(
+        asked <= 4,
+        "{asked} readiness checks for one lost connection"
+    );
+    assert_eq!(channel.ready_addresses().len(), usize::from(N));
+}
