@@ -1,0 +1,188 @@
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use grpc_lb_core::ConnectivityState;
+use tokio::sync::mpsc;
+use tower::discover::Change;
+use tower::{Service, ServiceExt};
+
+use super::Balance;
+use crate::tree::{LeastRequest, PickFirst, RoundRobin};
+
+type Discovered<S> = Result<Change<&'static str, S>, Infallible>;
+
+/// A discover the test feeds by hand.
+fn channel<S>() -> (
+    mpsc::UnboundedSender<Discovered<S>>,
+    tokio_stream_like::Receiver<Discovered<S>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, tokio_stream_like::Receiver(rx))
+}
+
+mod tokio_stream_like {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub(super) struct Receiver<T>(pub(super) tokio::sync::mpsc::UnboundedReceiver<T>);
+
+    impl<T> futures::Stream for Receiver<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}
+
+/// A service answering its name, counting how often it is polled.
+fn named(
+    name: &'static str,
+    polls: Arc<AtomicUsize>,
+) -> impl Service<(), Response = &'static str, Error = Infallible, Future = std::future::Ready<Result<&'static str, Infallible>>>
+{
+    struct Named(&'static str, Arc<AtomicUsize>);
+    impl Service<()> for Named {
+        type Response = &'static str;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<&'static str, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: ()) -> Self::Future {
+            std::future::ready(Ok(self.0))
+        }
+    }
+    Named(name, polls)
+}
+
+#[tokio::test]
+async fn round_robin_over_user_keys_visits_each_in_turn() {
+    let (tx, discover) = channel();
+    let polls = Arc::new(AtomicUsize::new(0));
+    for name in ["a", "b", "c"] {
+        tx.send(Ok(Change::Insert(name, named(name, polls.clone()))))
+            .unwrap();
+    }
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(balance.ready().await.unwrap().call(()).await.unwrap());
+    }
+    assert_eq!(balance.state(), ConnectivityState::Ready);
+    assert_eq!(&seen[..3], &seen[3..]);
+    let mut first = seen[..3].to_vec();
+    first.sort();
+    assert_eq!(first, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn pick_first_uses_the_first_and_never_polls_the_others() {
+    let (tx, discover) = channel();
+    let (a_polls, b_polls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    tx.send(Ok(Change::Insert("a", named("a", a_polls.clone()))))
+        .unwrap();
+    tx.send(Ok(Change::Insert("b", named("b", b_polls.clone()))))
+        .unwrap();
+    let mut balance = Balance::new(discover, PickFirst::new());
+    for _ in 0..3 {
+        assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "a");
+    }
+    assert!(a_polls.load(Ordering::Relaxed) > 0);
+    assert_eq!(b_polls.load(Ordering::Relaxed), 0);
+    // Removing "a" moves pick_first to "b".
+    tx.send(Ok(Change::Remove("a"))).unwrap();
+    assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "b");
+}
+
+#[tokio::test]
+async fn an_event_polls_only_the_endpoint_that_woke() {
+    let (tx, discover) = channel();
+    let counters: Vec<Arc<AtomicUsize>> = (0..100).map(|_| Arc::default()).collect();
+    let keys: Vec<&'static str> = (0..100)
+        .map(|i| &*Box::leak(format!("e{i}").into_boxed_str()))
+        .collect();
+    for (key, polls) in keys.iter().zip(&counters) {
+        tx.send(Ok(Change::Insert(*key, named("x", polls.clone()))))
+            .unwrap();
+    }
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    balance.ready().await.unwrap();
+    let total = |c: &[Arc<AtomicUsize>]| c.iter().map(|p| p.load(Ordering::Relaxed)).sum::<usize>();
+    let before = total(&counters);
+    // One call: the reserved endpoint is checked and re-polled, nobody else.
+    balance.call(()).await.unwrap();
+    balance.ready().await.unwrap();
+    let after = total(&counters);
+    assert!(after - before <= 4, "{before} -> {after}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_service_is_kept_and_retried_not_evicted() {
+    let (tx, discover) = channel();
+    let (service, mut handle) = tower_test::mock::pair::<(), &'static str>();
+    tx.send(Ok(Change::Insert("flaky", service))).unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    handle.send_error("refused");
+    let mut ready = tokio_test::task::spawn(());
+    let poll = ready.enter(|cx, _| balance.poll_ready(cx));
+    assert!(poll.is_pending(), "an endpoint failure is not a poll_ready error");
+    assert_eq!(balance.state(), ConnectivityState::TransientFailure);
+    let error = balance.connectivity().borrow().last_error.clone().unwrap();
+    assert_eq!(error.to_string(), "refused");
+    // After the backoff the endpoint is polled again and serves.
+    handle.allow(1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(ready.is_woken());
+    let poll = ready.enter(|cx, _| balance.poll_ready(cx));
+    assert!(matches!(poll, Poll::Ready(Ok(()))));
+    assert_eq!(balance.state(), ConnectivityState::Ready);
+    let response = balance.call(());
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response("ok");
+    assert_eq!(response.await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_pending_endpoint_is_backpressure_and_wakes_the_caller() {
+    let (tx, discover) = channel();
+    let (service, mut handle) = tower_test::mock::pair::<(), &'static str>();
+    tx.send(Ok(Change::Insert("only", service))).unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    handle.allow(0);
+    let mut ready = tokio_test::task::spawn(());
+    assert!(ready.enter(|cx, _| balance.poll_ready(cx)).is_pending());
+    assert_eq!(balance.state(), ConnectivityState::Connecting);
+    handle.allow(1);
+    assert!(ready.is_woken(), "the endpoint's readiness wakes the balancer's caller");
+    assert!(matches!(ready.enter(|cx, _| balance.poll_ready(cx)), Poll::Ready(Ok(()))));
+}
+
+#[tokio::test]
+async fn discovery_ending_empty_is_an_error_not_a_hang() {
+    let (tx, discover) = channel::<tower_test::mock::Mock<(), ()>>();
+    drop(tx);
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    let error = balance.ready().await.unwrap_err();
+    assert!(error.is::<super::error::DiscoverClosed>());
+}
+
+#[tokio::test]
+async fn least_request_counts_calls_until_done() {
+    let (tx, discover) = channel();
+    let (service, mut handle) = tower_test::mock::pair::<(), &'static str>();
+    tx.send(Ok(Change::Insert("only", service))).unwrap();
+    let mut balance = Balance::new(discover, LeastRequest::default());
+    handle.allow(2);
+    let call = balance.ready().await.unwrap().call(());
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response("ok");
+    call.await.unwrap();
+    // Driven once more with no traffic: events are handled by poll_events.
+    let mut cx = Context::from_waker(Waker::noop());
+    let _ = balance.poll_events(&mut cx);
+    assert_eq!(balance.state(), ConnectivityState::Ready);
+}
