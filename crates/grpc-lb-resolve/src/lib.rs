@@ -52,6 +52,7 @@ pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod fixed;
+mod layer;
 mod from_discover;
 mod manual;
 mod resolver;
@@ -61,6 +62,7 @@ mod update;
 
 pub use crate::discover::{ResolverDiscover, ResolverStatus};
 pub use crate::fixed::static_list;
+pub use crate::layer::{ResolutionFailed, ResolveDiscover, ResolveLayer};
 pub use crate::from_discover::discover_updates;
 pub use crate::manual::{ManualHandle, ManualResolver};
 pub use crate::resolver::{Registry, ResolveError, Resolver, UpdateStream};
