@@ -270,6 +270,14 @@ where
         self.core.by_key.is_empty()
     }
 
+    /// The endpoints and the state each last reported to the policy.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&D::Key, ConnectivityState)> {
+        self.core.by_key.iter().filter_map(|(key, index)| {
+            let slot = self.core.slots[*index as usize].as_ref()?;
+            Some((key, slot.reported))
+        })
+    }
+
     /// The discover.
     pub fn get_ref(&self) -> &D {
         &self.discover
