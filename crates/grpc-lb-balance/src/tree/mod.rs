@@ -270,3 +270,6 @@ impl Policy for Box<dyn Policy> {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
