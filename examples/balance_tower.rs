@@ -148,8 +148,14 @@ async fn run() -> Result<(), BoxError> {
     let fast = Duration::ZERO;
     let backends = [
         (Backend::Primary, start_backend("primary", fast).await?),
-        (Backend::Secondary(1), start_backend("secondary-1", fast).await?),
-        (Backend::Secondary(2), start_backend("secondary-2", fast).await?),
+        (
+            Backend::Secondary(1),
+            start_backend("secondary-1", fast).await?,
+        ),
+        (
+            Backend::Secondary(2),
+            start_backend("secondary-2", fast).await?,
+        ),
     ];
 
     // round_robin: the READY backends in turn. An HTTP/1.1 connection is not
@@ -206,7 +212,9 @@ async fn run() -> Result<(), BoxError> {
         .service(balance);
     let first = limited.ready().await?.call(request());
     let second = limited.ready().await?.call(request()).await;
-    assert!(second.expect_err("over the limit").is::<tower::load_shed::error::Overloaded>());
+    assert!(second
+        .expect_err("over the limit")
+        .is::<tower::load_shed::error::Overloaded>());
     println!("concurrency_limit: second call shed while the first is in flight");
     first.await?;
     Ok(())

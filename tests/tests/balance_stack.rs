@@ -74,7 +74,9 @@ async fn round_robin_stack_spreads_calls_over_every_server() {
     // With no call made, discovery and connections move: round_robin connects
     // every endpoint by itself.
     events_until(&mut stack, |s| {
-        s.len() == 2 && s.endpoints().all(|(_, state)| state == ConnectivityState::Ready)
+        s.len() == 2
+            && s.endpoints()
+                .all(|(_, state)| state == ConnectivityState::Ready)
     })
     .await;
     assert_eq!(stack.state(), ConnectivityState::Ready);
@@ -106,7 +108,10 @@ async fn pick_first_stack_moves_to_the_next_server_and_re_resolves() {
     ];
     let mut stack = stack(&ipv4_target(&servers), PickFirst::new);
     for _ in 0..3 {
-        assert_eq!(say_hello(&mut stack).await.unwrap(), "Hello test from alpha");
+        assert_eq!(
+            say_hello(&mut stack).await.unwrap(),
+            "Hello test from alpha"
+        );
     }
     let resolve_now = stack.get_ref().resolve_now();
     assert_eq!(resolve_now.count(), 0);

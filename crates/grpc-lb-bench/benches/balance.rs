@@ -79,8 +79,15 @@ fn balance(n: usize, policy: impl Policy) -> (Bench, Vec<Switched>) {
     let endpoints: Vec<Switched> = (0..n).map(|_| Switched::new()).collect();
     let mut balance = Balance::new(ServiceList::new(endpoints.clone()), policy);
     let mut cx = Context::from_waker(Waker::noop());
-    while balance.endpoints().filter(|(_, s)| *s == ConnectivityState::Ready).count()
-        < n.min(if balance.policy().name() == "pick_first" { 1 } else { n })
+    while balance
+        .endpoints()
+        .filter(|(_, s)| *s == ConnectivityState::Ready)
+        .count()
+        < n.min(if balance.policy().name() == "pick_first" {
+            1
+        } else {
+            n
+        })
     {
         let _ = balance.poll_events(&mut cx);
     }
@@ -92,7 +99,10 @@ fn balance_pick(c: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
     for n in sizes() {
         for (name, policy) in [
-            ("round_robin", Box::new(RoundRobin::new()) as Box<dyn Policy>),
+            (
+                "round_robin",
+                Box::new(RoundRobin::new()) as Box<dyn Policy>,
+            ),
             ("pick_first", Box::new(PickFirst::new())),
         ] {
             let (mut balance, _endpoints) = balance(n, policy);

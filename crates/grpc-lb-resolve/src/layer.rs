@@ -104,7 +104,9 @@ where
 
     fn layer(&self, make: M) -> ResolveDiscover<M> {
         let resolve_now = ResolveNow::new();
-        let started = self.registry.resolve_target(&self.target, resolve_now.clone());
+        let started = self
+            .registry
+            .resolve_target(&self.target, resolve_now.clone());
         ResolveDiscover::new(started, make, resolve_now)
     }
 }
@@ -138,11 +140,7 @@ impl<M> ResolveDiscover<M>
 where
     M: Service<NewSubchannel<Address>>,
 {
-    fn new(
-        started: Result<UpdateStream, ResolveError>,
-        make: M,
-        resolve_now: ResolveNow,
-    ) -> Self {
+    fn new(started: Result<UpdateStream, ResolveError>, make: M, resolve_now: ResolveNow) -> Self {
         let keep: fn(&Endpoint) -> Endpoint = Endpoint::clone;
         let (endpoints, start_error) = match started {
             Ok(updates) => (Some(ResolverDiscover::new(updates, keep)), None),

@@ -52,8 +52,8 @@ pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod fixed;
-mod layer;
 mod from_discover;
+mod layer;
 mod manual;
 mod resolver;
 pub mod service_config;
@@ -62,8 +62,8 @@ mod update;
 
 pub use crate::discover::{ResolverDiscover, ResolverStatus};
 pub use crate::fixed::static_list;
-pub use crate::layer::{ResolutionFailed, ResolveDiscover, ResolveLayer};
 pub use crate::from_discover::discover_updates;
+pub use crate::layer::{ResolutionFailed, ResolveDiscover, ResolveLayer};
 pub use crate::manual::{ManualHandle, ManualResolver};
 pub use crate::resolver::{Registry, ResolveError, Resolver, UpdateStream};
 pub use crate::service_config::{ServiceConfigStatus, ServiceConfigUpdate};

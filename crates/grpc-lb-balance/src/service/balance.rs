@@ -96,6 +96,9 @@ impl<K, S, St> Core<K, S, St> {
     }
 }
 
+/// The root policy and its helper, borrowed together.
+type PolicyAndHelper<'a, K, S, St> = (&'a mut Box<dyn Policy>, RootHelper<'a, K, S, St>);
+
 /// The helper of the root policy. `P` is named by the caller through
 /// `connect`'s probe function.
 struct RootHelper<'a, K, S, St> {
@@ -297,7 +300,9 @@ where
     D::Service: Service<Req>,
     P: Probe<D::Service, Req>,
 {
-    fn helper(&mut self) -> (&mut Box<dyn Policy>, RootHelper<'_, D::Key, D::Service, P::State>) {
+    fn helper(
+        &mut self,
+    ) -> PolicyAndHelper<'_, D::Key, D::Service, P::State> {
         (
             &mut self.policy,
             RootHelper {
@@ -436,7 +441,8 @@ where
             slot.waker.unqueue();
             let waker = Waker::from(slot.waker.clone());
             let mut cx = Context::from_waker(&waker);
-            let connectivity = P::poll_state(&mut slot.service, &mut slot.probe, slot.wanted, &mut cx);
+            let connectivity =
+                P::poll_state(&mut slot.service, &mut slot.probe, slot.wanted, &mut cx);
             if connectivity.state == slot.reported {
                 continue;
             }
@@ -560,11 +566,14 @@ where
                 PickResult::Pick(pick) => {
                     let chosen = index_of(pick.subchannel());
                     let known = self.core.slot_mut(pick.subchannel()).is_some();
-                    if chosen == index || (known && self.poll_dispatch(chosen) == Poll::Ready(true)) {
+                    if chosen == index || (known && self.poll_dispatch(chosen) == Poll::Ready(true))
+                    {
                         (index, done) = (chosen, pick.into_done());
                     }
                 }
-                PickResult::Drop(error) => return ResponseFuture::failed(Dropped::new(error).into()),
+                PickResult::Drop(error) => {
+                    return ResponseFuture::failed(Dropped::new(error).into())
+                }
                 // The reserved endpoint takes the call.
                 PickResult::Queue | PickResult::Fail(_) => {}
             }

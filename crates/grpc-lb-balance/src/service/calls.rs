@@ -85,11 +85,7 @@ fn status_in(headers: &http::HeaderMap, done: &dyn OnDone) -> bool {
     let Some(code) = headers.get("grpc-status") else {
         return false;
     };
-    let code: i32 = code
-        .to_str()
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(2); // UNKNOWN, as gRPC reads an unparsable status
+    let code: i32 = code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2); // UNKNOWN, as gRPC reads an unparsable status
     let outcome = match code {
         0 => Outcome::Ok,
         code => Outcome::Status {

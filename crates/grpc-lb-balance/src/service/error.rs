@@ -40,7 +40,11 @@ impl Dropped {
 
 impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "call dropped by the load-balancing policy: {}", self.source)
+        write!(
+            f,
+            "call dropped by the load-balancing policy: {}",
+            self.source
+        )
     }
 }
 

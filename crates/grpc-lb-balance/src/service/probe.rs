@@ -150,7 +150,11 @@ where
 
     fn disconnect(_service: &mut S, _state: &mut ReadinessState) {}
 
-    fn poll_dispatch(service: &mut S, state: &mut ReadinessState, cx: &mut Context<'_>) -> Poll<bool> {
+    fn poll_dispatch(
+        service: &mut S,
+        state: &mut ReadinessState,
+        cx: &mut Context<'_>,
+    ) -> Poll<bool> {
         if state.retry.is_some() {
             return Poll::Ready(false);
         }
@@ -182,7 +186,12 @@ where
 
     fn new_state() {}
 
-    fn poll_state(service: &mut S, _: &mut (), _wanted: bool, cx: &mut Context<'_>) -> Connectivity {
+    fn poll_state(
+        service: &mut S,
+        _: &mut (),
+        _wanted: bool,
+        cx: &mut Context<'_>,
+    ) -> Connectivity {
         service.poll_connectivity(cx)
     }
 

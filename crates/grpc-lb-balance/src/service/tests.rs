@@ -41,8 +41,12 @@ mod tokio_stream_like {
 fn named(
     name: &'static str,
     polls: Arc<AtomicUsize>,
-) -> impl Service<(), Response = &'static str, Error = Infallible, Future = std::future::Ready<Result<&'static str, Infallible>>>
-{
+) -> impl Service<
+    (),
+    Response = &'static str,
+    Error = Infallible,
+    Future = std::future::Ready<Result<&'static str, Infallible>>,
+> {
     struct Named(&'static str, Arc<AtomicUsize>);
     impl Service<()> for Named {
         type Response = &'static str;
@@ -129,7 +133,10 @@ async fn a_failing_service_is_kept_and_retried_not_evicted() {
     handle.send_error("refused");
     let mut ready = tokio_test::task::spawn(());
     let poll = ready.enter(|cx, _| balance.poll_ready(cx));
-    assert!(poll.is_pending(), "an endpoint failure is not a poll_ready error");
+    assert!(
+        poll.is_pending(),
+        "an endpoint failure is not a poll_ready error"
+    );
     assert_eq!(balance.state(), ConnectivityState::TransientFailure);
     let error = balance.connectivity().borrow().last_error.clone().unwrap();
     assert_eq!(error.to_string(), "refused");
@@ -157,8 +164,14 @@ async fn a_pending_endpoint_is_backpressure_and_wakes_the_caller() {
     assert!(ready.enter(|cx, _| balance.poll_ready(cx)).is_pending());
     assert_eq!(balance.state(), ConnectivityState::Connecting);
     handle.allow(1);
-    assert!(ready.is_woken(), "the endpoint's readiness wakes the balancer's caller");
-    assert!(matches!(ready.enter(|cx, _| balance.poll_ready(cx)), Poll::Ready(Ok(()))));
+    assert!(
+        ready.is_woken(),
+        "the endpoint's readiness wakes the balancer's caller"
+    );
+    assert!(matches!(
+        ready.enter(|cx, _| balance.poll_ready(cx)),
+        Poll::Ready(Ok(()))
+    ));
 }
 
 #[tokio::test]

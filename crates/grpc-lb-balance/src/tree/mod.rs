@@ -270,6 +270,5 @@ impl Policy for Box<dyn Policy> {
     }
 }
 
-
 #[cfg(test)]
 mod tests;

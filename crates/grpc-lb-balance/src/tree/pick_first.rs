@@ -259,7 +259,11 @@ impl Policy for PickFirst {
         };
         let mut lost_current = false;
         for id in gone.iter() {
-            if self.subchannels.remove(id).is_some_and(|m| m.failed_in_pass) {
+            if self
+                .subchannels
+                .remove(id)
+                .is_some_and(|m| m.failed_in_pass)
+            {
                 self.failed_count -= 1;
             }
             lost_current |= self.selected == Some(*id);
@@ -272,7 +276,12 @@ impl Policy for PickFirst {
             }
         }
         // Keep the cursor on the same next subchannel.
-        if let Phase::FirstPass { cursor, current, timer } = &mut self.phase {
+        if let Phase::FirstPass {
+            cursor,
+            current,
+            timer,
+        } = &mut self.phase
+        {
             let removed_before = self.order[..*cursor]
                 .iter()
                 .filter(|id| gone.contains(id))

@@ -106,7 +106,10 @@ fn pick_first_end_of_first_pass_connects_every_idle_subchannel() {
     policy.subchannel_state(b, &state(Connecting), &mut helper);
     assert_eq!(helper.connects, [a, b, a, b]);
     assert_eq!(helper.last_state(), TransientFailure);
-    assert!(matches!(policy.pick(&PickInfo::none()), PickResult::Fail(_)));
+    assert!(matches!(
+        policy.pick(&PickInfo::none()),
+        PickResult::Fail(_)
+    ));
     // The first READY wins.
     policy.subchannel_state(a, &state(Ready), &mut helper);
     assert_eq!(helper.last_state(), Ready);
@@ -219,7 +222,10 @@ fn round_robin_failed_child_stays_failed_until_ready() {
     policy.subchannel_state(a, &state(Idle), &mut helper);
     policy.subchannel_state(a, &state(Connecting), &mut helper);
     assert_eq!(helper.last_state(), TransientFailure);
-    assert!(matches!(policy.pick(&PickInfo::none()), PickResult::Fail(_)));
+    assert!(matches!(
+        policy.pick(&PickInfo::none()),
+        PickResult::Fail(_)
+    ));
     policy.subchannel_state(a, &state(Ready), &mut helper);
     assert_eq!(helper.last_state(), Ready);
 }
