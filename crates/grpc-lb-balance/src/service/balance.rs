@@ -300,9 +300,7 @@ where
     D::Service: Service<Req>,
     P: Probe<D::Service, Req>,
 {
-    fn helper(
-        &mut self,
-    ) -> PolicyAndHelper<'_, D::Key, D::Service, P::State> {
+    fn helper(&mut self) -> PolicyAndHelper<'_, D::Key, D::Service, P::State> {
         (
             &mut self.policy,
             RootHelper {
