@@ -199,3 +199,128 @@ async fn least_request_counts_calls_until_done() {
     let _ = balance.poll_events(&mut cx);
     assert_eq!(balance.state(), ConnectivityState::Ready);
 }
+
+/// A round_robin that hands every pick a recording done callback.
+#[derive(Debug)]
+struct Recording {
+    inner: RoundRobin,
+    done: Arc<Outcomes>,
+}
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    started: AtomicUsize,
+    ended: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::tree::OnDone for Outcomes {
+    fn on_start(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_done(&self, info: &crate::tree::DoneInfo<'_>) {
+        let outcome = match info.outcome {
+            crate::tree::Outcome::Ok => "ok".to_owned(),
+            crate::tree::Outcome::Status { code, message } => format!("{code} {message}"),
+            crate::tree::Outcome::Error(error) => format!("error {error}"),
+            crate::tree::Outcome::Cancelled => "cancelled".to_owned(),
+        };
+        self.ended.lock().unwrap().push(outcome);
+    }
+}
+
+impl crate::tree::Policy for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn add_endpoint(&mut self, e: crate::tree::Endpoint<'_>, h: &mut dyn crate::tree::Helper) {
+        self.inner.add_endpoint(e, h)
+    }
+    fn remove_endpoint(&mut self, e: crate::tree::EndpointId, h: &mut dyn crate::tree::Helper) {
+        self.inner.remove_endpoint(e, h)
+    }
+    fn subchannel_state(
+        &mut self,
+        id: crate::tree::SubchannelId,
+        state: &grpc_lb_core::Connectivity,
+        h: &mut dyn crate::tree::Helper,
+    ) {
+        self.inner.subchannel_state(id, state, h)
+    }
+    fn exit_idle(&mut self, h: &mut dyn crate::tree::Helper) {
+        self.inner.exit_idle(h)
+    }
+    fn pick(&mut self, info: &crate::tree::PickInfo<'_>) -> crate::tree::PickResult {
+        match self.inner.pick(info) {
+            crate::tree::PickResult::Pick(pick) => crate::tree::PickResult::Pick(
+                crate::tree::Pick::with_done(pick.subchannel(), self.done.clone()),
+            ),
+            other => other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn done_sees_the_status_in_the_trailers_not_the_headers() {
+    // Issue 13, defect 5: a call counted as finished at its response headers,
+    // and a failure status in the trailers counted as a success.
+    use http_body_util::{BodyExt, StreamBody};
+    type Frames = futures::stream::Iter<
+        std::vec::IntoIter<Result<http_body::Frame<bytes::Bytes>, Infallible>>,
+    >;
+    let (tx, discover) = channel();
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<()>, http::Response<StreamBody<Frames>>>();
+    tx.send(Ok(Change::Insert("only", service))).unwrap();
+    let outcomes = Arc::new(Outcomes::default());
+    let policy = Recording {
+        inner: RoundRobin::new(),
+        done: outcomes.clone(),
+    };
+    let mut balance = Balance::new(discover, policy).http();
+    handle.allow(1);
+    let call = balance.ready().await.unwrap().call(http::Request::new(()));
+    let (_, reply) = handle.next_request().await.unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "14".parse().unwrap());
+    trailers.insert("grpc-message", "backend gone".parse().unwrap());
+    let frames = vec![
+        Ok(http_body::Frame::data(bytes::Bytes::from_static(b"x"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    reply.send_response(http::Response::new(StreamBody::new(futures::stream::iter(frames))));
+    let response = call.await.unwrap();
+    assert_eq!(outcomes.started.load(Ordering::Relaxed), 1);
+    assert!(outcomes.ended.lock().unwrap().is_empty(), "not done at the headers");
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(*outcomes.ended.lock().unwrap(), ["14 backend gone"]);
+}
+
+#[tokio::test]
+async fn done_hears_of_a_dropped_body_as_cancelled() {
+    let (tx, discover) = channel();
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<()>, http::Response<http_body_util::Full<bytes::Bytes>>>();
+    tx.send(Ok(Change::Insert("only", service))).unwrap();
+    let outcomes = Arc::new(Outcomes::default());
+    let policy = Recording {
+        inner: RoundRobin::new(),
+        done: outcomes.clone(),
+    };
+    let mut balance = Balance::new(discover, policy).http();
+    handle.allow(1);
+    let call = balance.ready().await.unwrap().call(http::Request::new(()));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(http::Response::new(http_body_util::Full::new(
+        bytes::Bytes::from_static(b"x"),
+    )));
+    drop(call.await.unwrap());
+    assert_eq!(*outcomes.ended.lock().unwrap(), ["cancelled"]);
+}
+
+#[test]
+fn balance_and_its_future_are_send() {
+    fn send<T: Send>() {}
+    type Mocks = tokio_stream_like::Receiver<Discovered<tower_test::mock::Mock<(), ()>>>;
+    send::<Balance<Mocks, ()>>();
+    send::<<Balance<Mocks, ()> as Service<()>>::Future>();
+}
