@@ -122,6 +122,28 @@ type Endpoints = ResolverDiscover<UpdateStream, fn(&Endpoint) -> Endpoint, Endpo
 /// - [`status`](Self::status): what the resolver said (endpoint order,
 ///   errors, service config); [`resolve_now`](Self::resolve_now): the signal
 ///   its subchannels raise.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::NewSubchannel;
+/// use grpc_lb_resolve::{Address, ResolveLayer};
+/// use tower::Layer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // A make-service that keeps each subchannel's re-resolution signal.
+/// let make = tower::service_fn(|new: NewSubchannel<Address>| async move {
+///     Ok::<_, std::convert::Infallible>(new.resolve_now)
+/// });
+/// let mut discover = ResolveLayer::new("ipv4:127.0.0.1:50051")?.layer(make);
+/// let Some(Ok(tower::discover::Change::Insert(_, signal))) = discover.next().await else {
+///     unreachable!()
+/// };
+/// signal.request(); // what a failing subchannel does
+/// assert_eq!(discover.resolve_now().count(), 1); // the resolver's own signal
+/// assert!(discover.status().borrow().resolved);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ResolveDiscover<M>
 where
     M: Service<NewSubchannel<Address>>,
@@ -261,6 +283,28 @@ where
 }
 
 /// The resolver reported an error; the last good set stays.
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_core::NewSubchannel;
+/// use grpc_lb_resolve::{Address, ManualResolver, Registry, ResolutionFailed, ResolveLayer};
+/// use tower::Layer;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let (resolver, handle) = ManualResolver::new("example");
+/// let mut registry = Registry::new();
+/// registry.register(resolver);
+/// let make = tower::service_fn(|new: NewSubchannel<Address>| async move {
+///     Ok::<_, std::convert::Infallible>(new.target)
+/// });
+/// let mut discover = ResolveLayer::with_registry("example:///greeter", registry)?.layer(make);
+/// handle.error("no such host");
+/// let error = discover.next().await.unwrap().unwrap_err();
+/// assert!(error.is::<ResolutionFailed>());
+/// assert_eq!(error.to_string(), "name resolution failed: no such host");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ResolutionFailed(SharedError);
 

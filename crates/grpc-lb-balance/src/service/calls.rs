@@ -17,6 +17,36 @@ use crate::tree::{DoneInfo, OnDone, Outcome, PickInfo};
 /// request type, [`HttpCalls`] serves `http::Request`s and reads gRPC's final
 /// status from the response's trailers. Implement it for request types of
 /// your own to give their pickers something to read.
+///
+/// ```
+/// use std::sync::Arc;
+/// use grpc_lb_balance::service::Calls;
+/// use grpc_lb_balance::tree::{DoneInfo, OnDone, Outcome, PickInfo};
+///
+/// /// Your own request type, whose pickers see its method name.
+/// struct Job { method: &'static str }
+///
+/// struct JobCalls;
+///
+/// impl Calls<Job, Result<u32, String>> for JobCalls {
+///     type Response = Result<u32, String>;
+///     fn pick_info(job: &Job) -> PickInfo<'_> {
+///         PickInfo::new(Some(job.method), None)
+///     }
+///     fn respond(response: Result<u32, String>, done: Option<Arc<dyn OnDone>>) -> Self::Response {
+///         if let Some(done) = done {
+///             let outcome = match &response {
+///                 Ok(_) => Outcome::Ok,
+///                 Err(message) => Outcome::Status { code: 2, message },
+///             };
+///             done.on_done(&DoneInfo::new(outcome));
+///         }
+///         response
+///     }
+/// }
+///
+/// assert_eq!(JobCalls::pick_info(&Job { method: "resize" }).method(), Some("resize"));
+/// ```
 pub trait Calls<Req, Resp>: Send + 'static {
     /// The response handed back to the caller.
     type Response;
@@ -30,6 +60,13 @@ pub trait Calls<Req, Resp>: Send + 'static {
 
 /// Calls of any type: no pick info; a call ends when its service answers,
 /// `Ok` or `Err`.
+///
+/// ```
+/// use grpc_lb_balance::service::{Calls, PlainCalls};
+///
+/// let info = <PlainCalls as Calls<u32, u32>>::pick_info(&7);
+/// assert!(info.method().is_none());
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlainCalls;
 
@@ -53,6 +90,19 @@ impl<Req, Resp> Calls<Req, Resp> for PlainCalls {
 /// response's headers, or from the trailers at the end of its body. A body
 /// that ends without trailers ends the call `Ok`; one that errs or is dropped
 /// early ends it with that error or as cancelled.
+///
+/// ```
+/// use grpc_lb_balance::service::{Calls, HttpCalls};
+///
+/// let request = http::Request::builder()
+///     .uri("/helloworld.Greeter/SayHello")
+///     .header("x-user", "alice")
+///     .body(())
+///     .unwrap();
+/// let info = <HttpCalls as Calls<_, http::Response<String>>>::pick_info(&request);
+/// assert_eq!(info.method(), Some("/helloworld.Greeter/SayHello"));
+/// assert_eq!(info.header("x-user"), Some("alice"));
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpCalls;
 

@@ -16,6 +16,21 @@ pin_project! {
     /// The response future of [`Balance`](crate::service::Balance): the picked
     /// endpoint's future, with its error boxed and the pick's done callback
     /// told how the call ended; or the error of a dropped call.
+    ///
+    /// ```
+    /// use grpc_lb_balance::service::{future::ResponseFuture, Balance};
+    /// use grpc_lb_balance::tree::RoundRobin;
+    /// use tower::discover::ServiceList;
+    /// use tower::{Service, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+    /// let backend = tower::service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n * 2) });
+    /// let mut balance = Balance::new(ServiceList::new([backend]), RoundRobin::new());
+    /// let future: ResponseFuture<_, _, u32> = balance.ready().await?.call(21);
+    /// assert_eq!(future.await?, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub struct ResponseFuture<F, X, Req> {
         #[pin]
         kind: Kind<F>,

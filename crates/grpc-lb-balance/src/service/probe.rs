@@ -65,6 +65,29 @@ pub trait Probe<S, Req>: Send + 'static {
 /// - TRANSIENT_FAILURE when it errs. The endpoint is kept, not evicted as
 ///   tower's p2c does, and polled again after gRPC's connection backoff (1 s,
 ///   ×1.6, ±20 %, up to 120 s), reset by its next `Ready`.
+///
+/// ```
+/// use grpc_lb_balance::service::Balance;
+/// use grpc_lb_balance::tree::RoundRobin;
+/// use grpc_lb_core::ConnectivityState;
+/// use tower::discover::ServiceList;
+/// use tower::Service;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A service whose poll_ready fails: it is kept, in TRANSIENT_FAILURE.
+/// let failing = tower::service_fn(|_: ()| async { Ok::<(), &'static str>(()) })
+///     .map_request(|()| ());
+/// # use tower::ServiceExt;
+/// let (mut service, mut handle) = tower_test::mock::pair::<(), ()>();
+/// handle.send_error("refused");
+/// # drop(failing);
+/// let mut balance = Balance::new(ServiceList::new([service]), RoundRobin::new());
+/// let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// assert!(balance.poll_ready(&mut cx).is_pending()); // never an error
+/// assert_eq!(balance.state(), ConnectivityState::TransientFailure);
+/// assert_eq!(balance.len(), 1); // not evicted
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ByReadiness;
 
@@ -174,6 +197,37 @@ where
 /// Reads a [`Subchannel`]'s connectivity from the subchannel itself: IDLE,
 /// CONNECTING, READY, TRANSIENT_FAILURE with its backoff, as published by
 /// `grpc_lb_reconnect::Reconnect`. Connect and disconnect go to the subchannel.
+///
+/// ```
+/// use grpc_lb_balance::service::Balance;
+/// use grpc_lb_balance::tree::PickFirst;
+/// use grpc_lb_core::ConnectivityState;
+/// use grpc_lb_reconnect::Reconnect;
+/// use tower::discover::ServiceList;
+/// use tower::{Service, ServiceExt};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// // An in-memory connector whose connections answer "hello <name> from <target>".
+/// # use std::convert::Infallible;
+/// let connector = tower::service_fn(|target: &'static str| async move {
+///     Ok::<_, Infallible>(tower::service_fn(move |name: &'static str| async move {
+///         Ok::<_, Infallible>(format!("hello {name} from {target}"))
+///     }))
+/// });
+/// let subchannels = ServiceList::new([
+///     Reconnect::new(connector.clone(), "a"),
+///     Reconnect::new(connector, "b"),
+/// ]);
+/// let mut balance = Balance::new(subchannels, PickFirst::new()).subchannels();
+/// let reply = balance.ready().await?.call("world").await?;
+/// assert_eq!(reply, "hello world from a");
+/// // pick_first asked only the first subchannel to connect; "b" is IDLE.
+/// let mut states: Vec<_> = balance.endpoints().map(|(k, s)| (*k, s)).collect();
+/// states.sort_by_key(|(key, _)| *key);
+/// assert_eq!(states, [(0, ConnectivityState::Ready), (1, ConnectivityState::Idle)]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ByConnectivity;
 

@@ -92,6 +92,14 @@ pub use self::round_robin::RoundRobin;
 ///
 /// Ids are never reused while a balancer lives, so a policy that keeps a stale
 /// id cannot reach another endpoint's subchannel by mistake (tower#856).
+///
+/// ```
+/// use grpc_lb_balance::tree::SubchannelId;
+///
+/// let id = SubchannelId::from_raw(2);
+/// assert_eq!(id.to_string(), "SubChannel #2");
+/// assert_eq!(id.raw(), 2);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubchannelId(u64);
 
@@ -115,6 +123,12 @@ impl fmt::Display for SubchannelId {
 
 /// Names one endpoint: a group of subchannels (gRFC A61: an endpoint may have
 /// several addresses), given to a policy in one [`Endpoint`].
+///
+/// ```
+/// use grpc_lb_balance::tree::EndpointId;
+///
+/// assert_eq!(EndpointId::from_raw(5).raw(), 5);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointId(u64);
 
@@ -131,6 +145,12 @@ impl EndpointId {
 }
 
 /// Names a timer asked for with [`Helper::set_timer`].
+///
+/// ```
+/// use grpc_lb_balance::tree::TimerId;
+///
+/// assert_eq!(TimerId::from_raw(1).raw(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(u64);
 
@@ -148,6 +168,15 @@ impl TimerId {
 
 /// One endpoint as a policy learns of it: its id and its subchannels, in the
 /// order pick_first tries them. Every subchannel starts IDLE.
+///
+/// ```
+/// use grpc_lb_balance::tree::{Endpoint, EndpointId, SubchannelId};
+///
+/// // An endpoint with an IPv6 and an IPv4 address (gRFC A61).
+/// let addresses = [SubchannelId::from_raw(1), SubchannelId::from_raw(2)];
+/// let endpoint = Endpoint { id: EndpointId::from_raw(1), subchannels: &addresses };
+/// assert_eq!(endpoint.subchannels.len(), 2);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Endpoint<'a> {
     /// The endpoint's id, used again by [`Policy::remove_endpoint`].
