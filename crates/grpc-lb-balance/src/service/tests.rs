@@ -287,10 +287,15 @@ async fn done_sees_the_status_in_the_trailers_not_the_headers() {
         Ok(http_body::Frame::data(bytes::Bytes::from_static(b"x"))),
         Ok(http_body::Frame::trailers(trailers)),
     ];
-    reply.send_response(http::Response::new(StreamBody::new(futures::stream::iter(frames))));
+    reply.send_response(http::Response::new(StreamBody::new(futures::stream::iter(
+        frames,
+    ))));
     let response = call.await.unwrap();
     assert_eq!(outcomes.started.load(Ordering::Relaxed), 1);
-    assert!(outcomes.ended.lock().unwrap().is_empty(), "not done at the headers");
+    assert!(
+        outcomes.ended.lock().unwrap().is_empty(),
+        "not done at the headers"
+    );
     let _ = response.into_body().collect().await.unwrap();
     assert_eq!(*outcomes.ended.lock().unwrap(), ["14 backend gone"]);
 }
@@ -298,8 +303,10 @@ async fn done_sees_the_status_in_the_trailers_not_the_headers() {
 #[tokio::test]
 async fn done_hears_of_a_dropped_body_as_cancelled() {
     let (tx, discover) = channel();
-    let (service, mut handle) =
-        tower_test::mock::pair::<http::Request<()>, http::Response<http_body_util::Full<bytes::Bytes>>>();
+    let (service, mut handle) = tower_test::mock::pair::<
+        http::Request<()>,
+        http::Response<http_body_util::Full<bytes::Bytes>>,
+    >();
     tx.send(Ok(Change::Insert("only", service))).unwrap();
     let outcomes = Arc::new(Outcomes::default());
     let policy = Recording {

@@ -19,6 +19,9 @@
 //! - [`LeastRequest`]: one `PickFirst` child per endpoint, picking the one with
 //!   fewest calls in flight among random candidates (gRFC A48); it counts calls
 //!   with the [`OnDone`] callback of each pick, which sees the final status.
+//! - [`OutlierDetection`]: gRFC A50 as a wrapping policy; it counts each
+//!   call's final status per endpoint and shows ejected endpoints to its child
+//!   as TRANSIENT_FAILURE.
 //!
 //! # Examples
 //!
@@ -73,6 +76,7 @@
 
 mod children;
 mod least_request;
+mod outlier_detection;
 mod pick;
 mod pick_first;
 mod round_robin;
@@ -84,6 +88,7 @@ use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
 pub use self::children::{ChildHelper, ChildSet, ChildUpdate};
 pub use self::least_request::LeastRequest;
+pub use self::outlier_detection::OutlierDetection;
 pub use self::pick::{DoneInfo, OnDone, Outcome, Pick, PickInfo, PickResult};
 pub use self::pick_first::PickFirst;
 pub use self::round_robin::RoundRobin;

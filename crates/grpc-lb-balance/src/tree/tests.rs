@@ -273,3 +273,50 @@ fn least_request_prefers_the_endpoint_with_fewer_calls_in_flight() {
     }
     assert_eq!(policy.in_flight(EndpointId::from_raw(1)), Some(0));
 }
+
+#[test]
+fn outlier_detection_ejects_the_failing_endpoint_from_its_child() {
+    use crate::outlier::{FailurePercentage, OutlierDetectionConfig};
+    let (a, b, c) = (sc(1), sc(2), sc(3));
+    let config = OutlierDetectionConfig {
+        failure_percentage: Some(FailurePercentage {
+            minimum_hosts: 3,
+            request_volume: 10,
+            ..Default::default()
+        }),
+        max_ejection_percent: 50,
+        ..Default::default()
+    };
+    let mut helper = Recorder::default();
+    let mut policy = OutlierDetection::new(RoundRobin::new(), config);
+    for (n, id) in [(1, a), (2, b), (3, c)] {
+        policy.add_endpoint(endpoint(n, std::slice::from_ref(&id)), &mut helper);
+        policy.subchannel_state(id, &state(Ready), &mut helper);
+    }
+    let interval = *helper.timers.keys().min().unwrap();
+    // Calls end: every call on A fails (a final status, through done).
+    for _ in 0..300 {
+        if let PickResult::Pick(pick) = policy.pick(&PickInfo::none()) {
+            let done = pick.done().expect("outlier detection counts every call");
+            let outcome = if pick.subchannel() == a {
+                Outcome::Status {
+                    code: 14,
+                    message: "unavailable",
+                }
+            } else {
+                Outcome::Ok
+            };
+            done.on_start();
+            done.on_done(&DoneInfo::new(outcome));
+        }
+    }
+    policy.timer_fired(interval, &mut helper);
+    assert_eq!(
+        policy.ejected().collect::<Vec<_>>(),
+        [EndpointId::from_raw(1)]
+    );
+    assert!((0..50).all(|_| picked(&mut policy) != Some(a)));
+    // A's own state changes while ejected stay hidden from the child.
+    policy.subchannel_state(a, &state(Ready), &mut helper);
+    assert!((0..50).all(|_| picked(&mut policy) != Some(a)));
+}
