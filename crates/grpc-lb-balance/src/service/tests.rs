@@ -331,3 +331,80 @@ fn balance_and_its_future_are_send() {
     send::<Balance<Mocks, ()>>();
     send::<<Balance<Mocks, ()> as Service<()>>::Future>();
 }
+
+/// A policy that records every subchannel event it is given.
+#[derive(Debug, Default)]
+struct Log {
+    inner: RoundRobin,
+    seen: Arc<std::sync::Mutex<Vec<ConnectivityState>>>,
+}
+
+impl crate::tree::Policy for Log {
+    fn name(&self) -> &str {
+        "log"
+    }
+    fn add_endpoint(&mut self, e: crate::tree::Endpoint<'_>, h: &mut dyn crate::tree::Helper) {
+        self.inner.add_endpoint(e, h)
+    }
+    fn remove_endpoint(&mut self, e: crate::tree::EndpointId, h: &mut dyn crate::tree::Helper) {
+        self.inner.remove_endpoint(e, h)
+    }
+    fn subchannel_state(
+        &mut self,
+        id: crate::tree::SubchannelId,
+        state: &grpc_lb_core::Connectivity,
+        h: &mut dyn crate::tree::Helper,
+    ) {
+        self.seen.lock().unwrap().push(state.state);
+        self.inner.subchannel_state(id, state, h)
+    }
+    fn exit_idle(&mut self, h: &mut dyn crate::tree::Helper) {
+        self.inner.exit_idle(h)
+    }
+    fn pick(&mut self, info: &crate::tree::PickInfo<'_>) -> crate::tree::PickResult {
+        self.inner.pick(info)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_state_change_reaches_the_policy_once_and_in_order() {
+    let (tx, discover) = channel();
+    let (service, mut handle) = tower_test::mock::pair::<(), &'static str>();
+    tx.send(Ok(Change::Insert("only", service))).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let policy = Log {
+        inner: RoundRobin::new(),
+        seen: seen.clone(),
+    };
+    let mut balance = Balance::new(discover, policy);
+    let mut task = tokio_test::task::spawn(());
+    let mut events = |balance: &mut Balance<_, ()>| {
+        task.enter(|cx, _| {
+            let _ = balance.poll_events(cx);
+            // Woken again: polling more finds nothing new.
+            let _ = balance.poll_events(cx);
+        })
+    };
+    handle.allow(0);
+    events(&mut balance); // CONNECTING: Pending
+    handle.allow(1);
+    events(&mut balance); // READY
+    events(&mut balance); // nothing new: no event
+    handle.send_error("reset");
+    // The error shows at the next poll of the endpoint, after a call.
+    let mut ready = tokio_test::task::spawn(());
+    let _ = ready.enter(|cx, _| balance.poll_ready(cx));
+    events(&mut balance);
+    handle.allow(1);
+    tokio::time::sleep(Duration::from_secs(2)).await; // the retry backoff
+    events(&mut balance); // READY again
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ConnectivityState::Connecting,
+            ConnectivityState::Ready,
+            ConnectivityState::TransientFailure,
+            ConnectivityState::Ready
+        ]
+    );
+}
