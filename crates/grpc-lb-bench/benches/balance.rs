@@ -122,8 +122,18 @@ fn balance_event(c: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
     for n in sizes() {
         let (mut balance, endpoints) = balance(n, RoundRobin::new());
+        // The same endpoint flips every time: the work of one event alone.
+        let one = endpoints[n / 2].clone();
+        group.bench_function(BenchmarkId::new("round_robin/same_endpoint", n), |b| {
+            b.iter(|| {
+                one.flip();
+                black_box(balance.poll_events(&mut cx))
+            })
+        });
         let mut next = 0;
-        group.bench_function(BenchmarkId::new("round_robin", n), |b| {
+        // Each endpoint in turn: the same work, plus the cache misses of a
+        // working set that grows with the endpoint count.
+        group.bench_function(BenchmarkId::new("round_robin/each_in_turn", n), |b| {
             b.iter(|| {
                 // One endpoint flips (READY ↔ CONNECTING): its waker queues
                 // it, and the balancer polls it alone and tells the policy.

@@ -59,6 +59,8 @@ struct Slot<S, St> {
     service: S,
     probe: St,
     waker: Arc<EndpointWaker>,
+    /// `waker` as a `Waker`, made once.
+    task_waker: Waker,
     wanted: bool,
     /// The state last told to the policy.
     reported: ConnectivityState,
@@ -388,11 +390,13 @@ where
         };
         let generation = core.generations[index as usize];
         let id = SubchannelId::from_raw(((generation as u64) << 32) | index as u64);
+        let waker = EndpointWaker::new(index, core.woken.clone());
         core.slots[index as usize] = Some(Slot {
             id,
             service,
             probe: P::new_state(),
-            waker: EndpointWaker::new(index, core.woken.clone()),
+            task_waker: Waker::from(waker.clone()),
+            waker,
             wanted: false,
             reported: ConnectivityState::Idle,
         });
@@ -437,8 +441,7 @@ where
                 continue;
             };
             slot.waker.unqueue();
-            let waker = Waker::from(slot.waker.clone());
-            let mut cx = Context::from_waker(&waker);
+            let mut cx = Context::from_waker(&slot.task_waker);
             let connectivity =
                 P::poll_state(&mut slot.service, &mut slot.probe, slot.wanted, &mut cx);
             if connectivity.state == slot.reported {
@@ -460,8 +463,7 @@ where
         let Some(Some(slot)) = self.core.slots.get_mut(index as usize) else {
             return Poll::Ready(false);
         };
-        let waker = Waker::from(slot.waker.clone());
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(&slot.task_waker);
         let ready = P::poll_dispatch(&mut slot.service, &mut slot.probe, &mut cx);
         if ready != Poll::Ready(true) {
             // Its state may have moved; read it with the next events.

@@ -11,6 +11,9 @@ use futures::task::AtomicWaker;
 #[derive(Debug, Default)]
 pub(crate) struct Woken {
     indices: Mutex<Vec<u32>>,
+    /// True while `indices` may be non-empty, so that an idle balancer checks
+    /// an atomic instead of taking the lock.
+    pending: AtomicBool,
     task: AtomicWaker,
 }
 
@@ -23,6 +26,9 @@ impl Woken {
     /// for a swap only.
     pub(crate) fn take(&self, into: &mut Vec<u32>) {
         into.clear();
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let mut indices = self.indices.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *indices, into);
     }
@@ -66,6 +72,7 @@ impl Wake for EndpointWaker {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(self.index);
+            self.woken.pending.store(true, Ordering::Release);
             self.woken.task.wake();
         }
     }
