@@ -68,6 +68,12 @@ pub trait Subchannel<Req> {
     /// Drops the connection or the attempt in progress; the subchannel goes
     /// IDLE (what pick_first does to the subchannels it is not using).
     fn disconnect(&mut self);
+
+    /// Asks the resolver that made this subchannel to resolve again, for a
+    /// policy that wants re-resolution (pick_first at the end of its first
+    /// pass). Subchannels of one resolver share its signal, so a balancer
+    /// raises it through any of them. By default there is no resolver.
+    fn request_resolution(&self) {}
 }
 
 /// What a resolver stage asks its make-service for: a subchannel to `target`.

@@ -180,4 +180,8 @@ where
     fn disconnect(&mut self) {
         Reconnect::disconnect(self);
     }
+
+    fn request_resolution(&self) {
+        self.resolve_now.request();
+    }
 }

@@ -191,8 +191,9 @@ where
     }
 
     /// The re-resolution signal this resolver answers and its subchannels
-    /// raise; give it to a balancer whose policy asks for re-resolution
-    /// (`Balance::resolve_now`).
+    /// raise. A balancer over this discover reaches it through any subchannel
+    /// (`Subchannel::request_resolution`), so it needs no wiring; this is for
+    /// observers and tests.
     pub fn resolve_now(&self) -> ResolveNow {
         self.resolve_now.clone()
     }

@@ -107,6 +107,7 @@ struct RootHelper<'a, K, S, St> {
     core: &'a mut Core<K, S, St>,
     connect: fn(&mut S, &mut St),
     disconnect: fn(&mut S, &mut St),
+    request_resolution: fn(&S),
 }
 
 impl<K, S, St> Helper for RootHelper<'_, K, S, St> {
@@ -148,7 +149,12 @@ impl<K, S, St> Helper for RootHelper<'_, K, S, St> {
 
     fn resolve_now(&mut self) {
         if let Some(signal) = &self.core.resolve_now {
-            signal.request();
+            return signal.request();
+        }
+        // Through any subchannel: those of one resolver share its signal.
+        let any = self.core.slots.iter().flatten().next();
+        if let Some(slot) = any {
+            (self.request_resolution)(&slot.service);
         }
     }
 }
@@ -247,8 +253,10 @@ where
     }
 
     /// Raises `signal` when a policy asks for re-resolution (pick_first at
-    /// the end of its first pass). A resolver stage's discover has one
-    /// (`ResolveDiscover::resolve_now`).
+    /// the end of its first pass). Without one, the balancer raises it through
+    /// a subchannel ([`Subchannel::request_resolution`](grpc_lb_core::Subchannel::request_resolution)),
+    /// which reaches the resolver stage that made it with no wiring; plain
+    /// services have no resolver.
     pub fn resolve_now(mut self, signal: ResolveNow) -> Self {
         self.core.resolve_now = Some(signal);
         self
@@ -309,6 +317,7 @@ where
                 core: &mut self.core,
                 connect: P::connect,
                 disconnect: P::disconnect,
+                request_resolution: P::request_resolution,
             },
         )
     }

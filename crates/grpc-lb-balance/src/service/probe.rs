@@ -50,6 +50,11 @@ pub trait Probe<S, Req>: Send + 'static {
     /// `Pending`: not yet; `cx` is woken when it may.
     fn poll_dispatch(service: &mut S, state: &mut Self::State, cx: &mut Context<'_>) -> Poll<bool>;
 
+    /// Asks the resolver behind the endpoint to resolve again, if it has one.
+    fn request_resolution(service: &S) {
+        let _ = service;
+    }
+
     /// True if a call consumes readiness, so the endpoint must be polled
     /// again after each call to learn its state (plain tower services).
     const REPOLL_AFTER_CALL: bool;
@@ -255,6 +260,10 @@ where
 
     fn disconnect(service: &mut S, _: &mut ()) {
         service.disconnect();
+    }
+
+    fn request_resolution(service: &S) {
+        service.request_resolution();
     }
 
     fn poll_dispatch(service: &mut S, _: &mut (), cx: &mut Context<'_>) -> Poll<bool> {

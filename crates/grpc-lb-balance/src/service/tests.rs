@@ -408,3 +408,31 @@ async fn each_state_change_reaches_the_policy_once_and_in_order() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn pick_first_re_resolves_through_its_subchannels() {
+    use grpc_lb_core::ResolveNow;
+    use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
+    let signal = ResolveNow::new();
+    let refusing = tower::service_fn(|_: &'static str| async {
+        Err::<tower_test::mock::Mock<(), ()>, _>(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        ))
+    });
+    let config = ReconnectConfig::default().resolve_now(signal.clone());
+    let (tx, discover) = channel();
+    tx.send(Ok(Change::Insert(
+        "only",
+        Reconnect::with_config(refusing, "only", config),
+    )))
+    .unwrap();
+    let mut balance = Balance::new(discover, PickFirst::new()).subchannels();
+    let mut task = tokio_test::task::spawn(());
+    while balance.state() != ConnectivityState::TransientFailure {
+        assert!(task.enter(|cx, _| balance.poll_ready(cx)).is_pending());
+        tokio::task::yield_now().await;
+    }
+    // Once by the subchannel for its failed attempt, once by pick_first at
+    // the end of its first pass, through the subchannel.
+    assert_eq!(signal.count(), 2);
+}
