@@ -239,17 +239,50 @@ where
         }
     }
 
-    fn with_types<P2>(mut self) -> Balance<D, Req, P2, X>
+    pub(crate) fn with_types<P2>(mut self) -> Balance<D, Req, P2, X>
     where
         P2: Probe<D::Service, Req>,
     {
-        assert!(
-            self.core.slots.is_empty(),
-            "the probe is chosen before any endpoint is discovered"
-        );
-        let mut balance = Balance::with_policy(self.discover, self.policy);
-        balance.core.resolve_now = self.core.resolve_now.take();
-        balance
+        // Endpoints already discovered keep their ids and services; each gets
+        // the new probe's state and is polled again to read its state anew.
+        let core = &mut self.core;
+        let slots: Vec<Option<Slot<D::Service, P2::State>>> = std::mem::take(&mut core.slots)
+            .into_iter()
+            .map(|slot| {
+                slot.map(|slot| Slot {
+                    id: slot.id,
+                    service: slot.service,
+                    probe: P2::new_state(),
+                    waker: slot.waker,
+                    task_waker: slot.task_waker,
+                    wanted: slot.wanted,
+                    reported: slot.reported,
+                })
+            })
+            .collect();
+        let (placeholder, _) = watch::channel(Connectivity::new(ConnectivityState::Idle));
+        let mut local: Vec<u32> = std::mem::take(&mut core.local);
+        local.extend(core.by_key.values().copied());
+        let core = Core {
+            slots,
+            generations: std::mem::take(&mut core.generations),
+            free: std::mem::take(&mut core.free),
+            by_key: std::mem::take(&mut core.by_key),
+            woken: core.woken.clone(),
+            local,
+            batch: Vec::new(),
+            timers: std::mem::take(&mut core.timers),
+            state: std::mem::replace(&mut core.state, placeholder),
+            resolve_now: core.resolve_now.take(),
+        };
+        Balance {
+            discover: self.discover,
+            discover_ended: self.discover_ended,
+            policy: self.policy,
+            core,
+            reserved: self.reserved.take(),
+            _marker: PhantomData,
+        }
     }
 
     /// Raises `signal` when a policy asks for re-resolution (pick_first at
@@ -294,6 +327,11 @@ where
     /// The discover.
     pub fn get_ref(&self) -> &D {
         &self.discover
+    }
+
+    /// The discover, mutably.
+    pub fn get_mut(&mut self) -> &mut D {
+        &mut self.discover
     }
 
     /// The root policy.

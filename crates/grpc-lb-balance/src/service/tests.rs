@@ -436,3 +436,17 @@ async fn pick_first_re_resolves_through_its_subchannels() {
     // the end of its first pass, through the subchannel.
     assert_eq!(signal.count(), 2);
 }
+
+#[tokio::test]
+async fn choosing_the_probe_after_discovery_keeps_the_endpoints() {
+    let (tx, discover) = channel();
+    let polls = Arc::new(AtomicUsize::new(0));
+    tx.send(Ok(Change::Insert("a", named("a", polls.clone()))))
+        .unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "a");
+    // The other probe, chosen late: the endpoint stays, with its id.
+    let mut balance = balance.with_types::<super::ByReadiness>();
+    assert_eq!(balance.len(), 1);
+    assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "a");
+}
