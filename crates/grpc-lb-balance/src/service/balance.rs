@@ -537,6 +537,11 @@ where
                     }
                     // Its state changed: the policy hears of it, then pick again.
                     Poll::Ready(false) => None,
+                    // A plain service that is Pending is CONNECTING now: the
+                    // policy hears of it and picks another that is ready. A
+                    // subchannel's connection that is busy keeps its state,
+                    // so the call waits for it (its waker is registered).
+                    Poll::Pending if P::REPOLL_AFTER_CALL => None,
                     Poll::Pending => Some(Poll::Pending),
                 }
             }

@@ -450,3 +450,22 @@ async fn choosing_the_probe_after_discovery_keeps_the_endpoints() {
     assert_eq!(balance.len(), 1);
     assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "a");
 }
+
+#[tokio::test]
+async fn a_busy_endpoint_is_skipped_for_a_ready_one_at_once() {
+    let (tx, discover) = channel();
+    let (a, mut a_handle) = tower_test::mock::pair::<(), &'static str>();
+    let (b, mut b_handle) = tower_test::mock::pair::<(), &'static str>();
+    tx.send(Ok(Change::Insert("a", a))).unwrap();
+    tx.send(Ok(Change::Insert("b", b))).unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    a_handle.allow(1);
+    b_handle.allow(10);
+    // No wakeup is needed between calls while some endpoint has capacity:
+    // once "a" has taken its one call it is Pending, and "b" is picked.
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..4 {
+        assert!(matches!(balance.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        drop(balance.call(()));
+    }
+}
