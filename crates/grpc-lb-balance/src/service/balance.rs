@@ -19,7 +19,8 @@ use super::probe::{ByConnectivity, ByReadiness, Probe};
 use super::timers::Timers;
 use super::wakers::{EndpointWaker, Woken};
 use crate::tree::{
-    Endpoint, EndpointId, Helper, OnDone, PickInfo, PickResult, Policy, SubchannelId, TimerId,
+    Endpoint, EndpointId, GracefulSwitch, Helper, OnDone, PickInfo, PickResult, Policy,
+    SubchannelId, TimerId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a
@@ -40,7 +41,7 @@ where
 {
     discover: D,
     discover_ended: bool,
-    policy: Box<dyn Policy>,
+    policy: GracefulSwitch,
     core: Core<D::Key, D::Service, P::State>,
     reserved: Option<Reserved>,
     _marker: PhantomData<fn(Req) -> X>,
@@ -99,7 +100,7 @@ impl<K, S, St> Core<K, S, St> {
 }
 
 /// The root policy and its helper, borrowed together.
-type PolicyAndHelper<'a, K, S, St> = (&'a mut Box<dyn Policy>, RootHelper<'a, K, S, St>);
+type PolicyAndHelper<'a, K, S, St> = (&'a mut GracefulSwitch, RootHelper<'a, K, S, St>);
 
 /// The helper of the root policy. `P` is named by the caller through
 /// `connect`'s probe function.
@@ -190,7 +191,7 @@ where
         Balance {
             discover,
             discover_ended: false,
-            policy,
+            policy: GracefulSwitch::new(policy),
             core: Core {
                 slots: Vec::new(),
                 generations: Vec::new(),
@@ -334,9 +335,9 @@ where
         &mut self.discover
     }
 
-    /// The root policy.
+    /// The root policy serving now.
     pub fn policy(&self) -> &dyn Policy {
-        &*self.policy
+        self.policy.current()
     }
 }
 
@@ -358,6 +359,16 @@ where
                 request_resolution: P::request_resolution,
             },
         )
+    }
+
+    /// Switches the root to `policy` gracefully ([`GracefulSwitch`]): the
+    /// new policy learns every endpoint now and takes over once it is no
+    /// longer CONNECTING (or at once if the current one is not READY); calls
+    /// keep going to the current one until then. This is what a new
+    /// `loadBalancingConfig` from the service config does.
+    pub fn switch_policy(&mut self, policy: impl Policy) {
+        let (root, mut helper) = self.helper();
+        root.switch_to(Box::new(policy), &mut helper);
     }
 
     /// Handles every pending event: discovery changes, endpoints that woke,

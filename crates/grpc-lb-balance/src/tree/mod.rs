@@ -19,6 +19,8 @@
 //! - [`LeastRequest`]: one `PickFirst` child per endpoint, picking the one with
 //!   fewest calls in flight among random candidates (gRFC A48); it counts calls
 //!   with the [`OnDone`] callback of each pick, which sees the final status.
+//! - [`GracefulSwitch`]: the switch from one policy to another, at the root of
+//!   every balancer (`Balance::switch_policy`).
 //! - [`OutlierDetection`]: gRFC A50 as a wrapping policy; it counts each
 //!   call's final status per endpoint and shows ejected endpoints to its child
 //!   as TRANSIENT_FAILURE.
@@ -75,6 +77,7 @@
 //! ```
 
 mod children;
+mod graceful_switch;
 mod least_request;
 mod outlier_detection;
 mod pick;
@@ -87,6 +90,7 @@ use std::time::Duration;
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
 pub use self::children::{ChildHelper, ChildSet, ChildUpdate};
+pub use self::graceful_switch::GracefulSwitch;
 pub use self::least_request::LeastRequest;
 pub use self::outlier_detection::OutlierDetection;
 pub use self::pick::{DoneInfo, OnDone, Outcome, Pick, PickInfo, PickResult};
