@@ -17,6 +17,13 @@
 //! their own [`LoadBalancer`] implementations, as grpc-go's balancer registry and
 //! `loadBalancingConfig` allow.
 //!
+//! # The new shape: [`service`] and [`tree`]
+//!
+//! [`service::Balance`] is the balancer as a tower `Service` over any
+//! `Discover`, driven by per-endpoint events and run by a public policy tree
+//! ([`tree`]): pick_first, round_robin and least_request are written on it, and
+//! users compose their own. The Channel moves onto it in a later step.
+//!
 //! # Examples
 //!
 //! ```
@@ -38,6 +45,8 @@ mod pick;
 mod pick_first;
 mod policy;
 mod registry;
+pub mod service;
+pub mod tree;
 
 pub use crate::aggregate::aggregate;
 pub use crate::every::EveryEndpoint;

@@ -115,6 +115,7 @@ impl<B> Http2Connector<B> {
                 connect_timeout: None,
                 user_agent: HeaderValue::from_static(DEFAULT_USER_AGENT),
                 keepalive: Arc::default(),
+                max_connections: 1,
             }),
             _body: PhantomData,
         }

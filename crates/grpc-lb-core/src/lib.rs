@@ -7,6 +7,8 @@
 //! - [`ConnectivityState`]: gRPC's five connectivity states, spelled as gRPC spells them.
 //! - [`Connectivity`]: a state plus the error that caused it, as published on a watch.
 //! - [`ResolveNow`]: the signal a subchannel raises when its name should be resolved again.
+//! - [`Subchannel`]: a service that reports its own connectivity, for balancers;
+//!   [`NewSubchannel`]: what a resolver stage asks its make-service for.
 //! - [`BoxError`] and [`SharedError`]: the error currency of the stack.
 //!
 //! # Examples
@@ -23,9 +25,11 @@
 mod connectivity;
 pub mod grpc_timeout;
 mod resolve_now;
+mod subchannel;
 
 pub use connectivity::{Connectivity, ConnectivityState};
 pub use resolve_now::ResolveNow;
+pub use subchannel::{NewSubchannel, Subchannel};
 
 /// The boxed error type used throughout the stack, as in tower.
 ///

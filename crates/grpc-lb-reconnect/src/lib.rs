@@ -75,6 +75,7 @@ pub mod error;
 pub mod future;
 mod handle;
 mod layer;
+mod make;
 
 use std::fmt;
 use std::future::Future;
@@ -94,6 +95,7 @@ use crate::future::ResponseFuture;
 use crate::handle::Shared;
 pub use crate::handle::SubchannelHandle;
 pub use crate::layer::ReconnectLayer;
+pub use crate::make::{MakeReconnect, MakeReconnectLayer};
 
 /// When an idle subchannel connects.
 ///

@@ -230,6 +230,7 @@ impl<L> Builder<L> {
             #[cfg(feature = "tls")]
             tls,
             max_connections,
+            max_connections_per_subchannel,
             service_config,
             keepalive,
             health_check,
@@ -251,6 +252,7 @@ impl<L> Builder<L> {
             #[cfg(feature = "tls")]
             tls,
             max_connections,
+            max_connections_per_subchannel,
             service_config,
             keepalive,
             health_check,
