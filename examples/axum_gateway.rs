@@ -48,6 +48,12 @@ async fn hello(State(backend): State<Backend>, Path(name): Path<String>) -> (Sta
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    run().await.map(drop)
+}
+
+/// Sends twelve HTTP requests through the gateway, stopping a backend half
+/// way; returns the answers, before and after the stop.
+async fn run() -> Result<(Vec<String>, Vec<String>), BoxError> {
     // Three Greeter backends in this process, each stoppable.
     let (mut addrs, mut stops) = (Vec::new(), Vec::new());
     for name in ["backend-1", "backend-2", "backend-3"] {
@@ -74,28 +80,28 @@ async fn main() -> Result<(), BoxError> {
     tokio::spawn(async move { axum::serve(listener, gateway).await });
     println!("gateway listening on http://{gateway_addr}");
 
+    let mut before = Vec::new();
     for i in 0..6 {
-        println!(
-            "GET /hello/user{i} -> {}",
-            get_text(gateway_addr, &format!("/hello/user{i}")).await?
-        );
+        let answer = get_text(gateway_addr, &format!("/hello/user{i}")).await?;
+        println!("GET /hello/user{i} -> {answer}");
+        before.push(answer);
     }
     let (stop, server) = stops.remove(1);
     let _ = stop.send(());
     server.await??;
     println!("-- backend-2 stopped --");
+    let mut after = Vec::new();
     for i in 6..12 {
-        println!(
-            "GET /hello/user{i} -> {}",
-            get_text(gateway_addr, &format!("/hello/user{i}")).await?
-        );
+        let answer = get_text(gateway_addr, &format!("/hello/user{i}")).await?;
+        println!("GET /hello/user{i} -> {answer}");
+        after.push(answer);
     }
     let stats = channel.stats();
     println!(
         "channel: {} calls, {} failed",
         stats.calls_started, stats.calls_failed
     );
-    Ok(())
+    Ok((before, after))
 }
 
 /// One HTTP/1.1 GET over a fresh connection, as a browser or curl would send it.
@@ -112,4 +118,19 @@ async fn get_text(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     Ok(format!("{status} {}", String::from_utf8_lossy(&body)))
+}
+
+#[tokio::test]
+async fn answers_every_request_through_a_backend_stop() {
+    let (before, after) = run().await.unwrap();
+    for (i, answer) in before.iter().chain(&after).enumerate() {
+        assert!(
+            answer.starts_with(&format!("200 OK Hello user{i} from backend-")),
+            "{answer}"
+        );
+    }
+    assert!(
+        after.iter().all(|answer| !answer.ends_with("backend-2")),
+        "{after:?}"
+    );
 }

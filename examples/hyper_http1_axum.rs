@@ -19,6 +19,12 @@ type RestChannel = Channel<Http1Pool<Empty<Bytes>>>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    run().await.map(drop)
+}
+
+/// Sends ten GETs, shutting a server down after six; returns the answers
+/// before and after.
+async fn run() -> Result<(Vec<String>, Vec<String>), BoxError> {
     // Three axum servers on loopback, each with a way to shut it down.
     let (mut addrs, mut servers) = (Vec::new(), Vec::new());
     for name in ["alpha", "beta", "gamma"] {
@@ -43,8 +49,11 @@ async fn main() -> Result<(), BoxError> {
         .build_http1()?;
     wait_for_ready(&channel, 3).await;
 
+    let mut before = Vec::new();
     for _ in 0..6 {
-        println!("GET / -> {}", fetch(&channel, "/").await?);
+        let answer = fetch(&channel, "/").await?;
+        println!("GET / -> {answer}");
+        before.push(answer);
     }
 
     let (stop, server) = servers.remove(1);
@@ -52,10 +61,13 @@ async fn main() -> Result<(), BoxError> {
     server.await??;
     println!("-- beta shut down --");
     wait_for_ready(&channel, 2).await;
+    let mut after = Vec::new();
     for _ in 0..4 {
-        println!("GET / -> {}", fetch(&channel, "/").await?);
+        let answer = fetch(&channel, "/").await?;
+        println!("GET / -> {answer}");
+        after.push(answer);
     }
-    Ok(())
+    Ok((before, after))
 }
 
 async fn fetch(channel: &RestChannel, path: &str) -> Result<String, BoxError> {
@@ -73,4 +85,16 @@ async fn wait_for_ready(channel: &RestChannel, count: usize) {
             return;
         }
     }
+}
+
+#[tokio::test]
+async fn balances_and_survives_a_shutdown() {
+    let (mut before, mut after) = run().await.unwrap();
+    // round_robin over the ready servers: each one in turn.
+    before.sort();
+    after.sort();
+    let hello = |name: &str| format!("hello from {name}");
+    let three = ["alpha", "alpha", "beta", "beta", "gamma", "gamma"].map(hello);
+    assert_eq!(before, three);
+    assert_eq!(after, ["alpha", "alpha", "gamma", "gamma"].map(hello));
 }

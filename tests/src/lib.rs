@@ -24,7 +24,8 @@ pub fn ipv4_target(servers: &[GreeterProcess]) -> String {
 
 /// The command printed when Python or grpcio is missing: `scripts/test` makes
 /// the tests' own virtual environment and installs grpcio into it.
-const PYTHON_INSTALL: &str = "./scripts/test (it creates target/test-venv with tests/python/requirements.txt)";
+const PYTHON_INSTALL: &str =
+    "./scripts/test (it creates target/test-venv with tests/python/requirements.txt)";
 
 /// The Python interpreter that runs the grpcio servers: `GRPC_LB_TEST_PYTHON`
 /// (set by `scripts/test`), else the tests' own virtual environment at

@@ -140,6 +140,25 @@ impl LoadBalancer for EveryEndpoint {
         }
     }
 
+    fn replace_subchannel(
+        &mut self,
+        address: &Address,
+        state: ConnectivityState,
+        helper: &mut dyn Helper,
+    ) {
+        let Some(child) = self.children.get_mut(address) else {
+            return;
+        };
+        // A new subchannel: the old one's READY (or failure) is gone with it.
+        *child = Child {
+            state,
+            failed: state == ConnectivityState::TransientFailure,
+        };
+        if state == ConnectivityState::Idle {
+            helper.connect(address);
+        }
+    }
+
     fn exit_idle(&mut self, helper: &mut dyn Helper) {
         for (address, child) in &self.children {
             if child.state == ConnectivityState::Idle {
@@ -162,5 +181,53 @@ impl LoadBalancer for EveryEndpoint {
 
     fn pick(&self) -> Arc<dyn Pick> {
         self.pick.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pick::RoundRobin;
+    use ConnectivityState::*;
+
+    #[derive(Default)]
+    struct Recorder {
+        connects: Vec<Address>,
+    }
+
+    impl Helper for Recorder {
+        fn state(&self, _: &Address) -> Option<ConnectivityState> {
+            Some(Idle)
+        }
+        fn connect(&mut self, address: &Address) {
+            self.connects.push(address.clone());
+        }
+        fn disconnect(&mut self, _: &Address) {}
+        fn set_timer(&mut self, _: Duration) {}
+        fn resolve_now(&mut self) {}
+    }
+
+    // Issue 13, defect 2: an endpoint inserted again with new attributes has
+    // a new IDLE subchannel; keeping the old one's READY left the channel
+    // READY with nothing to pick, and nothing connected the new one.
+    #[test]
+    fn replaced_endpoint_is_connected_and_not_ready_until_it_is() {
+        let a = Address::Socket(SocketAddr::from(([127, 0, 0, 1], 1)));
+        let mut helper = Recorder::default();
+        let mut policy = EveryEndpoint::new("round_robin", Arc::new(RoundRobin::new()));
+        policy.update_addresses(std::slice::from_ref(&a), &mut helper);
+        policy.update_subchannel(&a, Ready, &mut helper);
+        assert_eq!(policy.state(), Ready);
+        helper.connects.clear();
+        policy.replace_subchannel(&a, Idle, &mut helper);
+        assert_eq!(helper.connects, std::slice::from_ref(&a));
+        assert_eq!(policy.state(), Idle);
+        assert!(policy.pickable().is_empty());
+        policy.update_subchannel(&a, Connecting, &mut helper);
+        policy.update_subchannel(&a, Ready, &mut helper);
+        assert_eq!(policy.pickable(), [a]);
     }
 }

@@ -150,6 +150,23 @@ pub trait LoadBalancer: Send + 'static {
         helper: &mut dyn Helper,
     );
 
+    /// The subchannel for `address` was replaced by a new one, now in
+    /// `state`: the resolver inserted the endpoint again (with new
+    /// attributes: etcd metadata, an SRV weight). Nothing the policy knew of
+    /// the old subchannel holds: its connection is gone with it, and the new
+    /// one connects only when asked. The address list is unchanged, so no
+    /// [`update_addresses`](Self::update_addresses) comes with it.
+    ///
+    /// By default this is told as a state change to `state`.
+    fn replace_subchannel(
+        &mut self,
+        address: &Address,
+        state: ConnectivityState,
+        helper: &mut dyn Helper,
+    ) {
+        self.update_subchannel(address, state, helper);
+    }
+
     /// A timer asked for with [`Helper::set_timer`] fired.
     fn timer_fired(&mut self, helper: &mut dyn Helper) {
         let _ = helper;

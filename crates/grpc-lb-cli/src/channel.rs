@@ -188,9 +188,11 @@ impl ChannelArgs {
         if let Some(tls) = self.tls_config()? {
             builder = builder.tls(tls);
         }
-        let channel = builder.build().map_err(|error| match error {
-            BuildError::Target(error) => CliError::usage(format!("bad target {target:?}: {error}")),
-            other => CliError::usage(other.to_string()),
+        let channel = builder.build().map_err(|error| match error.build_error() {
+            Some(BuildError::Target(cause)) => {
+                CliError::usage(format!("bad target {target:?}: {cause}"))
+            }
+            _ => CliError::usage(error.to_string()),
         })?;
         Ok((channel, policy))
     }

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use futures::task::AtomicWaker;
 use grpc_lb_core::{BoxError, SharedError, TransportError};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -99,6 +99,8 @@ pub struct Http2Connection<B> {
     peer: Arc<str>,
     scheme: Scheme,
     authority: Authority,
+    /// Sent as `user-agent`, after the request's own if it has one.
+    user_agent: Option<HeaderValue>,
     closed: Arc<CloseSignal>,
     /// Only the original, held by the subchannel, registers for the close wake-up:
     /// clones handed to many callers must not take the one waker slot from it.
@@ -114,6 +116,7 @@ impl<B> Clone for Http2Connection<B> {
             peer: self.peer.clone(),
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
+            user_agent: self.user_agent.clone(),
             closed: self.closed.clone(),
             watcher: false,
         }
@@ -133,9 +136,16 @@ impl<B> Http2Connection<B> {
             peer,
             scheme,
             authority,
+            user_agent: None,
             closed,
             watcher: true,
         }
+    }
+
+    /// Sends `user_agent` as `user-agent` on every request.
+    pub(crate) fn with_user_agent(mut self, user_agent: Option<HeaderValue>) -> Self {
+        self.user_agent = user_agent;
+        self
     }
 
     /// The peer, as its target was written (`127.0.0.1:50051`,
@@ -212,6 +222,9 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
         parts.uri = self.complete_uri(parts.uri);
+        if let Some(user_agent) = &self.user_agent {
+            crate::connector::add_user_agent(&mut parts.headers, user_agent);
+        }
         let response = self.send.send_request(Request::from_parts(parts, body));
         ResponseFuture {
             inner: Box::pin(response),

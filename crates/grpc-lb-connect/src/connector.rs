@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use grpc_lb_core::{BoxError, SharedError};
+use http::header::USER_AGENT;
 use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderValue};
 use http_body::Body;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -82,10 +84,15 @@ pub struct Http2Connector<B, C = TcpConnector> {
     _body: PhantomData<fn(B)>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Settings {
     authority: Option<Authority>,
     scheme: Option<Scheme>,
+    http2: Http2Config,
+    /// Bounds a whole attempt, transport to the server's SETTINGS.
+    connect_timeout: Option<Duration>,
+    /// The `user-agent` sent: the user's, then [`DEFAULT_USER_AGENT`].
+    user_agent: HeaderValue,
     /// Shared by every clone, so that a `too_many_pings` GOAWAY on one
     /// connection slows the pings of all later ones.
     keepalive: Arc<Keepalive>,
@@ -97,7 +104,14 @@ impl<B> Http2Connector<B> {
     pub fn new() -> Self {
         Http2Connector {
             transport: TcpConnector::new(),
-            settings: Arc::new(Settings::default()),
+            settings: Arc::new(Settings {
+                authority: None,
+                scheme: None,
+                http2: Http2Config::new(),
+                connect_timeout: None,
+                user_agent: HeaderValue::from_static(DEFAULT_USER_AGENT),
+                keepalive: Arc::default(),
+            }),
             _body: PhantomData,
         }
     }
@@ -195,6 +209,72 @@ impl<B, C> Http2Connector<B, C> {
     pub fn with_keepalive(mut self, config: KeepaliveConfig) -> Self {
         self.settings_mut().keepalive = Keepalive::new(config);
         self
+    }
+
+    /// Uses these HTTP/2 settings (window sizes, frame and header limits)
+    /// on every new connection; hyper's defaults for what `config` leaves
+    /// unset.
+    ///
+    /// ```
+    /// use grpc_lb_connect::{Http2Config, Http2Connector};
+    ///
+    /// let connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new()
+    ///     .with_http2(Http2Config::new().initial_stream_window_size(1 << 20));
+    /// assert_eq!(connector.http2().get_initial_stream_window_size(), Some(1 << 20));
+    /// ```
+    pub fn with_http2(mut self, config: Http2Config) -> Self {
+        self.settings_mut().http2 = config;
+        self
+    }
+
+    /// The HTTP/2 settings in use.
+    pub fn http2(&self) -> &Http2Config {
+        &self.settings.http2
+    }
+
+    /// Fails a connection attempt that has not got as far as the server's
+    /// SETTINGS within `timeout` (transport, TLS and the HTTP/2 handshake
+    /// together), with a [`ConnectError`] whose
+    /// [`is_timeout`](ConnectError::is_timeout) is true;
+    /// `None` (the default) sets no bound here, as tonic's
+    /// `Endpoint::connect_timeout`.
+    pub fn with_connect_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings_mut().connect_timeout = timeout;
+        self
+    }
+
+    /// The connect timeout, if set.
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        self.settings.connect_timeout
+    }
+
+    /// Sends `user_agent` followed by [`DEFAULT_USER_AGENT`] as `user-agent`
+    /// (`"greeter/2 grpc-lb/0.1.0"`), as grpc-go's `WithUserAgent` and
+    /// tonic's `Endpoint::user_agent` do; `None` sends the default alone, as
+    /// without this call. A request that has a `user-agent` of its own
+    /// keeps it, followed by this one (as tonic does).
+    ///
+    /// ```
+    /// use grpc_lb_connect::Http2Connector;
+    ///
+    /// let connector = Http2Connector::<http_body_util::Empty<bytes::Bytes>>::new()
+    ///     .with_user_agent(Some(http::HeaderValue::from_static("greeter/2")));
+    /// assert_eq!(connector.user_agent(), &format!("greeter/2 {}", grpc_lb_connect::DEFAULT_USER_AGENT));
+    /// ```
+    pub fn with_user_agent(mut self, user_agent: Option<HeaderValue>) -> Self {
+        let value = match user_agent {
+            Some(prefix) => {
+                join_user_agents(&prefix, &HeaderValue::from_static(DEFAULT_USER_AGENT))
+            }
+            None => HeaderValue::from_static(DEFAULT_USER_AGENT),
+        };
+        self.settings_mut().user_agent = value;
+        self
+    }
+
+    /// The `user-agent` sent on every request.
+    pub fn user_agent(&self) -> &HeaderValue {
+        &self.settings.user_agent
     }
 
     /// The keepalive settings as given to
@@ -318,9 +398,17 @@ where
         let io = self.transport.call(target);
         let io = async move { io.await.map_err(Into::into) };
         let settings = self.settings.clone();
-        ConnectFuture {
-            inner: Box::pin(connect(peer, io, settings)),
-        }
+        let inner: Pin<Box<dyn Future<Output = _> + Send>> = match settings.connect_timeout {
+            Some(timeout) => Box::pin(async move {
+                let attempt = connect(peer.clone(), io, settings);
+                match tokio::time::timeout(timeout, attempt).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ConnectError::new(peer, Step::TimedOut(timeout), None)),
+                }
+            }),
+            None => Box::pin(connect(peer, io, settings)),
+        };
+        ConnectFuture { inner }
     }
 }
 
@@ -344,6 +432,7 @@ where
     let mut builder = http2::Builder::new(TokioExecutor::new());
     // hyper's keepalive PINGs and their timeout run on this timer.
     builder.timer(TokioTimer::new());
+    settings.http2.apply(&mut builder);
     let keepalive = settings.keepalive.clone();
     let keepalive_time = keepalive.time();
     if let Some(time) = keepalive_time {
@@ -413,11 +502,204 @@ where
         None => default_authority(&peer),
     };
     let scheme = settings.scheme.clone().unwrap_or(Scheme::HTTP);
-    Ok(Http2Connection::new(send, peer, scheme, authority, closed))
+    Ok(Http2Connection::new(send, peer, scheme, authority, closed)
+        .with_user_agent(Some(settings.user_agent.clone())))
 }
 
 /// The target itself when it is a valid `host[:port]`, else `localhost` (what
 /// gRPC sends for Unix sockets).
 pub(crate) fn default_authority(peer: &str) -> Authority {
     Authority::try_from(peer).unwrap_or_else(|_| Authority::from_static("localhost"))
+}
+
+/// The `user-agent` every connection sends (after the user's own, if set):
+/// `grpc-lb/` and this crate's version, as grpc-go sends `grpc-go/1.x` and
+/// tonic `tonic/0.x`.
+pub const DEFAULT_USER_AGENT: &str = concat!("grpc-lb/", env!("CARGO_PKG_VERSION"));
+
+/// `first second`: two user agents as one header value.
+fn join_user_agents(first: &HeaderValue, second: &HeaderValue) -> HeaderValue {
+    let mut joined = Vec::with_capacity(first.len() + 1 + second.len());
+    joined.extend_from_slice(first.as_bytes());
+    joined.push(b' ');
+    joined.extend_from_slice(second.as_bytes());
+    // Both are valid header values, and a space between them is allowed.
+    HeaderValue::from_bytes(&joined).unwrap_or_else(|_| second.clone())
+}
+
+/// Sets `user-agent` to `ours`, or appends `ours` to the request's own.
+pub(crate) fn add_user_agent(headers: &mut HeaderMap, ours: &HeaderValue) {
+    match headers.get(USER_AGENT) {
+        Some(own) => {
+            let joined = join_user_agents(own, ours);
+            headers.insert(USER_AGENT, joined);
+        }
+        None => {
+            headers.insert(USER_AGENT, ours.clone());
+        }
+    }
+}
+
+/// HTTP/2 settings of a connection, with tonic's `Endpoint` names. Each one
+/// left unset keeps hyper's default (hyper 1.x: 2 MiB stream and 5 MiB
+/// connection windows, no adaptive window, 16 KiB frames, 16 KiB header
+/// lists, a 4 KiB header table).
+///
+/// The window sizes, frame size, header list size and header table size go
+/// to the server in the connection's SETTINGS frame (the connection window
+/// in a WINDOW_UPDATE); the adaptive window (BDP estimation) overrides both
+/// window sizes.
+///
+/// ```
+/// use grpc_lb_connect::Http2Config;
+///
+/// let config = Http2Config::new()
+///     .initial_stream_window_size(1 << 20)
+///     .initial_connection_window_size(4 << 20)
+///     .max_frame_size(64 << 10)
+///     .max_header_list_size(32 << 10);
+/// assert_eq!(config.get_max_frame_size(), Some(64 << 10));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Http2Config {
+    initial_stream_window_size: Option<u32>,
+    initial_connection_window_size: Option<u32>,
+    adaptive_window: Option<bool>,
+    max_frame_size: Option<u32>,
+    max_header_list_size: Option<u32>,
+    header_table_size: Option<u32>,
+    max_concurrent_reset_streams: Option<usize>,
+    reset_stream_duration: Option<Duration>,
+    max_local_error_reset_streams: Option<Option<usize>>,
+}
+
+impl Http2Config {
+    /// hyper's defaults for everything.
+    pub const fn new() -> Self {
+        Http2Config {
+            initial_stream_window_size: None,
+            initial_connection_window_size: None,
+            adaptive_window: None,
+            max_frame_size: None,
+            max_header_list_size: None,
+            header_table_size: None,
+            max_concurrent_reset_streams: None,
+            reset_stream_duration: None,
+            max_local_error_reset_streams: None,
+        }
+    }
+
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`: the stream-level flow-control window
+    /// (`None`: hyper's).
+    pub fn initial_stream_window_size(mut self, size: impl Into<Option<u32>>) -> Self {
+        self.initial_stream_window_size = size.into();
+        self
+    }
+
+    /// The connection-level flow-control window (`None`: hyper's).
+    pub fn initial_connection_window_size(mut self, size: impl Into<Option<u32>>) -> Self {
+        self.initial_connection_window_size = size.into();
+        self
+    }
+
+    /// Adaptive flow control (BDP estimation), which overrides both window
+    /// sizes.
+    pub fn adaptive_window(mut self, enabled: bool) -> Self {
+        self.adaptive_window = Some(enabled);
+        self
+    }
+
+    /// `SETTINGS_MAX_FRAME_SIZE`: the largest frame the client accepts
+    /// (`None`: hyper's; HTTP/2 allows 16 KiB to 16 MiB - 1).
+    pub fn max_frame_size(mut self, size: impl Into<Option<u32>>) -> Self {
+        self.max_frame_size = size.into();
+        self
+    }
+
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE`: the largest header list the client
+    /// accepts.
+    pub fn max_header_list_size(mut self, size: u32) -> Self {
+        self.max_header_list_size = Some(size);
+        self
+    }
+
+    /// `SETTINGS_HEADER_TABLE_SIZE`: the client's HPACK decoding table.
+    pub fn header_table_size(mut self, size: u32) -> Self {
+        self.header_table_size = Some(size);
+        self
+    }
+
+    /// How many locally reset streams HTTP/2 remembers.
+    pub fn max_concurrent_reset_streams(mut self, max: usize) -> Self {
+        self.max_concurrent_reset_streams = Some(max);
+        self
+    }
+
+    /// How long HTTP/2 remembers a locally reset stream.
+    pub fn reset_stream_duration(mut self, duration: Duration) -> Self {
+        self.reset_stream_duration = Some(duration);
+        self
+    }
+
+    /// How many local error resets close the connection with
+    /// `GOAWAY(ENHANCE_YOUR_CALM)`; `None` removes the limit.
+    pub fn max_local_error_reset_streams(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.max_local_error_reset_streams = Some(max.into());
+        self
+    }
+
+    /// The stream window, if set.
+    pub fn get_initial_stream_window_size(&self) -> Option<u32> {
+        self.initial_stream_window_size
+    }
+
+    /// The connection window, if set.
+    pub fn get_initial_connection_window_size(&self) -> Option<u32> {
+        self.initial_connection_window_size
+    }
+
+    /// Whether the adaptive window is on, if set.
+    pub fn get_adaptive_window(&self) -> Option<bool> {
+        self.adaptive_window
+    }
+
+    /// The maximum frame size, if set.
+    pub fn get_max_frame_size(&self) -> Option<u32> {
+        self.max_frame_size
+    }
+
+    /// The maximum header list size, if set.
+    pub fn get_max_header_list_size(&self) -> Option<u32> {
+        self.max_header_list_size
+    }
+
+    fn apply(&self, builder: &mut http2::Builder<TokioExecutor>) {
+        if let Some(size) = self.initial_stream_window_size {
+            builder.initial_stream_window_size(size);
+        }
+        if let Some(size) = self.initial_connection_window_size {
+            builder.initial_connection_window_size(size);
+        }
+        if let Some(enabled) = self.adaptive_window {
+            builder.adaptive_window(enabled);
+        }
+        if let Some(size) = self.max_frame_size {
+            builder.max_frame_size(size);
+        }
+        if let Some(size) = self.max_header_list_size {
+            builder.max_header_list_size(size);
+        }
+        if let Some(size) = self.header_table_size {
+            builder.header_table_size(size);
+        }
+        if let Some(max) = self.max_concurrent_reset_streams {
+            builder.max_concurrent_reset_streams(max);
+        }
+        if let Some(duration) = self.reset_stream_duration {
+            builder.reset_stream_duration(duration);
+        }
+        if let Some(max) = self.max_local_error_reset_streams {
+            builder.max_local_error_reset_streams(max);
+        }
+    }
 }

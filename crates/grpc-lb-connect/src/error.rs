@@ -47,6 +47,8 @@ pub(crate) enum Step {
     Handshake,
     ClosedBeforePreface,
     NotHttp2,
+    /// The attempt took longer than the connector's connect timeout.
+    TimedOut(std::time::Duration),
 }
 
 impl ConnectError {
@@ -68,6 +70,11 @@ impl ConnectError {
     /// a Unix socket missing, a TLS handshake failed, a custom connector's error.
     pub fn is_connect(&self) -> bool {
         matches!(self.step, Step::Connect | Step::NotReady)
+    }
+
+    /// True if the attempt ran out of the connector's connect timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.step, Step::TimedOut(_))
     }
 
     /// The TLS failure behind this error, if there is one: a certificate that
@@ -99,6 +106,10 @@ impl fmt::Display for ConnectError {
             Step::NotHttp2 => write!(
                 f,
                 "server at {addr} did not send an HTTP/2 SETTINGS frame as its preface"
+            )?,
+            Step::TimedOut(timeout) => write!(
+                f,
+                "connect to {addr} timed out: no HTTP/2 connection within the connect timeout ({timeout:?})"
             )?,
         }
         if let Some(source) = &self.source {

@@ -12,13 +12,14 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use grpc_lb_core::BoxError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tower_service::Service;
 
 /// A connected byte stream a transport connector may return: tokio's
@@ -122,11 +123,11 @@ impl AsyncWrite for BoxIo {
 /// A transport of your own names its future with it:
 ///
 /// ```
-/// use std::net::SocketAddr;
+/// use std::net::{IpAddr, SocketAddr};
 /// use std::task::{Context, Poll};
 /// use grpc_lb_connect::IoFuture;
 /// use grpc_lb_core::BoxError;
-/// use tokio::net::TcpStream;
+/// use tokio::net::{TcpSocket, TcpStream};
 /// use tower_service::Service;
 ///
 /// /// TCP with a larger send buffer, for bulk transfers.
@@ -202,35 +203,139 @@ impl<S> Future for IoFuture<S> {
 // ===== impl TcpConnector =====
 
 /// Connects TCP to a socket address, with `TCP_NODELAY` set (gRPC messages are
-/// small and latency-bound; Nagle's algorithm only adds delay).
+/// small and latency-bound; Nagle's algorithm only adds delay), and with the
+/// socket options tonic's `Endpoint` offers: TCP keepalive (time, interval,
+/// retries) and the local address to connect from. All are off (the
+/// system's defaults) unless set, except `TCP_NODELAY`.
 ///
 /// # Examples
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), grpc_lb_core::BoxError> {
+/// ```
+/// use std::time::Duration;
 /// use grpc_lb_connect::TcpConnector;
 /// use tower_service::Service;
 ///
-/// let stream = TcpConnector::new().call("127.0.0.1:50051".parse()?).await?;
-/// # drop(stream);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb_core::BoxError> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let mut connector = TcpConnector::new()
+///     .with_keepalive(Some(Duration::from_secs(60)))
+///     .with_local_address(Some("127.0.0.1".parse()?));
+/// let stream = connector.call(listener.local_addr()?).await?;
+/// assert!(stream.nodelay()?);
+/// assert_eq!(stream.local_addr()?.ip().to_string(), "127.0.0.1");
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct TcpConnector {
     nodelay: bool,
+    keepalive: Option<Duration>,
+    keepalive_interval: Option<Duration>,
+    keepalive_retries: Option<u32>,
+    local_address: Option<IpAddr>,
 }
 
 impl TcpConnector {
-    /// A connector that sets `TCP_NODELAY`.
+    /// A connector that sets `TCP_NODELAY` and nothing else.
     pub const fn new() -> Self {
-        TcpConnector { nodelay: true }
+        TcpConnector {
+            nodelay: true,
+            keepalive: None,
+            keepalive_interval: None,
+            keepalive_retries: None,
+            local_address: None,
+        }
     }
 
-    /// Whether to set `TCP_NODELAY` on new connections (default: yes).
+    /// Whether to set `TCP_NODELAY` on new connections (default: yes, as
+    /// tonic and grpc-go do).
     pub const fn with_nodelay(mut self, nodelay: bool) -> Self {
         self.nodelay = nodelay;
         self
+    }
+
+    /// TCP keepalive (`SO_KEEPALIVE`): `Some(idle)` sends probes after the
+    /// connection has been idle that long; `None` (the default) leaves
+    /// keepalive off, as tonic's `Endpoint::tcp_keepalive`.
+    pub const fn with_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
+    /// The time between two unanswered keepalive probes (`TCP_KEEPINTVL`);
+    /// `None` keeps the system's. Used only with keepalive on.
+    pub const fn with_keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// How many unanswered probes end the connection (`TCP_KEEPCNT`); `None`
+    /// keeps the system's. Used only with keepalive on.
+    pub const fn with_keepalive_retries(mut self, retries: Option<u32>) -> Self {
+        self.keepalive_retries = retries;
+        self
+    }
+
+    /// Connects from this local IP address (any port), when the destination
+    /// is of the same family; `None` (the default) lets the system choose,
+    /// as hyper's `HttpConnector::set_local_address`.
+    pub const fn with_local_address(mut self, address: Option<IpAddr>) -> Self {
+        self.local_address = address;
+        self
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub const fn nodelay(&self) -> bool {
+        self.nodelay
+    }
+
+    /// The keepalive idle time, if keepalive is on.
+    pub const fn keepalive(&self) -> Option<Duration> {
+        self.keepalive
+    }
+
+    /// The time between keepalive probes, if set.
+    pub const fn keepalive_interval(&self) -> Option<Duration> {
+        self.keepalive_interval
+    }
+
+    /// How many unanswered probes end a connection, if set.
+    pub const fn keepalive_retries(&self) -> Option<u32> {
+        self.keepalive_retries
+    }
+
+    /// The local address connections are made from, if set.
+    pub const fn local_address(&self) -> Option<IpAddr> {
+        self.local_address
+    }
+
+    /// Connects to `addr` with these settings.
+    async fn connect(self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(local) = self.local_address {
+            if local.is_ipv4() == addr.is_ipv4() {
+                socket.bind(SocketAddr::new(local, 0))?;
+            }
+        }
+        // Set before connecting, so that even the handshake's segments and
+        // the first bytes go out as configured.
+        socket.set_nodelay(self.nodelay)?;
+        if let Some(idle) = self.keepalive {
+            let mut keepalive = socket2::TcpKeepalive::new().with_time(idle);
+            if let Some(interval) = self.keepalive_interval {
+                keepalive = keepalive.with_interval(interval);
+            }
+            #[cfg(not(any(target_os = "openbsd", target_os = "windows")))]
+            if let Some(retries) = self.keepalive_retries {
+                keepalive = keepalive.with_retries(retries);
+            }
+            socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive)?;
+        }
+        socket.connect(addr).await
     }
 }
 
@@ -250,14 +355,8 @@ impl Service<SocketAddr> for TcpConnector {
     }
 
     fn call(&mut self, addr: SocketAddr) -> Self::Future {
-        let nodelay = self.nodelay;
-        IoFuture::new(async move {
-            let stream = TcpStream::connect(addr).await?;
-            if nodelay {
-                let _ = stream.set_nodelay(true);
-            }
-            Ok(stream)
-        })
+        let settings = self.clone();
+        IoFuture::new(async move { Ok(settings.connect(addr).await?) })
     }
 }
 
@@ -404,5 +503,69 @@ impl<T> Service<T> for BoxConnector<T> {
 
     fn call(&mut self, target: T) -> Self::Future {
         self.inner.call(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connected(connector: TcpConnector) -> (TcpStream, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut connector = connector;
+        let stream = Service::call(&mut connector, listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (stream, listener)
+    }
+
+    #[tokio::test]
+    async fn nodelay_is_on_and_keepalive_off_by_default() {
+        let (stream, _listener) = connected(TcpConnector::new()).await;
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.tcp_nodelay().unwrap());
+        assert!(!socket.keepalive().unwrap());
+
+        let (stream, _listener) = connected(TcpConnector::new().with_nodelay(false)).await;
+        assert!(!socket2::SockRef::from(&stream).tcp_nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn keepalive_time_interval_and_retries_are_set_on_the_socket() {
+        let connector = TcpConnector::new()
+            .with_keepalive(Some(Duration::from_secs(37)))
+            .with_keepalive_interval(Some(Duration::from_secs(11)))
+            .with_keepalive_retries(Some(4));
+        let (stream, _listener) = connected(connector).await;
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(37)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(11)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn local_address_binds_same_family_destinations_only() {
+        // 127.0.0.2 is loopback too on Linux; the server sees it as the peer.
+        let connector = TcpConnector::new().with_local_address(Some("127.0.0.2".parse().unwrap()));
+        let (stream, listener) = connected(connector.clone()).await;
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.2");
+        assert_eq!(stream.local_addr().unwrap(), peer);
+
+        // An IPv6 destination is reached unbound (when the host has IPv6).
+        if let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await {
+            let mut connector = connector;
+            let stream = Service::call(&mut connector, listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            assert!(stream.local_addr().unwrap().is_ipv6());
+        }
     }
 }

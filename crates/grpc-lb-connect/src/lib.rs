@@ -51,7 +51,7 @@ mod preface;
 pub mod tls;
 
 pub use connection::{Http2Connection, ResponseFuture};
-pub use connector::{ConnectFuture, Http2Connector};
+pub use connector::{ConnectFuture, Http2Config, Http2Connector, DEFAULT_USER_AGENT};
 pub use http1::{Http1Connector, Http1Pool};
 #[cfg(unix)]
 pub use io::UnixConnector;

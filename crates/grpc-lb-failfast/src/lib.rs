@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -87,13 +88,42 @@ use tower_service::Service;
 /// assert_eq!(status.message(), "connection unavailable: connection refused");
 /// # }
 /// ```
-#[derive(Debug, Clone)]
 pub struct FailFast<S> {
     inner: S,
     connectivity: watch::Receiver<Connectivity>,
     wait_for_ready: bool,
     /// Set by `poll_ready` when it let a call through only to fail it.
     failing: Option<tonic::Status>,
+    /// While `poll_ready` waits without wait-for-ready: the next change of
+    /// the watched state, which may be TRANSIENT_FAILURE and fail the call.
+    next_state: Option<StateChange>,
+}
+
+/// The next change of a connectivity watch: resolves with whether the watch
+/// is still open.
+type StateChange = Pin<Box<dyn Future<Output = bool> + Send + Sync>>;
+
+impl<S: Clone> Clone for FailFast<S> {
+    fn clone(&self) -> Self {
+        FailFast {
+            inner: self.inner.clone(),
+            connectivity: self.connectivity.clone(),
+            wait_for_ready: self.wait_for_ready,
+            failing: self.failing.clone(),
+            next_state: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for FailFast<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailFast")
+            .field("inner", &self.inner)
+            .field("state", &self.connectivity.borrow().state)
+            .field("wait_for_ready", &self.wait_for_ready)
+            .field("failing", &self.failing)
+            .finish()
+    }
 }
 
 impl<S> FailFast<S> {
@@ -104,6 +134,7 @@ impl<S> FailFast<S> {
             connectivity,
             wait_for_ready: false,
             failing: None,
+            next_state: None,
         }
     }
 
@@ -163,6 +194,42 @@ pub fn transport_to_status(error: BoxError) -> BoxError {
     error
 }
 
+impl<S> FailFast<S> {
+    /// Ready (to fail the call) once the state is TRANSIENT_FAILURE; until
+    /// then Pending, with the task registered for the next state change as
+    /// well as for the inner service's readiness, so that a failure that
+    /// comes while the call waits ends it.
+    fn poll_transient_failure(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            {
+                let connectivity = self.connectivity.borrow_and_update();
+                if connectivity.state == ConnectivityState::TransientFailure {
+                    self.next_state = None;
+                    self.failing = Some(unavailable(connectivity.last_error.as_ref()));
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let change = self.next_state.get_or_insert_with(|| {
+                // A clone that has seen the state just read: it wakes on the
+                // first change after it.
+                let mut watch = self.connectivity.clone();
+                Box::pin(async move { watch.changed().await.is_ok() })
+            });
+            match change.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(open) => {
+                    self.next_state = None;
+                    if !open {
+                        // Nobody publishes any more: the state read stays,
+                        // and only the inner service can end the wait.
+                        return Poll::Pending;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<S, Req> Service<Req> for FailFast<S>
 where
     S: Service<Req>,
@@ -175,16 +242,12 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.failing = None;
         match self.inner.poll_ready(cx) {
-            Poll::Ready(result) => Poll::Ready(result.map_err(Into::into)),
-            Poll::Pending if self.wait_for_ready => Poll::Pending,
-            Poll::Pending => {
-                let connectivity = self.connectivity.borrow();
-                if connectivity.state != ConnectivityState::TransientFailure {
-                    return Poll::Pending;
-                }
-                self.failing = Some(unavailable(connectivity.last_error.as_ref()));
-                Poll::Ready(Ok(()))
+            Poll::Ready(result) => {
+                self.next_state = None;
+                Poll::Ready(result.map_err(Into::into))
             }
+            Poll::Pending if self.wait_for_ready => Poll::Pending,
+            Poll::Pending => self.poll_transient_failure(cx),
         }
     }
 
@@ -375,6 +438,44 @@ mod tests {
             status.message(),
             "connection unavailable: tcp connect to 127.0.0.1:1 failed: Connection refused"
         );
+    }
+
+    // Issue 13, defect 7: poll_ready was Pending in CONNECTING without
+    // registering on the watch, so a call waiting there never heard of the
+    // TRANSIENT_FAILURE that should fail it.
+    #[tokio::test]
+    async fn fail_fast_poll_ready_is_woken_by_transient_failure() {
+        let (publish, watch) = watch::channel(connectivity(ConnectivityState::Idle, None));
+        let (inner, mut handle) = mock::pair::<(), ()>();
+        handle.allow(0);
+        let mut svc = mock::Spawn::new(FailFast::new(inner, watch));
+        assert_pending!(svc.poll_ready());
+        publish.send_replace(connectivity(ConnectivityState::Connecting, None));
+        assert!(svc.is_woken(), "woken by CONNECTING");
+        assert_pending!(svc.poll_ready());
+        publish.send_replace(connectivity(
+            ConnectivityState::TransientFailure,
+            Some("refused"),
+        ));
+        assert!(svc.is_woken(), "woken by TRANSIENT_FAILURE");
+        assert_ready_ok!(svc.poll_ready());
+        let status = svc.call(()).await.unwrap_err();
+        let status = status.downcast::<tonic::Status>().unwrap();
+        assert_eq!(status.message(), "connection unavailable: refused");
+
+        // And through the service as tower drives it, from another task.
+        let (publish, watch) = watch::channel(connectivity(ConnectivityState::Connecting, None));
+        let (inner, mut handle) = mock::pair::<(), ()>();
+        handle.allow(0);
+        let call = tokio::spawn(tower::ServiceExt::oneshot(FailFast::new(inner, watch), ()));
+        tokio::task::yield_now().await;
+        publish.send_replace(connectivity(ConnectivityState::TransientFailure, None));
+        let error = call.await.unwrap().unwrap_err();
+        assert_eq!(
+            error.downcast::<tonic::Status>().unwrap().code(),
+            tonic::Code::Unavailable
+        );
+        drop(handle);
     }
 
     #[tokio::test]

@@ -13,6 +13,8 @@
 //!   backend a load balancer picked.
 //! * [`serve`] runs it on an already-bound listener until a shutdown future
 //!   resolves. The `greeter-server` binary wraps it for out-of-process tests.
+//! * [`echo`] holds the `grpc.examples.echo.Echo` service, with a streaming
+//!   method of each kind, and a server for it.
 //!
 //! To regenerate the code after editing the proto file:
 //!
@@ -59,6 +61,8 @@ use crate::proto::{Greeter, GreeterServer, HelloReply, HelloRequest};
 /// (see `src/bin/regenerate.rs`). Not formatted or linted by hand.
 mod server_cli;
 pub use server_cli::server_main;
+
+pub mod echo;
 
 #[allow(
     missing_docs,

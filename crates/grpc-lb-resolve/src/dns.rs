@@ -7,7 +7,8 @@
 //!   [`Reset`](Update::Reset), without asking any DNS server; the stream then
 //!   stays quiet.
 //! - A name is looked up (A and AAAA), and the addresses, with the target's port,
-//!   are reported as a `Reset`, deduplicated and sorted.
+//!   are reported as a `Reset`, deduplicated, in the order of the DNS answer
+//!   (as grpc-go: only pick_first's `shuffleAddressList` reorders them).
 //! - After a good resolution the resolver waits for a [`ResolveNow`] request
 //!   (which subchannels raise on every failed connection attempt and lost
 //!   connection), but resolves no sooner than [`min_resolution_interval`](DnsConfig::min_resolution_interval)
@@ -19,7 +20,7 @@
 //!   [`error_backoff`](DnsConfig::error_backoff) delay of retry *i* (counting
 //!   from 1, as grpc-go does); a good result starts that count over. The
 //!   consumer keeps the last good set meanwhile.
-//! - A `Reset` is emitted only when the set differs from the last one reported,
+//! - A `Reset` is emitted only when the set (whatever its order) differs from the last one reported,
 //!   or when the previous item was an error (so that the error is cleared).
 //!
 //! - Each resolution of a name also looks up its service config, in the TXT
@@ -82,7 +83,7 @@
 //!
 //! [hickory-resolver]: https://docs.rs/hickory-resolver
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -366,7 +367,10 @@ impl Watcher {
                         not_before: now + self.config.min_resolution_interval,
                         refresh: self.config.refresh_interval.map(|every| now + every),
                     };
-                    let changed = self.last.as_ref() != Some(&endpoints);
+                    let changed = self
+                        .last
+                        .as_ref()
+                        .is_none_or(|last| !same_endpoints(last, &endpoints));
                     tracing::debug!(
                         host = %self.host,
                         addresses = endpoints.len(),
@@ -428,7 +432,7 @@ impl Watcher {
         }
     }
 
-    /// One resolution: the sorted, deduplicated endpoints, or why there are
+    /// One resolution: the deduplicated endpoints in the answer's order, or why there are
     /// none; and the service config, unless its lookup failed (`None`).
     async fn resolve(&mut self) -> Result<(Vec<Endpoint>, Option<ServiceConfigUpdate>), BoxError> {
         if self.resolver.is_none() {
@@ -460,6 +464,18 @@ impl Watcher {
     }
 }
 
+/// Whether two resolutions found the same endpoints, in whatever order: a
+/// server that rotates its answers (as dnsmasq and many others do) is not
+/// reporting a change.
+fn same_endpoints(last: &[Endpoint], now: &[Endpoint]) -> bool {
+    last.len() == now.len() && {
+        let before: std::collections::HashMap<&Address, &Endpoint> =
+            last.iter().map(|e| (&e.address, e)).collect();
+        now.iter()
+            .all(|endpoint| before.get(&endpoint.address) == Some(&endpoint))
+    }
+}
+
 /// The endpoints of `host`: SRV targets first if `srv_service` is set, else
 /// (or without SRV records) its A/AAAA addresses with `port`.
 async fn lookup_endpoints(
@@ -468,25 +484,31 @@ async fn lookup_endpoints(
     host: &str,
     port: u16,
 ) -> Result<Vec<Endpoint>, BoxError> {
-    let mut endpoints: BTreeMap<Address, Endpoint> = BTreeMap::new();
+    // In the answer's order, each address once: sorting them sent every
+    // pick_first client to the lowest address. grpc-go keeps the order too,
+    // and only pick_first's `shuffleAddressList` reorders (gRFC A62).
+    let mut seen: HashSet<Address> = HashSet::new();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
     if let Some(service) = srv_service {
         for endpoint in lookup_srv(resolver, service, host).await? {
-            endpoints
-                .entry(endpoint.address.clone())
-                .or_insert(endpoint);
+            if seen.insert(endpoint.address.clone()) {
+                endpoints.push(endpoint);
+            }
         }
     }
     if endpoints.is_empty() {
         let ips = lookup_ips(resolver, host).await?;
         for ip in ips {
             let address = SocketAddr::new(ip, port);
-            endpoints.insert(Address::Socket(address), Endpoint::new(address));
+            if seen.insert(Address::Socket(address)) {
+                endpoints.push(Endpoint::new(address));
+            }
         }
     }
     if endpoints.is_empty() {
         return Err("no addresses".into());
     }
-    Ok(endpoints.into_values().collect())
+    Ok(endpoints)
 }
 
 /// The service config in the TXT record `_grpc_config.<host>` (gRFC A2), or
@@ -659,7 +681,7 @@ async fn build_resolver(server: Option<&DnsServer>) -> Result<TokioResolver, Box
         }
     };
     let options = builder.options_mut();
-    // Both families, as Go's LookupHost; the order does not matter (we sort).
+    // Both families, as Go's LookupHost; pick_first interleaves them (A61).
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     // No caching: the resolver decides when to ask again, and must see changes.
     options.cache_size = 0;

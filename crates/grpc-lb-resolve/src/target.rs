@@ -309,6 +309,11 @@ pub enum TargetErrorKind {
     EmptyPath,
     /// A `passthrough:` name or a custom target's endpoint is empty.
     EmptyEndpoint,
+    /// The target names a scheme (`scheme://...`, or a scheme this crate has
+    /// behind a feature, such as `etcd`) that no resolver is registered for,
+    /// and read as a DNS `host[:port]` instead it is not valid either. The
+    /// string is the scheme, as written.
+    UnregisteredScheme(String),
 }
 
 impl Target {
@@ -519,6 +524,13 @@ impl fmt::Display for TargetErrorKind {
             }
             TargetErrorKind::EmptyPath => f.write_str("empty unix socket path or name"),
             TargetErrorKind::EmptyEndpoint => f.write_str("empty endpoint"),
+            TargetErrorKind::UnregisteredScheme(scheme) => {
+                write!(f, "no resolver is registered for scheme {scheme:?}")?;
+                if let Some(feature) = feature_of_scheme(scheme) {
+                    write!(f, " (it needs grpc-lb's feature {feature:?})")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -620,20 +632,29 @@ fn parse_target(s: &str, extra_schemes: &[&str]) -> Result<Target, Fail> {
                 endpoint: endpoint.to_owned(),
             })
         }
-        _ => parse_dns_endpoint(s).map_err(|mut fail| {
-            if rest.starts_with("//") {
-                // Almost certainly meant as a URI with a scheme nobody knows.
-                let note = format!(
-                    "scheme {scheme:?} is not registered, so the whole target was read as a DNS host[:port]"
-                );
-                fail.detail = Some(match fail.detail.take() {
-                    Some(detail) => format!("{detail}; {note}"),
-                    None => note,
-                });
+        lower => parse_dns_endpoint(s).map_err(|fail| {
+            if rest.starts_with("//") || feature_of_scheme(lower).is_some() {
+                // Almost certainly meant as a URI with a scheme nobody
+                // registered: say that first, then why the DNS reading
+                // failed too.
+                Fail::with(
+                    TargetErrorKind::UnregisteredScheme(scheme.to_owned()),
+                    format!(
+                        "read as a DNS host[:port] instead, it is not valid either: {}",
+                        fail.message()
+                    ),
+                )
+            } else {
+                fail
             }
-            fail
         }),
     }
+}
+
+/// The feature of grpc-lb (and of this crate) that registers a resolver
+/// for `scheme`, for the schemes this crate has behind one.
+fn feature_of_scheme(scheme: &str) -> Option<&'static str> {
+    scheme.eq_ignore_ascii_case("etcd").then_some("etcd")
 }
 
 /// Splits `scheme:rest` when `s` starts with a syntactically valid URI
@@ -975,6 +996,38 @@ impl fmt::Write for LenCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unregistered_scheme_is_said_first_with_the_feature_it_needs() {
+        let error = Target::parse("etcd:///services/greeter").unwrap_err();
+        assert_eq!(
+            error.kind(),
+            &TargetErrorKind::UnregisteredScheme("etcd".into())
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                r#"invalid target "etcd:///services/greeter": no resolver is registered for scheme "etcd" (it needs grpc-lb's feature "etcd"): read as a DNS host[:port] instead"#
+            ),
+            "{message}"
+        );
+        let without_slashes = Target::parse("etcd:services/greeter").unwrap_err();
+        assert_eq!(
+            without_slashes.kind(),
+            &TargetErrorKind::UnregisteredScheme("etcd".into())
+        );
+        let other = Target::parse("consul:///greeter").unwrap_err().to_string();
+        assert!(
+            other.starts_with(
+                r#"invalid target "consul:///greeter": no resolver is registered for scheme "consul": "#
+            ),
+            "{other}"
+        );
+        // Registered, it parses.
+        assert!(Target::parse_with_schemes("etcd:///services/greeter", &["etcd"]).is_ok());
+        // A host:port that only looks like a scheme stays a DNS target.
+        assert!(Target::parse("greeter.local:50051").is_ok());
+    }
 
     #[test]
     fn scheme_split() {

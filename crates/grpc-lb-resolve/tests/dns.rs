@@ -57,9 +57,14 @@ async fn next(updates: &mut UpdateStream) -> Result<Update, BoxError> {
         .expect("the stream ended")
 }
 
+/// The next item, a `Reset`, its endpoints sorted by address: the server
+/// rotates its answers, and the resolver keeps their order.
 async fn next_reset(updates: &mut UpdateStream) -> Vec<Endpoint> {
     match next(updates).await {
-        Ok(Update::Reset(endpoints)) => endpoints,
+        Ok(Update::Reset(mut endpoints)) => {
+            endpoints.sort_by(|a, b| a.address.cmp(&b.address));
+            endpoints
+        }
         other => panic!("expected a Reset, got {other:?}"),
     }
 }
@@ -75,6 +80,40 @@ async fn resolves_every_a_record_of_the_name() {
     );
     // Nothing more until someone asks (and the 30 s interval has passed).
     assert!(updates.next().now_or_never().is_none());
+}
+
+// Issue 13, defect 4: the resolver sorted its addresses, so every pick_first
+// client of a name connected to its lowest address. The answer's order is
+// kept (grpc-go: only pick_first's shuffleAddressList reorders), checked
+// against the order the same server answers a plain lookup in.
+#[tokio::test]
+async fn dns_results_keep_the_answers_order() {
+    let hosts = "127.0.0.9 greeter.test\n127.0.0.2 greeter.test\n127.0.0.5 greeter.test\n";
+    let dns = start(hosts);
+    let target = format!("dns://{}/greeter.test:50051", dns.authority());
+    // dnsmasq rotates its answers: fresh resolutions of the name see the
+    // addresses in different orders, which a sorting resolver hid.
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        let mut updates = resolve(DnsConfig::default(), &target, &ResolveNow::new());
+        let order: Vec<String> = match next(&mut updates).await {
+            Ok(Update::Reset(endpoints)) => {
+                endpoints.iter().map(|e| e.address.to_string()).collect()
+            }
+            other => panic!("expected a Reset, got {other:?}"),
+        };
+        orders.push(order);
+    }
+    let sorted = vec!["127.0.0.2:50051", "127.0.0.5:50051", "127.0.0.9:50051"];
+    for order in &orders {
+        let mut set = order.clone();
+        set.sort();
+        assert_eq!(set, sorted);
+    }
+    assert!(
+        orders.iter().any(|order| *order != sorted),
+        "every resolution sorted: {orders:?}"
+    );
 }
 
 #[tokio::test]

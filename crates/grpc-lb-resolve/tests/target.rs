@@ -446,16 +446,16 @@ fn invalid_table() -> Vec<(String, TargetErrorKind, &'static str)> {
             TooLong,
             "4096",
         ),
-        // Not registered: the whole target is read as a DNS host[:port].
+        // Not registered: said first, then why the DNS reading fails too.
         (
             s("etcd:///x"),
-            InvalidPort(s("///x")),
-            "scheme \"etcd\" is not registered",
+            UnregisteredScheme(s("etcd")),
+            "no resolver is registered for scheme \"etcd\" (it needs grpc-lb's feature \"etcd\"): read as a DNS host[:port] instead, it is not valid either: invalid port \"///x\"",
         ),
         (
             s("etcd://127.0.0.1:2379/x"),
-            InvalidHost(s("etcd://127.0.0.1:2379/x")),
-            "not registered",
+            UnregisteredScheme(s("etcd")),
+            "not valid either: invalid host",
         ),
     ]
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use grpc_lb_backoff::BackoffConfig;
 use grpc_lb_balance::outlier::OutlierDetectionConfig;
-use grpc_lb_balance::{PolicyRegistry, UnknownPolicy};
+use grpc_lb_balance::PolicyRegistry;
 use grpc_lb_connect::http1::DEFAULT_MAX_CONNECTIONS;
 use grpc_lb_connect::{
     BoxConnector, Http1Connector, Http1Pool, Http2Connection, Http2Connector, Io, KeepaliveConfig,
@@ -14,14 +14,17 @@ use grpc_lb_core::{BoxError, ResolveNow};
 use grpc_lb_health::HealthCheck;
 use grpc_lb_reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb_resolve::{Address, Endpoint, Registry, ResolveError, ResolverDiscover, Target};
-use grpc_lb_service_config::{ServiceConfig, ServiceConfigError};
+use grpc_lb_service_config::ServiceConfig;
 use http::uri::{Authority, Scheme};
 use http_body::Body;
+use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
 use crate::channel::{Channel, ChannelOptions, DEFAULT_MAX_WAITING};
 use crate::connector::AddressConnector;
+use crate::error::{BuildError, Error};
 use crate::idle::DEFAULT_IDLE_TIMEOUT;
+use crate::settings::ConnectionSettings;
 use crate::worker::{IdleMode, MakeHealth, Rebuild, StartHealth};
 
 /// How a channel's subchannels are health-checked.
@@ -44,6 +47,20 @@ enum HealthSetup<S> {
 /// `:authority`; idle mode after 30 minutes without RPCs (grpc-go's default);
 /// no health checking (unless the service config asks) and no outlier
 /// detection.
+///
+/// tonic's `Endpoint` settings are here under tonic's names, with tonic's
+/// defaults (`connect_timeout`, `tcp_keepalive`, `initial_stream_window_size`,
+/// `user_agent`, ...: the "Connection settings" methods below), and
+/// `docs/from-tonic.md` maps every `Endpoint` method.
+///
+/// # Middleware
+///
+/// [`layer`](Self::layer) wraps the built channel in your own tower
+/// middleware, as `ServiceBuilder::layer` does; so do
+/// [`concurrency_limit`](Self::concurrency_limit) and
+/// [`rate_limit`](Self::rate_limit). [`build`](Self::build) then returns the
+/// outermost service; without layers it returns the [`Channel`] itself
+/// ([`GrpcChannel`](crate::GrpcChannel)).
 ///
 /// # Transports
 ///
@@ -86,7 +103,7 @@ enum HealthSetup<S> {
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Builder {
+pub struct Builder<L = Identity> {
     target: String,
     policy: String,
     policies: PolicyRegistry,
@@ -100,13 +117,17 @@ pub struct Builder {
     tls: Option<grpc_lb_connect::tls::TlsConfig>,
     max_connections: usize,
     service_config: Option<Arc<ServiceConfig>>,
-    keepalive: KeepaliveConfig,
+    pub(crate) keepalive: KeepaliveConfig,
     health_check: Option<String>,
     outlier_detection: Option<OutlierDetectionConfig>,
     idle_timeout: std::time::Duration,
+    /// tonic's `Endpoint` settings (settings.rs).
+    pub(crate) connection: ConnectionSettings,
+    /// The user's middleware around the channel, outermost first added.
+    layer: L,
 }
 
-impl fmt::Debug for Builder {
+impl<L> fmt::Debug for Builder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("target", &self.target)
@@ -121,76 +142,8 @@ impl fmt::Debug for Builder {
             .field("health_check", &self.health_check)
             .field("outlier_detection", &self.outlier_detection)
             .field("idle_timeout", &self.idle_timeout)
-            .finish()
-    }
-}
-
-/// Why a channel could not be built.
-///
-/// ```
-/// use grpc_lb::{BuildError, Channel};
-///
-/// // Outside a tokio runtime there is nowhere to run the channel's worker.
-/// let error = Channel::builder("ipv4:127.0.0.1:50051").build().unwrap_err();
-/// assert!(matches!(error, BuildError::NoRuntime));
-///
-/// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-/// let _inside = runtime.enter();
-/// let error = Channel::builder("dns:///greeter.local:99999").build().unwrap_err();
-/// assert!(matches!(error, BuildError::Target(_)));
-///
-/// let error = Channel::builder("ipv4:127.0.0.1:50051").policy("grpclb").build().unwrap_err();
-/// assert!(matches!(error, BuildError::Policy(_)));
-/// println!("{error}"); // unknown load-balancing policy "grpclb" (known: ...)
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Debug)]
-pub enum BuildError {
-    /// The target is malformed or has no resolver.
-    Target(ResolveError),
-    /// No policy of that name is registered.
-    Policy(UnknownPolicy),
-    /// No tokio runtime to run the channel's worker on.
-    NoRuntime,
-    /// The service config names only policies this channel does not have.
-    ServiceConfig(ServiceConfigError),
-    /// The authority (from [`Builder::authority`] or the target) is not a
-    /// valid `host[:port]`.
-    InvalidAuthority(String),
-    /// The TLS configuration is unusable, or the server name is not a valid
-    /// DNS name or IP address.
-    #[cfg(feature = "tls")]
-    Tls(grpc_lb_connect::tls::TlsError),
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BuildError::Target(error) => error.fmt(f),
-            BuildError::Policy(error) => error.fmt(f),
-            BuildError::ServiceConfig(error) => error.fmt(f),
-            BuildError::NoRuntime => {
-                f.pad("a channel must be built inside a tokio runtime, which runs its worker")
-            }
-            BuildError::InvalidAuthority(authority) => {
-                write!(f, "invalid authority {authority:?}: expected host[:port]")
-            }
-            #[cfg(feature = "tls")]
-            BuildError::Tls(error) => error.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for BuildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BuildError::Target(error) => Some(error),
-            BuildError::Policy(error) => Some(error),
-            BuildError::ServiceConfig(error) => Some(error),
-            BuildError::NoRuntime | BuildError::InvalidAuthority(_) => None,
-            #[cfg(feature = "tls")]
-            BuildError::Tls(error) => Some(error),
-        }
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
     }
 }
 
@@ -222,6 +175,83 @@ impl Builder {
             health_check: None,
             outlier_detection: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connection: ConnectionSettings::new(),
+            layer: Identity::new(),
+        }
+    }
+}
+
+impl<L> Builder<L> {
+    /// Wraps the channel [`build`](Self::build) returns in `layer`, as
+    /// `tower::ServiceBuilder::layer` does: the first layer added is the
+    /// outermost. `build` then returns `layer`'s service, which any
+    /// tonic-generated client takes as long as it is a `GrpcService` (a
+    /// layer whose service is not `Clone` makes clients that cannot be
+    /// cloned). The [`Channel`] under the layers keeps its state, events and
+    /// counters; build it without layers to keep a handle on them, and wrap
+    /// it yourself.
+    ///
+    /// ```
+    /// use grpc_lb::{Channel, GrpcChannel};
+    /// use tonic::service::interceptor::InterceptedService;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), grpc_lb::Error> {
+    /// fn authorize(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    ///     request.metadata_mut().insert("authorization", "Bearer token".parse().unwrap());
+    ///     Ok(request)
+    /// }
+    /// let authorize: fn(tonic::Request<()>) -> _ = authorize;
+    /// let channel: InterceptedService<GrpcChannel, _> = Channel::builder("ipv4:127.0.0.1:50051")
+    ///     .layer(tonic::service::InterceptorLayer::new(authorize))
+    ///     .build()?;
+    /// let client = grpc_lb_helloworld::proto::GreeterClient::new(channel);
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layer<T>(self, layer: T) -> Builder<Stack<T, L>> {
+        let Builder {
+            target,
+            policy,
+            policies,
+            resolvers,
+            backoff,
+            wait_for_ready,
+            max_waiting,
+            authority,
+            connector,
+            #[cfg(feature = "tls")]
+            tls,
+            max_connections,
+            service_config,
+            keepalive,
+            health_check,
+            outlier_detection,
+            idle_timeout,
+            connection,
+            layer: outer,
+        } = self;
+        Builder {
+            target,
+            policy,
+            policies,
+            resolvers,
+            backoff,
+            wait_for_ready,
+            max_waiting,
+            authority,
+            connector,
+            #[cfg(feature = "tls")]
+            tls,
+            max_connections,
+            service_config,
+            keepalive,
+            health_check,
+            outlier_detection,
+            idle_timeout,
+            connection,
+            layer: Stack::new(layer, outer),
         }
     }
 
@@ -401,6 +431,11 @@ impl Builder {
         self
     }
 
+    /// The target as given.
+    pub(crate) fn target_str(&self) -> &str {
+        &self.target
+    }
+
     /// The service name health checking starts with, if it is on.
     fn health_service(&self) -> Option<String> {
         self.health_check.clone().or_else(|| {
@@ -443,7 +478,10 @@ impl Builder {
     /// byte stream (tokio's `AsyncRead + AsyncWrite`, hyper-util's model with
     /// `TokioIo`). TLS, if set, and HTTP run over the streams it returns, and
     /// the reconnect layer above backs off from its failures. Use it for
-    /// proxies, socket options, or a transport of your own.
+    /// proxies, socket options beyond the builder's own (`tcp_nodelay`,
+    /// `tcp_keepalive*`, `local_address`, which apply to the default
+    /// transport only), or a transport of your own. The HTTP/2 settings,
+    /// the connect timeout and the user agent still apply above it.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -476,7 +514,10 @@ impl Builder {
 
     /// Builds the channel for tonic clients, and spawns its worker on the
     /// current tokio runtime.
-    pub fn build(self) -> Result<Channel<Http2Connection<tonic::body::Body>>, BuildError> {
+    pub fn build(self) -> Result<L::Service, Error>
+    where
+        L: Layer<Channel<Http2Connection<tonic::body::Body>>>,
+    {
         type Connection = Http2Connection<tonic::body::Body>;
         fn start(name: &str) -> StartHealth<Connection> {
             let check = HealthCheck::new(name);
@@ -489,19 +530,40 @@ impl Builder {
         self.build_h2(health)
     }
 
+    /// The gRPC channel [`build`](Self::build) wraps in the layers.
+    fn layered<S>(self, channel: Result<S, BuildError>) -> Result<L::Service, Error>
+    where
+        L: Layer<S>,
+    {
+        let layer = self.layer;
+        Ok(layer.layer(channel?))
+    }
+
     /// Builds the channel for requests with body type `B` (hyper or axum
     /// users), and spawns its worker on the current tokio runtime.
-    pub fn build_for_body<B>(self) -> Result<Channel<Http2Connection<B>>, BuildError>
+    pub fn build_for_body<B>(self) -> Result<L::Service, Error>
     where
         B: Body + Send + Unpin + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
+        L: Layer<Channel<Http2Connection<B>>>,
     {
         self.build_h2(HealthSetup::Unavailable)
     }
 
-    fn build_h2<B>(
-        self,
+    fn build_h2<B>(self, health: HealthSetup<Http2Connection<B>>) -> Result<L::Service, Error>
+    where
+        B: Body + Send + Unpin + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        L: Layer<Channel<Http2Connection<B>>>,
+    {
+        let channel = self.channel_h2(health);
+        self.layered(channel)
+    }
+
+    fn channel_h2<B>(
+        &self,
         health: HealthSetup<Http2Connection<B>>,
     ) -> Result<Channel<Http2Connection<B>>, BuildError>
     where
@@ -510,10 +572,18 @@ impl Builder {
         B::Error: Into<BoxError>,
     {
         let (runtime, target, transport) = self.prepare(ALPN_H2)?;
+        let user_agent = match &self.connection.user_agent {
+            Some(Ok(value)) => Some(value.clone()),
+            Some(Err(reason)) => return Err(BuildError::InvalidUserAgent(reason.clone())),
+            None => None,
+        };
         let mut connector = Http2Connector::<B>::new()
             .with_transport(transport.io)
             .with_scheme(transport.scheme)
-            .with_keepalive(self.keepalive);
+            .with_keepalive(self.keepalive)
+            .with_http2(self.connection.http2.clone())
+            .with_connect_timeout(self.connection.connect_timeout)
+            .with_user_agent(user_agent);
         if let Some(authority) = transport.authority {
             connector = connector.with_authority(authority);
         }
@@ -556,7 +626,18 @@ impl Builder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn build_http1<B>(self) -> Result<Channel<Http1Pool<B>>, BuildError>
+    pub fn build_http1<B>(self) -> Result<L::Service, Error>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+        L: Layer<Channel<Http1Pool<B>>>,
+    {
+        let channel = self.channel_http1();
+        self.layered(channel)
+    }
+
+    fn channel_http1<B>(&self) -> Result<Channel<Http1Pool<B>>, BuildError>
     where
         B: Body + Send + 'static,
         B::Data: Send,
@@ -600,10 +681,17 @@ impl Builder {
             Err(_) if self.authority.is_none() => None,
             Err(_) => return Err(BuildError::InvalidAuthority(authority_text)),
         };
-        let io = self
-            .connector
-            .clone()
-            .unwrap_or_else(|| BoxConnector::new(AddressConnector::new()));
+        let io = self.connector.clone().unwrap_or_else(|| {
+            BoxConnector::new(AddressConnector::with_tcp(self.connection.tcp.clone()))
+        });
+        // `origin` changes what is sent, not the name TLS checks.
+        let (authority, origin_scheme) = match &self.connection.origin {
+            Some(origin) => match (origin.scheme(), origin.authority()) {
+                (Some(scheme), Some(sent)) => (Some(sent.clone()), Some(scheme.clone())),
+                _ => return Err(BuildError::InvalidOrigin(origin.to_string())),
+            },
+            None => (authority, None),
+        };
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             let mut tls = tls.clone();
@@ -619,20 +707,20 @@ impl Builder {
             return Ok(Transport {
                 io: BoxConnector::new(io),
                 authority,
-                scheme: Scheme::HTTPS,
+                scheme: origin_scheme.unwrap_or(Scheme::HTTPS),
             });
         }
         Ok(Transport {
             io,
             authority,
-            scheme: Scheme::HTTP,
+            scheme: origin_scheme.unwrap_or(Scheme::HTTP),
         })
     }
 
     /// Builds the discovery of subchannels over `connector`, and spawns the
     /// channel's worker.
     fn spawn<C, Req>(
-        self,
+        &self,
         runtime: tokio::runtime::Handle,
         target: &Target,
         connector: C,
@@ -758,6 +846,15 @@ fn host_of(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffer_size_is_max_waiting_with_tonics_default() {
+        let builder = Builder::new("ipv4:127.0.0.1:1");
+        assert_eq!(builder.max_waiting, 1024, "tonic's DEFAULT_BUFFER_SIZE");
+        let builder = builder.buffer_size(16);
+        assert_eq!(builder.max_waiting, 16);
+        assert_eq!(builder.buffer_size(None).max_waiting, 16);
+    }
 
     #[test]
     fn host_of_strips_the_port_and_brackets() {

@@ -3,9 +3,11 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::future::{self, Either};
 use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig};
 use grpc_lb_balance::{EndpointLoad, LoadBalancer, PolicyRegistry};
 use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
@@ -21,7 +23,7 @@ use tower_service::Service;
 
 use crate::idle::{OpenCall, ResponseBody};
 use crate::observe::{succeeded, CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
-use crate::snapshot::{Picked, Shared};
+use crate::snapshot::{PickAttempt, Picked, Shared};
 use crate::worker::{IdleMode, Worker};
 
 /// Per-request override of the channel's wait-for-ready default, set as a
@@ -397,7 +399,7 @@ where
     ResBody: 'static,
 {
     type Response = http::Response<ResponseBody<ResBody>>;
-    type Error = BoxError;
+    type Error = crate::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -558,7 +560,7 @@ where
     F: Future<Output = Result<http::Response<ResBody>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<ResponseBody<ResBody>>, BoxError>;
+    type Output = Result<http::Response<ResponseBody<ResBody>>, crate::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -586,7 +588,11 @@ where
         };
         this.call.finish(&result);
         let open = this.open.take();
-        Poll::Ready(result.map(|response| response.map(|body| ResponseBody::new(body, open))))
+        Poll::Ready(
+            result
+                .map(|response| response.map(|body| ResponseBody::new(body, open)))
+                .map_err(crate::Error::call),
+        )
     }
 }
 
@@ -611,43 +617,53 @@ where
         ))
     })?;
     let mut version = shared.version.subscribe();
+    // A channel that failed to leave idle mode reads TRANSIENT_FAILURE, not
+    // IDLE: the call asks once more and waits for that attempt's outcome.
+    let mut retried_idle = false;
     loop {
         version.borrow_and_update();
         let snapshot = shared.snapshot.load_full();
-        let picked = poll_fn(|cx| Poll::Ready(snapshot.pick::<http::Request<B>>(cx))).await;
-        if let Some(Picked {
-            mut connection,
-            load,
-            outcome,
-            peer,
-            timed,
-        }) = picked
-        {
-            let in_flight = InFlight::start(load, outcome, timed);
-            poll_fn(|cx| connection.poll_ready(cx))
-                .await
-                .map_err(|e| transport_to_status(e.into()))?;
-            let result = connection.call(request).await;
-            in_flight.finish(&result);
-            let mut response = result.map_err(|e| transport_to_status(e.into()))?;
-            response.extensions_mut().insert(peer);
-            return Ok(response);
+        let attempt = poll_fn(|cx| Poll::Ready(snapshot.try_pick::<http::Request<B>>(cx))).await;
+        let mut busy = match attempt {
+            PickAttempt::Picked(picked) => return send_on(picked, request).await,
+            PickAttempt::Busy(busy) => Some(busy),
+            PickAttempt::Empty => None,
+            PickAttempt::Invalid(error) => return Err(tonic::Status::from(error).into()),
+        };
+        let retry_idle = !retried_idle && shared.leaving_idle_failed.load(Ordering::Acquire);
+        retried_idle |= retry_idle;
+        if snapshot.state == ConnectivityState::Idle || retry_idle {
+            shared.request_exit_idle();
         }
         match snapshot.state {
-            ConnectivityState::TransientFailure if !wait_for_ready || snapshot.fail_all => {
+            ConnectivityState::TransientFailure
+                if (!wait_for_ready || snapshot.fail_all) && !retry_idle =>
+            {
                 return Err(unavailable(snapshot.last_error.as_ref()).into());
             }
             ConnectivityState::Shutdown => {
                 return Err(tonic::Status::unavailable("channel is shut down").into());
             }
-            ConnectivityState::Idle => shared.request_exit_idle(),
             _ => {}
         }
-        let changed = version.changed();
-        match deadline {
-            Some(deadline) => {
-                let timed_out = tokio::time::timeout_at(deadline, changed).await.is_err();
-                if timed_out {
+        // A new picker, or one of the connections found busy is ready.
+        let woken = async {
+            let changed = std::pin::pin!(version.changed());
+            match busy.as_mut() {
+                None => Woken::Picker(changed.await.is_ok()),
+                Some(busy) => {
+                    let ready = poll_fn(|cx| busy.poll_ready::<http::Request<B>>(cx));
+                    match future::select(changed, std::pin::pin!(ready)).await {
+                        Either::Left((changed, _)) => Woken::Picker(changed.is_ok()),
+                        Either::Right((picked, _)) => Woken::Ready(picked),
+                    }
+                }
+            }
+        };
+        let woken = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, woken).await {
+                Ok(woken) => woken,
+                Err(_) => {
                     let cause = match &snapshot.last_error {
                         Some(error) => format!("; last error: {error}"),
                         None => String::new(),
@@ -658,14 +674,52 @@ where
                     ))
                     .into());
                 }
-            }
-            None => {
-                if changed.await.is_err() {
-                    return Err(tonic::Status::unavailable("channel is shut down").into());
-                }
+            },
+            None => woken.await,
+        };
+        match woken {
+            Woken::Ready(picked) => return send_on(picked, request).await,
+            Woken::Picker(true) => {}
+            Woken::Picker(false) => {
+                return Err(tonic::Status::unavailable("channel is shut down").into());
             }
         }
     }
+}
+
+/// What ended a call's wait for a connection.
+enum Woken<S> {
+    /// A new picker; false if the channel is gone.
+    Picker(bool),
+    /// A connection found busy is ready.
+    Ready(Picked<S>),
+}
+
+/// Sends `request` on a picked connection, counting it against its load.
+async fn send_on<S, B, ResBody>(
+    picked: Picked<S>,
+    request: http::Request<B>,
+) -> Result<http::Response<ResBody>, BoxError>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    let Picked {
+        mut connection,
+        load,
+        outcome,
+        peer,
+        timed,
+    } = picked;
+    let in_flight = InFlight::start(load, outcome, timed);
+    poll_fn(|cx| connection.poll_ready(cx))
+        .await
+        .map_err(|e| transport_to_status(e.into()))?;
+    let result = connection.call(request).await;
+    in_flight.finish(&result);
+    let mut response = result.map_err(|e| transport_to_status(e.into()))?;
+    response.extensions_mut().insert(peer);
+    Ok(response)
 }
 
 /// Applies the service config's entry for the request's method: its

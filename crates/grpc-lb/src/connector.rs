@@ -15,14 +15,15 @@ use tower_service::Service;
 /// The default transport of a channel: reaches every kind of resolved
 /// [`Address`].
 ///
-/// - `Socket`: TCP, with `TCP_NODELAY`;
+/// - `Socket`: TCP, with `TCP_NODELAY` (and the other socket options of its
+///   [`TcpConnector`], see [`with_tcp`](Self::with_tcp));
 /// - `Unix`: a Unix domain socket by path (the `unix:` targets);
 /// - `UnixAbstract`: a socket in Linux's abstract namespace (the
 ///   `unix-abstract:` targets); elsewhere the attempt fails with
 ///   [`UnsupportedAddress`];
 /// - `Name` (the `passthrough:` targets): `host:port`, resolved by the system
-///   resolver at each attempt and connected over TCP to the first address that
-///   answers.
+///   resolver at each attempt and connected over TCP (with the same socket
+///   options) to the first address that answers.
 ///
 /// Its response is a type-erased byte stream; TLS and HTTP/2 run above it. Put
 /// your own transport in its place with
@@ -55,6 +56,25 @@ impl AddressConnector {
             tcp: TcpConnector::new(),
         }
     }
+
+    /// A connector whose TCP connections (to socket addresses and to
+    /// `passthrough:` names) are made by `tcp`, with its socket options:
+    /// what [`Builder`](crate::Builder)'s `tcp_*` and `local_address`
+    /// settings configure.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use grpc_lb::AddressConnector;
+    /// use grpc_lb::connect::TcpConnector;
+    ///
+    /// let connector = AddressConnector::with_tcp(
+    ///     TcpConnector::new().with_keepalive(Some(Duration::from_secs(60))),
+    /// );
+    /// # drop(connector);
+    /// ```
+    pub const fn with_tcp(tcp: TcpConnector) -> Self {
+        AddressConnector { tcp }
+    }
 }
 
 impl Service<Address> for AddressConnector {
@@ -84,15 +104,31 @@ impl Service<Address> for AddressConnector {
                 let stream = tokio::net::UnixStream::connect(path).await?;
                 Ok(BoxIo::new(stream))
             }),
-            Address::Name(name) => boxed(async move {
-                let stream = tokio::net::TcpStream::connect(name.as_str()).await?;
-                let _ = stream.set_nodelay(true);
-                Ok(BoxIo::new(stream))
-            }),
+            Address::Name(name) => {
+                let tcp = self.tcp.clone();
+                boxed(async move { connect_name(tcp, &name).await.map(BoxIo::new) })
+            }
             #[allow(unreachable_patterns)]
             other => boxed(async move { Err(UnsupportedAddress(other).into()) }),
         }
     }
+}
+
+/// Resolves `name` (`host:port`) with the system's resolver and connects to
+/// the first of its addresses that answers, as `TcpStream::connect` does,
+/// with `tcp`'s socket options.
+async fn connect_name(
+    mut tcp: TcpConnector,
+    name: &str,
+) -> Result<tokio::net::TcpStream, BoxError> {
+    let mut last_error: Option<BoxError> = None;
+    for addr in tokio::net::lookup_host(name).await? {
+        match tcp.call(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| format!("{name} resolved to no address").into()))
 }
 
 fn boxed(

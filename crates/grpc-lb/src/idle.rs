@@ -77,7 +77,10 @@ pin_project! {
     /// [`Builder::idle_timeout`](crate::Builder::idle_timeout)).
     ///
     /// tonic clients read it like any body; [`into_inner`](Self::into_inner)
-    /// gives the connection's body back.
+    /// gives the connection's body back. Its [`Default`] is an empty body
+    /// (no connection body, no open call): what tonic's `InterceptedService`
+    /// answers with when an interceptor rejects a call, so that
+    /// `GreeterClient::with_interceptor(channel, f)` compiles.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
@@ -97,25 +100,41 @@ pin_project! {
     /// ```
     #[derive(Debug)]
     pub struct ResponseBody<B> {
+        // `None` only in the default, empty body: hyper's `Incoming` has no
+        // `Default` of its own.
         #[pin]
-        inner: B,
+        inner: Option<B>,
         call: Option<OpenCall>,
     }
 }
 
 impl<B> ResponseBody<B> {
     pub(crate) fn new(inner: B, call: Option<OpenCall>) -> Self {
-        ResponseBody { inner, call }
+        ResponseBody {
+            inner: Some(inner),
+            call,
+        }
     }
 
-    /// The connection's body; the call no longer counts as open.
-    pub fn into_inner(self) -> B {
+    /// The connection's body (`None` for the [`Default`], empty body); the
+    /// call no longer counts as open.
+    pub fn into_inner(self) -> Option<B> {
         self.inner
     }
 
-    /// The connection's body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
+    /// The connection's body (`None` for the [`Default`], empty body).
+    pub fn get_ref(&self) -> Option<&B> {
+        self.inner.as_ref()
+    }
+}
+
+impl<B> Default for ResponseBody<B> {
+    /// An empty body that ends at once, counting no call.
+    fn default() -> Self {
+        ResponseBody {
+            inner: None,
+            call: None,
+        }
     }
 }
 
@@ -128,7 +147,10 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = std::task::ready!(inner.poll_frame(cx));
         if this.call.is_some() {
             let ended = match &frame {
                 None | Some(Err(_)) => true,
@@ -142,11 +164,14 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -319,6 +344,16 @@ mod tests {
         channel.connect();
         channel::wait_for(&channel, Ready).await;
         assert_eq!(resolutions.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn the_default_body_is_empty_and_counts_no_call() {
+        let body = ResponseBody::<Full<bytes::Bytes>>::default();
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.get_ref().is_none());
+        let read = body.collect().await.unwrap().to_bytes();
+        assert!(read.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,7 +23,9 @@
 //! Underneath, each stage is a crate of its own, re-exported here: the
 //! resolvers ([`resolve`]), the policies ([`balance`]), the reconnecting
 //! subchannel ([`reconnect`]), its backoff ([`backoff`]), the connectors
-//! ([`connect`]) and fail-fast for a single subchannel ([`failfast`]). They
+//! ([`connect`]), fail-fast for a single subchannel ([`failfast`]), health
+//! checking ([`health`]), the service config ([`service_config`]), retries
+//! ([`retry`]) and message size limits ([`message_size`]). They
 //! compose by hand too: a [`ResolverDiscover`](resolve::ResolverDiscover) of
 //! [`Reconnect`](reconnect::Reconnect) subchannels and a policy make a channel
 //! with [`Channel::pair`].
@@ -34,20 +36,25 @@ mod builder;
 mod channel;
 mod config;
 mod connector;
+mod error;
 mod idle;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
 mod observe;
+mod rate_limit;
+mod settings;
 mod snapshot;
 mod worker;
 
-pub use crate::builder::{BuildError, Builder};
+pub use crate::builder::Builder;
 pub use crate::channel::{
     Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
 };
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
+pub use crate::error::{BuildError, Error};
 pub use crate::idle::{ResponseBody, DEFAULT_IDLE_TIMEOUT};
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
+pub use crate::rate_limit::{RateLimit, RateLimitLayer};
 pub use crate::worker::Worker;
 #[cfg(feature = "tls")]
 pub use grpc_lb_connect::tls::{TlsConfig, TlsError, TlsErrorKind};
@@ -59,9 +66,42 @@ pub use grpc_lb_connect as connect;
 pub use grpc_lb_core as core;
 pub use grpc_lb_failfast as failfast;
 pub use grpc_lb_health as health;
+pub use grpc_lb_message_size as message_size;
 pub use grpc_lb_reconnect as reconnect;
 pub use grpc_lb_resolve as resolve;
+pub use grpc_lb_retry as retry;
 pub use grpc_lb_service_config as service_config;
+
+/// The channel [`Channel::builder`]`(..).build()` returns, for tonic's
+/// generated clients: `GreeterClient<GrpcChannel>`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), grpc_lb::Error> {
+/// let channel: grpc_lb::GrpcChannel = grpc_lb::Channel::builder("ipv4:127.0.0.1:50051").build()?;
+/// let client: grpc_lb_helloworld::proto::GreeterClient<grpc_lb::GrpcChannel> =
+///     grpc_lb_helloworld::proto::GreeterClient::new(channel);
+/// # drop(client);
+/// # Ok(())
+/// # }
+/// ```
+pub type GrpcChannel = Channel<connect::Http2Connection<tonic::body::Body>>;
+
+/// A channel of HTTP/2 connections for requests with body `B` (hyper and
+/// axum users): what [`Builder::build_for_body`] returns.
+pub type Http2Channel<B> = Channel<connect::Http2Connection<B>>;
+
+/// A channel of HTTP/1.1 connection pools for requests with body `B`: what
+/// [`Builder::build_http1`] returns.
+pub type Http1Channel<B> = Channel<connect::Http1Pool<B>>;
+
+/// The response body of a [`GrpcChannel`].
+pub type GrpcResponseBody = ResponseBody<hyper::body::Incoming>;
+
+/// docs/from-tonic.md's code, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/from-tonic.md")]
+mod from_tonic {}
 
 #[cfg(test)]
 mod tests {
@@ -89,10 +129,29 @@ mod tests {
     }
 
     #[test]
+    fn every_library_crate_the_readme_names_is_re_exported() {
+        // One item of each, through the re-export.
+        let _ = std::any::type_name::<backoff::BackoffConfig>();
+        let _ = std::any::type_name::<balance::PolicyRegistry>();
+        let _ = std::any::type_name::<connect::Http2Config>();
+        let _ = std::any::type_name::<core::ConnectivityState>();
+        let _ = std::any::type_name::<failfast::FailFastLayer>();
+        let _ = std::any::type_name::<health::HealthCheck>();
+        let _ = std::any::type_name::<message_size::MessageSizeLayer>();
+        let _ = std::any::type_name::<reconnect::ReconnectConfig>();
+        let _ = std::any::type_name::<resolve::Registry>();
+        let _ = std::any::type_name::<retry::RetryLayer>();
+        let _ = std::any::type_name::<service_config::ServiceConfig>();
+    }
+
+    #[test]
     fn building_outside_a_runtime_is_an_error_not_a_panic() {
         let error = Channel::builder("ipv4:127.0.0.1:50051")
             .build()
             .unwrap_err();
-        assert!(matches!(error, BuildError::NoRuntime), "{error}");
+        assert!(
+            matches!(error.build_error(), Some(BuildError::NoRuntime)),
+            "{error}"
+        );
     }
 }

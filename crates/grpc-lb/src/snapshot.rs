@@ -1,6 +1,7 @@
 //! What the worker publishes and every caller reads: the picker.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -55,30 +56,133 @@ impl<S> Snapshot<S> {
 }
 
 impl<S: Clone> Snapshot<S> {
-    /// Picks a connection that is still open. A closed one is skipped (the worker
-    /// will publish a picker without it); after as many tries as there are
-    /// connections, gives up.
-    pub(crate) fn pick<Req>(&self, cx: &mut Context<'_>) -> Option<Picked<S>>
+    /// Picks a connection that is ready now, for `poll_ready`'s fast path:
+    /// `None` sends the call to wait (see [`try_pick`](Self::try_pick)).
+    pub(crate) fn pick<Req>(self: &Arc<Self>, cx: &mut Context<'_>) -> Option<Picked<S>>
     where
         S: Service<Req>,
     {
-        if self.connections.is_empty() {
-            return None;
+        match self.try_pick(cx) {
+            PickAttempt::Picked(picked) => Some(picked),
+            PickAttempt::Busy(_) | PickAttempt::Empty | PickAttempt::Invalid(_) => None,
         }
-        for _ in 0..self.connections.len() {
+    }
+
+    /// Picks a connection that is ready, trying as many times as there are
+    /// connections (a closed one is skipped: the worker will publish a picker
+    /// without it). Connections that were not ready are handed back in
+    /// [`PickAttempt::Busy`], still registered with the caller's waker: a
+    /// connection that can be Pending (under a tower `ConcurrencyLimit`) wakes
+    /// its waiter when it frees up, which a dropped clone never would.
+    pub(crate) fn try_pick<Req>(self: &Arc<Self>, cx: &mut Context<'_>) -> PickAttempt<S>
+    where
+        S: Service<Req>,
+    {
+        let count = self.connections.len();
+        if count == 0 {
+            return PickAttempt::Empty;
+        }
+        let mut busy = Vec::new();
+        for _ in 0..count {
             let index = self.pick.pick(&self.loads);
+            if index >= count {
+                let error = InvalidPick { index, count };
+                tracing::error!(pick = ?self.pick, "{error}");
+                return PickAttempt::Invalid(error);
+            }
             let mut connection = self.connections[index].clone();
-            if let Poll::Ready(Ok(())) = connection.poll_ready(cx) {
-                return Some(Picked {
-                    connection,
-                    load: self.loads[index].clone(),
-                    outcome: self.outcomes.get(index).cloned(),
-                    peer: self.peers[index].clone(),
-                    timed: self.pick.uses_latency(),
-                });
+            match connection.poll_ready(cx) {
+                Poll::Ready(Ok(())) => return PickAttempt::Picked(self.picked(index, connection)),
+                Poll::Pending => busy.push((index, connection)),
+                Poll::Ready(Err(_)) => {}
             }
         }
-        None
+        if busy.is_empty() {
+            return PickAttempt::Empty;
+        }
+        PickAttempt::Busy(Busy {
+            snapshot: self.clone(),
+            waiting: busy,
+        })
+    }
+
+    fn picked(&self, index: usize, connection: S) -> Picked<S> {
+        Picked {
+            connection,
+            load: self.loads[index].clone(),
+            outcome: self.outcomes.get(index).cloned(),
+            peer: self.peers[index].clone(),
+            timed: self.pick.uses_latency(),
+        }
+    }
+}
+
+/// What one pick found.
+pub(crate) enum PickAttempt<S> {
+    Picked(Picked<S>),
+    /// Connections to pick from, none of them ready yet.
+    Busy(Busy<S>),
+    /// No connection to pick from.
+    Empty,
+    /// The policy's [`Pick`] chose an endpoint that is not there.
+    Invalid(InvalidPick),
+}
+
+/// The connections a pick found not ready, kept so that their readiness
+/// wakes the caller.
+pub(crate) struct Busy<S> {
+    snapshot: Arc<Snapshot<S>>,
+    waiting: Vec<(usize, S)>,
+}
+
+impl<S: Clone> Busy<S> {
+    /// Ready with the first kept connection that is; one that fails is
+    /// dropped, and with none left this stays Pending (the caller also waits
+    /// for a new picker).
+    pub(crate) fn poll_ready<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Picked<S>>
+    where
+        S: Service<Req>,
+    {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            match self.waiting[i].1.poll_ready(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(Ok(())) => {
+                    let (index, connection) = self.waiting.swap_remove(i);
+                    return Poll::Ready(self.snapshot.picked(index, connection));
+                }
+                Poll::Ready(Err(_)) => {
+                    self.waiting.swap_remove(i);
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// A [`Pick`] answered an index outside the endpoints it was given: a bug in
+/// that pick, which fails the call (INTERNAL) instead of panicking in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InvalidPick {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+impl fmt::Display for InvalidPick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the load-balancing pick chose endpoint {} of {} ready endpoints",
+            self.index, self.count
+        )
+    }
+}
+
+impl std::error::Error for InvalidPick {}
+
+impl From<InvalidPick> for tonic::Status {
+    fn from(error: InvalidPick) -> Self {
+        tonic::Status::internal(error.to_string())
     }
 }
 
@@ -101,6 +205,10 @@ pub(crate) struct Shared<S> {
     pub(crate) version: watch::Sender<u64>,
     pub(crate) connectivity: watch::Sender<Connectivity>,
     pub(crate) exit_idle: AtomicBool,
+    /// Idle mode could not be left (the resolver would not start again): a
+    /// request asks again, though the channel reads TRANSIENT_FAILURE, not
+    /// IDLE.
+    pub(crate) leaving_idle_failed: AtomicBool,
     pub(crate) worker: AtomicWaker,
     pub(crate) waiting: Arc<Semaphore>,
     pub(crate) max_waiting: usize,
@@ -148,6 +256,7 @@ impl<S> Shared<S> {
             version,
             connectivity,
             exit_idle: AtomicBool::new(false),
+            leaving_idle_failed: AtomicBool::new(false),
             worker: AtomicWaker::new(),
             waiting: Arc::new(Semaphore::new(max_waiting)),
             max_waiting,

@@ -55,6 +55,12 @@ struct Subchannel<C: Service<T>, T, R> {
     peer: Peer,
     /// The subchannel's connection attempts when the worker last looked.
     attempts: u64,
+    /// The policy asked this subchannel to connect, and it has not left IDLE
+    /// since. An IDLE subchannel the policy does not want is not driven, so
+    /// that one built eager (`ConnectMode::Eager`) cannot connect behind its
+    /// policy's back: pick_first letting it go and its reconnecting at once
+    /// was a livelock.
+    wanted: bool,
 }
 
 impl<C: Service<T>, T, R> Subchannel<C, T, R> {
@@ -147,6 +153,16 @@ struct Outlier {
     rng: DefaultRng,
 }
 
+/// How many rounds of events one poll of the worker handles before it yields
+/// to the runtime (waking itself to go on): a source of events that never
+/// runs dry (subchannels that connect and are let go at once, a discovery
+/// that keeps failing) must not hold the thread, nor keep the worker from
+/// seeing that its channel is gone.
+const ROUNDS_PER_POLL: usize = 64;
+
+/// How many discovery errors one poll of the worker takes before it yields.
+const DISCOVERY_ERRORS_PER_POLL: usize = 32;
+
 /// Drives one channel: polls discovery continuously (with or without traffic),
 /// drives every subchannel, feeds the policy, and publishes the picker and the
 /// channel state. It ends when every clone of its channel has been dropped.
@@ -229,6 +245,9 @@ where
     /// The next publish replaces the picker even if its endpoints did not
     /// change (outlier detection's counters were turned on or off).
     force_publish: bool,
+    /// Endpoints the discovery inserted again (same key, new subchannel)
+    /// since the policy was last told.
+    replaced: Vec<Address>,
     _request: PhantomData<fn(Req)>,
 }
 
@@ -356,6 +375,7 @@ where
             check_policy: false,
             outlier_fixed: false,
             force_publish: false,
+            replaced: Vec::new(),
             _request: PhantomData,
         }
     }
@@ -392,6 +412,7 @@ where
     fn poll_discovery(&mut self, cx: &mut Context<'_>) -> bool {
         let mut changed = false;
         let mut events = Vec::new();
+        let mut errors = 0;
         while let Some(discover) = self.discover.as_mut().filter(|_| !self.discover_ended) {
             match Pin::new(discover).poll_discover(cx) {
                 Poll::Pending => break,
@@ -399,6 +420,13 @@ where
                 Poll::Ready(Some(Err(error))) => {
                     let error: BoxError = error.into();
                     tracing::warn!(channel = self.shared.channel_id, %error, "discovery error");
+                    errors += 1;
+                    if errors == DISCOVERY_ERRORS_PER_POLL {
+                        // A discovery that fails at once, every time: go on
+                        // after the runtime has run others.
+                        cx.waker().wake_by_ref();
+                        break;
+                    }
                 }
                 Poll::Ready(Some(Ok(Change::Insert(address, reconnect)))) => {
                     let handle = reconnect.handle();
@@ -421,6 +449,7 @@ where
                         ejected,
                         outcomes,
                         attempts: handle.connect_attempts(),
+                        wanted: false,
                         handle,
                         load: Arc::new(EndpointLoad::default()),
                         peer: Peer::new(address.clone()),
@@ -431,10 +460,13 @@ where
                         .insert(address.clone(), Box::new(subchannel))
                     {
                         None => self.order.push(address.clone()),
-                        Some(old) => events.push(ChannelEvent::SubchannelRemoved {
-                            id: old.handle.id(),
-                            address: address.clone(),
-                        }),
+                        Some(old) => {
+                            self.replaced.push(address.clone());
+                            events.push(ChannelEvent::SubchannelRemoved {
+                                id: old.handle.id(),
+                                address: address.clone(),
+                            });
+                        }
                     }
                     events.push(ChannelEvent::SubchannelAdded { id, address, state });
                     changed = true;
@@ -517,7 +549,13 @@ where
             return Poll::Pending;
         }
         let mut timer_request = None;
+        let mut rounds = 0;
         loop {
+            rounds += 1;
+            if rounds > ROUNDS_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
             let mut events = self.poll_discovery(cx);
             let list_changed = events;
             let config_event = self.poll_service_config(cx, &mut timer_request);
@@ -531,6 +569,17 @@ where
             // A new policy has just been given the addresses.
             if list_changed && !switched {
                 self.policy.update_addresses(&self.order, &mut helper);
+            }
+            // A re-inserted endpoint's new subchannel, which nothing knows
+            // yet: the old one's READY must not stand for it. A new policy
+            // has just read every subchannel as it is.
+            for address in std::mem::take(&mut self.replaced) {
+                let Some(state) = helper.subchannels.get(&address).map(|s| s.state) else {
+                    continue;
+                };
+                if !switched {
+                    self.policy.replace_subchannel(&address, state, &mut helper);
+                }
             }
             if self.shared.exit_idle.swap(false, Ordering::AcqRel) {
                 self.policy.exit_idle(&mut helper);
@@ -560,7 +609,16 @@ where
                 let Some(subchannel) = self.subchannels.get_mut(address) else {
                     continue;
                 };
-                let raw = subchannel.reconnect.drive::<Req>(cx);
+                let raw = if subchannel.wanted
+                    || subchannel.reconnect.state() != ConnectivityState::Idle
+                {
+                    subchannel.reconnect.drive::<Req>(cx)
+                } else {
+                    ConnectivityState::Idle
+                };
+                if raw != ConnectivityState::Idle {
+                    subchannel.wanted = false;
+                }
                 let attempts = subchannel.handle.connect_attempts();
                 let new_attempt = attempts != subchannel.attempts;
                 subchannel.attempts = attempts;
@@ -715,6 +773,9 @@ where
                 tracing::info!("[Channel #{}] exiting idle mode", self.shared.channel_id);
                 idle.idle = false;
                 idle.failure = None;
+                self.shared
+                    .leaving_idle_failed
+                    .store(false, Ordering::Release);
                 self.discover = Some(discover);
                 self.discover_ended = false;
                 self.resolver_status = status;
@@ -731,6 +792,12 @@ where
                     "could not leave idle mode"
                 );
                 idle.failure = Some(Arc::new(ResolverFailed(error.to_string())));
+                // Calls and `connect()` ask again; each attempt is published,
+                // even with the same error, for the calls waiting on it.
+                self.shared
+                    .leaving_idle_failed
+                    .store(true, Ordering::Release);
+                self.force_publish = true;
                 self.publish();
                 false
             }
@@ -1349,13 +1416,15 @@ impl<C: Service<T>, T, R> Helper for WorkerHelper<'_, C, T, R> {
     }
 
     fn connect(&mut self, address: &Address) {
-        if let Some(subchannel) = self.subchannels.get(address) {
+        if let Some(subchannel) = self.subchannels.get_mut(address) {
+            subchannel.wanted = true;
             subchannel.handle.connect();
         }
     }
 
     fn disconnect(&mut self, address: &Address) {
         if let Some(subchannel) = self.subchannels.get_mut(address) {
+            subchannel.wanted = false;
             subchannel.reconnect.disconnect();
         }
     }
@@ -1526,3 +1595,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod regression_tests;

@@ -18,11 +18,13 @@ use std::process::ExitCode;
 use prost::Message as _;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const PROTO_FILE: &str = "helloworld.proto";
-/// Code file written by prost-build (named after the proto package).
-const CODE_FILE: &str = "helloworld.rs";
-/// Encoded `FileDescriptorSet` (without source info), for reflection.
-const DESCRIPTOR_FILE: &str = "helloworld.bin";
+/// The protos compiled, each with the code file prost-build writes for it
+/// (named after the proto package) and, if wanted, the file its encoded
+/// `FileDescriptorSet` (without source info, for reflection) is written to.
+const PROTOS: &[(&str, &str, Option<&str>)] = &[
+    ("helloworld.proto", "helloworld.rs", Some("helloworld.bin")),
+    ("echo.proto", "grpc.examples.echo.rs", None),
+];
 
 const USAGE: &str = "usage: regenerate [--check] [--out-dir DIR]";
 
@@ -89,14 +91,27 @@ fn run() -> Result<ExitCode, Box<dyn Error>> {
 /// A generated file: its name in the output directory and its contents.
 type Generated = (&'static str, Vec<u8>);
 
-/// Runs the code generator into a scratch directory and returns the files it
-/// produced.
+/// Runs the code generator for every proto and returns the files it produced.
 fn generate() -> Result<Vec<Generated>, Box<dyn Error>> {
+    let mut generated = Vec::new();
+    for &(proto, code_file, descriptor_file) in PROTOS {
+        generated.extend(generate_one(proto, code_file, descriptor_file)?);
+    }
+    Ok(generated)
+}
+
+/// Runs the code generator on one proto into a scratch directory and returns
+/// the files it produced.
+fn generate_one(
+    proto: &str,
+    code_file: &'static str,
+    descriptor_file: Option<&'static str>,
+) -> Result<Vec<Generated>, Box<dyn Error>> {
     let proto_dir = Path::new(MANIFEST_DIR).join("proto");
     let mut compiler = protox::Compiler::new([&proto_dir])?;
     // Source info carries the proto comments into the generated docs.
     compiler.include_source_info(true);
-    compiler.open_file(PROTO_FILE)?;
+    compiler.open_file(proto)?;
     let fds = compiler.file_descriptor_set();
 
     let mut descriptor = fds.clone();
@@ -114,9 +129,13 @@ fn generate() -> Result<Vec<Generated>, Box<dyn Error>> {
         .emit_rerun_if_changed(false)
         .out_dir(&scratch.0)
         .compile_fds(fds)?;
-    let code = fs::read(scratch.0.join(CODE_FILE))?;
+    let code = fs::read(scratch.0.join(code_file))?;
 
-    Ok(vec![(CODE_FILE, code), (DESCRIPTOR_FILE, descriptor)])
+    let mut generated = vec![(code_file, code)];
+    if let Some(descriptor_file) = descriptor_file {
+        generated.push((descriptor_file, descriptor));
+    }
+    Ok(generated)
 }
 
 /// A temporary directory removed on drop.
