@@ -503,11 +503,13 @@ where
                 }
             }
             PickResult::Queue => {
-                if self.state() == ConnectivityState::Idle {
-                    let (policy, mut helper) = self.helper();
+                let idle = self.state() == ConnectivityState::Idle;
+                let (policy, mut helper) = self.helper();
+                if idle {
                     policy.exit_idle(&mut helper);
                     return None;
                 }
+                policy.pick_queued(&mut helper);
                 Some(Poll::Pending)
             }
             // Waits for ready: a fail-fast layer above reads the state.
@@ -583,8 +585,13 @@ where
                 PickResult::Drop(error) => {
                     return ResponseFuture::failed(Dropped::new(error).into())
                 }
-                // The reserved endpoint takes the call.
-                PickResult::Queue | PickResult::Fail(_) => {}
+                // The reserved endpoint takes the call; the policy may still
+                // connect the one it wanted, for the next call.
+                PickResult::Queue => {
+                    let (policy, mut helper) = self.helper();
+                    policy.pick_queued(&mut helper);
+                }
+                PickResult::Fail(_) => {}
             }
         }
         if let Some(done) = &done {

@@ -79,7 +79,11 @@ mod least_request;
 mod outlier_detection;
 mod pick;
 mod pick_first;
+mod ring_hash;
+mod ring_hash_config;
 mod round_robin;
+mod wrr;
+mod wrr_scheduler;
 
 use std::fmt;
 use std::time::Duration;
@@ -91,7 +95,10 @@ pub use self::least_request::LeastRequest;
 pub use self::outlier_detection::OutlierDetection;
 pub use self::pick::{DoneInfo, OnDone, Outcome, Pick, PickInfo, PickResult};
 pub use self::pick_first::PickFirst;
+pub use self::ring_hash::{EndpointAttributes, RequestHash, RingHash};
+pub use self::ring_hash_config::{RingHashConfig, RingHashConfigError};
 pub use self::round_robin::RoundRobin;
+pub use self::wrr::{WeightedRoundRobin, WrrConfig, WrrConfigError};
 
 /// Names one subchannel of a balancer: one discovered service.
 ///
@@ -214,6 +221,13 @@ pub trait Helper {
 
     /// Asks the resolver to resolve again.
     fn resolve_now(&mut self);
+
+    /// What discovery said about an endpoint (its hash key and weight), if
+    /// the balancer was told; ring_hash reads it when an endpoint is added.
+    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<EndpointAttributes> {
+        let _ = endpoint;
+        None
+    }
 }
 
 /// A load-balancing policy: a node of the policy tree (grpc-go's
@@ -267,6 +281,14 @@ pub trait Policy: Send + 'static {
     fn uses_pick_info(&self) -> bool {
         false
     }
+
+    /// A pick answered [`PickResult::Queue`] and the call waits. `pick` has
+    /// no helper, so a policy whose pick wants an endpoint connected
+    /// (ring_hash's IDLE ring entry, as grpc-go's picker calls `ExitIdle`)
+    /// does it here. By default nothing happens.
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        let _ = helper;
+    }
 }
 
 impl Policy for Box<dyn Policy> {
@@ -301,6 +323,9 @@ impl Policy for Box<dyn Policy> {
     }
     fn uses_pick_info(&self) -> bool {
         (**self).uses_pick_info()
+    }
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        (**self).pick_queued(helper)
     }
 }
 
