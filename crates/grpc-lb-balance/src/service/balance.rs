@@ -19,7 +19,7 @@ use super::probe::{ByConnectivity, ByReadiness, Probe};
 use super::timers::Timers;
 use super::wakers::{EndpointWaker, Woken};
 use crate::tree::{
-    Endpoint, EndpointId, Helper, OnDone, PickInfo, PickResult, Policy, SubchannelId, TimerId,
+    Endpoint, EndpointAttributes, EndpointId, Helper, OnDone, PickInfo, PickResult, Policy, SubchannelId, TimerId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a
@@ -64,6 +64,8 @@ struct Slot<S, St> {
     wanted: bool,
     /// The state last told to the policy.
     reported: ConnectivityState,
+    /// What [`Balance::describe_endpoints`] said about it.
+    attributes: Option<EndpointAttributes>,
 }
 
 /// Everything but the policy, so that it can be the policy's [`Helper`].
@@ -79,7 +81,11 @@ struct Core<K, S, St> {
     timers: Timers,
     state: watch::Sender<Connectivity>,
     resolve_now: Option<ResolveNow>,
+    describe: Option<Describe<K>>,
 }
+
+/// Names an endpoint by its key, for the policies that hash or weigh them.
+type Describe<K> = Arc<dyn Fn(&K) -> EndpointAttributes + Send + Sync>;
 
 fn index_of(id: SubchannelId) -> u32 {
     id.raw() as u32
@@ -147,6 +153,12 @@ impl<K, S, St> Helper for RootHelper<'_, K, S, St> {
         self.core.timers.cancel(timer)
     }
 
+    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<EndpointAttributes> {
+        let id = SubchannelId::from_raw(endpoint.raw());
+        let slot = self.core.slots.get(index_of(id) as usize)?.as_ref()?;
+        slot.attributes.clone().filter(|_| slot.id == id)
+    }
+
     fn resolve_now(&mut self) {
         if let Some(signal) = &self.core.resolve_now {
             return signal.request();
@@ -202,6 +214,7 @@ where
                 timers: Timers::default(),
                 state,
                 resolve_now: None,
+                describe: None,
             },
             reserved: None,
             _marker: PhantomData,
@@ -249,6 +262,7 @@ where
         );
         let mut balance = Balance::with_policy(self.discover, self.policy);
         balance.core.resolve_now = self.core.resolve_now.take();
+        balance.core.describe = self.core.describe.take();
         balance
     }
 
@@ -259,6 +273,31 @@ where
     /// services have no resolver.
     pub fn resolve_now(mut self, signal: ResolveNow) -> Self {
         self.core.resolve_now = Some(signal);
+        self
+    }
+
+    /// Names each endpoint by its key, for policies that hash or weigh
+    /// endpoints ([`RingHash`](crate::tree::RingHash) hashes its
+    /// [`ring_key`](EndpointAttributes::ring_key)); without it they see no
+    /// attributes. For address keys, name them by the address as text, as
+    /// grpc-go does, so that every client builds the same ring.
+    ///
+    /// ```
+    /// use grpc_lb_balance::service::Balance;
+    /// use grpc_lb_balance::tree::{EndpointAttributes, RingHash, RingHashConfig};
+    /// use tower::discover::ServiceList;
+    ///
+    /// let backends = ServiceList::new(vec![tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(()) })]);
+    /// let ring = RingHash::new(RingHashConfig::default().validate().unwrap());
+    /// let balance = Balance::new(backends, ring)
+    ///     .describe_endpoints(|key: &usize| EndpointAttributes::named(format!("backend-{key}")));
+    /// # drop(balance);
+    /// ```
+    pub fn describe_endpoints(
+        mut self,
+        describe: impl Fn(&D::Key) -> EndpointAttributes + Send + Sync + 'static,
+    ) -> Self {
+        self.core.describe = Some(Arc::new(describe));
         self
     }
 
@@ -397,6 +436,7 @@ where
                 (core.slots.len() - 1) as u32
             }
         };
+        let attributes = core.describe.as_ref().map(|describe| describe(&key));
         let generation = core.generations[index as usize];
         let id = SubchannelId::from_raw(((generation as u64) << 32) | index as u64);
         let waker = EndpointWaker::new(index, core.woken.clone());
@@ -408,6 +448,7 @@ where
             waker,
             wanted: false,
             reported: ConnectivityState::Idle,
+            attributes,
         });
         core.by_key.insert(key, index);
         // Polled once at once: a subchannel may already be connecting.
