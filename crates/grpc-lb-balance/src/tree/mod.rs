@@ -19,6 +19,12 @@
 //! - [`LeastRequest`]: one `PickFirst` child per endpoint, picking the one with
 //!   fewest calls in flight among random candidates (gRFC A48); it counts calls
 //!   with the [`OnDone`] callback of each pick, which sees the final status.
+//! - [`RingHash`]: gRFC A42/A61/A76, lazy pick_first children on a ring of
+//!   XXH64 hashes; the call's hash from a header or a [`RequestHash`]
+//!   extension (`docs/policies/ring_hash.md`).
+//! - [`WeightedRoundRobin`]: gRFC A58, weights from the ORCA reports in each
+//!   call's trailers, seen through [`OnDone`], and grpc-go's static stride
+//!   scheduler (`docs/policies/weighted_round_robin.md`).
 //! - [`OutlierDetection`]: gRFC A50 as a wrapping policy; it counts each
 //!   call's final status per endpoint and shows ejected endpoints to its child
 //!   as TRANSIENT_FAILURE.
