@@ -82,7 +82,9 @@ fn target(addrs: &[SocketAddr]) -> String {
 
 async fn say_hello(stack: &mut Stack, key: Option<&str>) -> String {
     let mut client = GreeterClient::new(stack);
-    let mut request = tonic::Request::new(HelloRequest { name: "test".into() });
+    let mut request = tonic::Request::new(HelloRequest {
+        name: "test".into(),
+    });
     if let Some(key) = key {
         request.metadata_mut().insert("x-key", key.parse().unwrap());
     }
@@ -120,7 +122,11 @@ async fn ring_hash_keeps_each_key_on_one_backend() {
         .unwrap();
     let mut stack = stack(&target(&addrs), move || RingHash::new(config.clone()));
     events_until(&mut stack, |s| s.len() == 3).await;
-    assert_eq!(stack.state(), ConnectivityState::Idle, "nothing connects before a call");
+    assert_eq!(
+        stack.state(),
+        ConnectivityState::Idle,
+        "nothing connects before a call"
+    );
     // The first calls connect the endpoints their keys land on, on demand;
     // once those are READY each key's calls go to its own backend.
     let keys = ["alice", "bob", "carol", "dave", "erin", "frank"];
@@ -138,12 +144,19 @@ async fn ring_hash_keeps_each_key_on_one_backend() {
     for key in keys {
         let first = say_hello(&mut stack, Some(key)).await;
         for _ in 0..1000 / keys.len() {
-            assert_eq!(say_hello(&mut stack, Some(key)).await, first, "key {key} moved");
+            assert_eq!(
+                say_hello(&mut stack, Some(key)).await,
+                first,
+                "key {key} moved"
+            );
         }
         owners.insert(key, first);
     }
     let distinct: std::collections::BTreeSet<_> = owners.values().collect();
-    assert!(distinct.len() >= 2, "the keys spread over backends: {owners:?}");
+    assert!(
+        distinct.len() >= 2,
+        "the keys spread over backends: {owners:?}"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +170,9 @@ async fn weighted_round_robin_follows_reported_utilization() {
     }
     .validate()
     .unwrap();
-    let mut stack = stack(&target(&addrs), move || WeightedRoundRobin::new(config.clone()));
+    let mut stack = stack(&target(&addrs), move || {
+        WeightedRoundRobin::new(config.clone())
+    });
     events_until(&mut stack, |s| {
         s.len() == 2
             && s.endpoints()

@@ -46,7 +46,11 @@ impl Helper for Driver {
     fn cancel_timer(&mut self, _: TimerId) {}
     fn resolve_now(&mut self) {}
     fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<EndpointAttributes> {
-        Some(EndpointAttributes::named(format!("10.1.{}.{}:50051", endpoint.raw() / 256, endpoint.raw() % 256)))
+        Some(EndpointAttributes::named(format!(
+            "10.1.{}.{}:50051",
+            endpoint.raw() / 256,
+            endpoint.raw() % 256
+        )))
     }
 }
 
@@ -55,7 +59,13 @@ fn all_ready(policy: &mut dyn Policy, n: u64) -> Driver {
     let mut driver = Driver::default();
     for i in 0..n {
         let subchannels = [SubchannelId::from_raw(i)];
-        policy.add_endpoint(Endpoint { id: EndpointId::from_raw(i), subchannels: &subchannels }, &mut driver);
+        policy.add_endpoint(
+            Endpoint {
+                id: EndpointId::from_raw(i),
+                subchannels: &subchannels,
+            },
+            &mut driver,
+        );
     }
     let ready = Connectivity::new(ConnectivityState::Ready);
     let mut made_ready = 0;
@@ -84,7 +94,10 @@ fn policy_pick(c: &mut Criterion) {
             b.iter(|| black_box(round_robin.pick(&PickInfo::none())))
         });
 
-        let config = RingHashConfig::default().request_hash_header("x-key").validate().unwrap();
+        let config = RingHashConfig::default()
+            .request_hash_header("x-key")
+            .validate()
+            .unwrap();
         let mut ring_hash = RingHash::new(config);
         all_ready(&mut ring_hash, n);
         let mut headers = http::HeaderMap::new();
@@ -95,7 +108,10 @@ fn policy_pick(c: &mut Criterion) {
             b.iter(|| black_box(ring_hash.pick(&info)))
         });
 
-        let config = WrrConfig { blackout_period: Duration::ZERO, ..WrrConfig::default() };
+        let config = WrrConfig {
+            blackout_period: Duration::ZERO,
+            ..WrrConfig::default()
+        };
         let mut wrr = WeightedRoundRobin::new(config.validate().unwrap());
         all_ready(&mut wrr, n);
         for i in 0..n {

@@ -19,7 +19,8 @@ use super::probe::{ByConnectivity, ByReadiness, Probe};
 use super::timers::Timers;
 use super::wakers::{EndpointWaker, Woken};
 use crate::tree::{
-    Endpoint, EndpointAttributes, EndpointId, Helper, OnDone, PickInfo, PickResult, Policy, SubchannelId, TimerId,
+    Endpoint, EndpointAttributes, EndpointId, Helper, OnDone, PickInfo, PickResult, Policy,
+    SubchannelId, TimerId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a

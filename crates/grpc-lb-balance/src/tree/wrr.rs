@@ -56,7 +56,7 @@ impl WrrConfig {
 
     /// Checks the config; raises `weightUpdatePeriod` to its minimum.
     pub fn validate(mut self) -> Result<Self, WrrConfigError> {
-        if !(self.error_utilization_penalty >= 0.0) {
+        if self.error_utilization_penalty.is_nan() || self.error_utilization_penalty < 0.0 {
             return Err(WrrConfigError::NegativePenalty(
                 self.error_utilization_penalty,
             ));

@@ -81,7 +81,7 @@ fn shares(policy: &mut WeightedRoundRobin, n: usize, picks: usize) -> Vec<f64> {
 #[tokio::test(start_paused = true)]
 async fn weights_count_after_the_blackout_and_until_they_expire() {
     let mut helper = Recorder::default();
-    let mut policy = ready_wrr(2, &mut helper);
+    let policy = ready_wrr(2, &mut helper);
     let a = EndpointId::from_raw(1);
     policy.record_report(a, &report(0.5, 100.0));
     assert_eq!(policy.weight(a), Some(0.0), "in blackout");
