@@ -19,8 +19,8 @@ use super::probe::{ByConnectivity, ByReadiness, Probe};
 use super::timers::Timers;
 use super::wakers::{EndpointWaker, Woken};
 use crate::tree::{
-    Endpoint, EndpointAttributes, EndpointId, Helper, OnDone, PickInfo, PickResult, Policy,
-    SubchannelId, TimerId,
+    Endpoint, EndpointAttributes, EndpointId, GracefulSwitch, Helper, OnDone, PickInfo, PickResult,
+    Policy, SubchannelId, TimerId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a
@@ -41,7 +41,7 @@ where
 {
     discover: D,
     discover_ended: bool,
-    policy: Box<dyn Policy>,
+    policy: GracefulSwitch,
     core: Core<D::Key, D::Service, P::State>,
     reserved: Option<Reserved>,
     _marker: PhantomData<fn(Req) -> X>,
@@ -106,7 +106,7 @@ impl<K, S, St> Core<K, S, St> {
 }
 
 /// The root policy and its helper, borrowed together.
-type PolicyAndHelper<'a, K, S, St> = (&'a mut Box<dyn Policy>, RootHelper<'a, K, S, St>);
+type PolicyAndHelper<'a, K, S, St> = (&'a mut GracefulSwitch, RootHelper<'a, K, S, St>);
 
 /// The helper of the root policy. `P` is named by the caller through
 /// `connect`'s probe function.
@@ -203,7 +203,7 @@ where
         Balance {
             discover,
             discover_ended: false,
-            policy,
+            policy: GracefulSwitch::new(policy),
             core: Core {
                 slots: Vec::new(),
                 generations: Vec::new(),
@@ -253,18 +253,52 @@ where
         }
     }
 
-    fn with_types<P2>(mut self) -> Balance<D, Req, P2, X>
+    pub(crate) fn with_types<P2>(mut self) -> Balance<D, Req, P2, X>
     where
         P2: Probe<D::Service, Req>,
     {
-        assert!(
-            self.core.slots.is_empty(),
-            "the probe is chosen before any endpoint is discovered"
-        );
-        let mut balance = Balance::with_policy(self.discover, self.policy);
-        balance.core.resolve_now = self.core.resolve_now.take();
-        balance.core.describe = self.core.describe.take();
-        balance
+        // Endpoints already discovered keep their ids and services; each gets
+        // the new probe's state and is polled again to read its state anew.
+        let core = &mut self.core;
+        let slots: Vec<Option<Slot<D::Service, P2::State>>> = std::mem::take(&mut core.slots)
+            .into_iter()
+            .map(|slot| {
+                slot.map(|slot| Slot {
+                    id: slot.id,
+                    service: slot.service,
+                    probe: P2::new_state(),
+                    waker: slot.waker,
+                    task_waker: slot.task_waker,
+                    wanted: slot.wanted,
+                    reported: slot.reported,
+                    attributes: slot.attributes,
+                })
+            })
+            .collect();
+        let (placeholder, _) = watch::channel(Connectivity::new(ConnectivityState::Idle));
+        let mut local: Vec<u32> = std::mem::take(&mut core.local);
+        local.extend(core.by_key.values().copied());
+        let core = Core {
+            slots,
+            generations: std::mem::take(&mut core.generations),
+            free: std::mem::take(&mut core.free),
+            by_key: std::mem::take(&mut core.by_key),
+            woken: core.woken.clone(),
+            local,
+            batch: Vec::new(),
+            timers: std::mem::take(&mut core.timers),
+            state: std::mem::replace(&mut core.state, placeholder),
+            resolve_now: core.resolve_now.take(),
+            describe: core.describe.take(),
+        };
+        Balance {
+            discover: self.discover,
+            discover_ended: self.discover_ended,
+            policy: self.policy,
+            core,
+            reserved: self.reserved.take(),
+            _marker: PhantomData,
+        }
     }
 
     /// Raises `signal` when a policy asks for re-resolution (pick_first at
@@ -336,9 +370,14 @@ where
         &self.discover
     }
 
-    /// The root policy.
+    /// The discover, mutably.
+    pub fn get_mut(&mut self) -> &mut D {
+        &mut self.discover
+    }
+
+    /// The root policy serving now.
     pub fn policy(&self) -> &dyn Policy {
-        &*self.policy
+        self.policy.current()
     }
 }
 
@@ -360,6 +399,16 @@ where
                 request_resolution: P::request_resolution,
             },
         )
+    }
+
+    /// Switches the root to `policy` gracefully ([`GracefulSwitch`]): the
+    /// new policy learns every endpoint now and takes over once it is no
+    /// longer CONNECTING (or at once if the current one is not READY); calls
+    /// keep going to the current one until then. This is what a new
+    /// `loadBalancingConfig` from the service config does.
+    pub fn switch_policy(&mut self, policy: impl Policy) {
+        let (root, mut helper) = self.helper();
+        root.switch_to(Box::new(policy), &mut helper);
     }
 
     /// Handles every pending event: discovery changes, endpoints that woke,
@@ -541,6 +590,11 @@ where
                     }
                     // Its state changed: the policy hears of it, then pick again.
                     Poll::Ready(false) => None,
+                    // A plain service that is Pending is CONNECTING now: the
+                    // policy hears of it and picks another that is ready. A
+                    // subchannel's connection that is busy keeps its state,
+                    // so the call waits for it (its waker is registered).
+                    Poll::Pending if P::REPOLL_AFTER_CALL => None,
                     Poll::Pending => Some(Poll::Pending),
                 }
             }

@@ -33,6 +33,7 @@ use crate::tree::Policy;
 /// # }
 /// ```
 pub struct BalanceLayer<Req, P = ByReadiness, X = PlainCalls> {
+    name: Arc<str>,
     make_policy: Arc<dyn Fn() -> Box<dyn Policy> + Send + Sync>,
     _marker: PhantomData<fn(Req) -> (P, X)>,
 }
@@ -45,7 +46,9 @@ impl<Req> BalanceLayer<Req> {
         F: Fn() -> Pol + Send + Sync + 'static,
         Pol: Policy,
     {
+        let name = make_policy().name().into();
         BalanceLayer {
+            name,
             make_policy: Arc::new(move || Box::new(make_policy()) as Box<dyn Policy>),
             _marker: PhantomData,
         }
@@ -57,6 +60,7 @@ impl<Req, P, X> BalanceLayer<Req, P, X> {
     /// ([`Balance::subchannels`]).
     pub fn subchannels(self) -> BalanceLayer<Req, ByConnectivity, X> {
         BalanceLayer {
+            name: self.name,
             make_policy: self.make_policy,
             _marker: PhantomData,
         }
@@ -65,6 +69,7 @@ impl<Req, P, X> BalanceLayer<Req, P, X> {
     /// Balancers that read calls as HTTP ([`Balance::http`]).
     pub fn http(self) -> BalanceLayer<Req, P, HttpCalls> {
         BalanceLayer {
+            name: self.name,
             make_policy: self.make_policy,
             _marker: PhantomData,
         }
@@ -74,6 +79,7 @@ impl<Req, P, X> BalanceLayer<Req, P, X> {
 impl<Req, P, X> Clone for BalanceLayer<Req, P, X> {
     fn clone(&self) -> Self {
         BalanceLayer {
+            name: self.name.clone(),
             make_policy: self.make_policy.clone(),
             _marker: PhantomData,
         }
@@ -83,7 +89,7 @@ impl<Req, P, X> Clone for BalanceLayer<Req, P, X> {
 impl<Req, P, X> fmt::Debug for BalanceLayer<Req, P, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BalanceLayer")
-            .field("policy", &(self.make_policy)().name().to_owned())
+            .field("policy", &self.name)
             .finish()
     }
 }

@@ -436,3 +436,76 @@ async fn pick_first_re_resolves_through_its_subchannels() {
     // the end of its first pass, through the subchannel.
     assert_eq!(signal.count(), 2);
 }
+
+#[tokio::test]
+async fn choosing_the_probe_after_discovery_keeps_the_endpoints() {
+    let (tx, discover) = channel();
+    let polls = Arc::new(AtomicUsize::new(0));
+    tx.send(Ok(Change::Insert("a", named("a", polls.clone()))))
+        .unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "a");
+    // The other probe, chosen late: the endpoint stays, with its id.
+    let mut balance = balance.with_types::<super::ByReadiness>();
+    assert_eq!(balance.len(), 1);
+    assert_eq!(balance.ready().await.unwrap().call(()).await.unwrap(), "a");
+}
+
+#[tokio::test]
+async fn a_busy_endpoint_is_skipped_for_a_ready_one_at_once() {
+    let (tx, discover) = channel();
+    let (a, mut a_handle) = tower_test::mock::pair::<(), &'static str>();
+    let (b, mut b_handle) = tower_test::mock::pair::<(), &'static str>();
+    tx.send(Ok(Change::Insert("a", a))).unwrap();
+    tx.send(Ok(Change::Insert("b", b))).unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    a_handle.allow(1);
+    b_handle.allow(10);
+    // No wakeup is needed between calls while some endpoint has capacity:
+    // once "a" has taken its one call it is Pending, and "b" is picked.
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..4 {
+        assert!(matches!(balance.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        drop(balance.call(()));
+    }
+}
+
+#[tokio::test]
+async fn switch_policy_hands_over_and_drops_what_the_new_one_does_not_want() {
+    let (tx, discover) = channel();
+    let polls = Arc::new(AtomicUsize::new(0));
+    for name in ["a", "b"] {
+        tx.send(Ok(Change::Insert(name, named(name, polls.clone()))))
+            .unwrap();
+    }
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    let mut seen = names(&mut balance, 4).await;
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+
+    // To pick_first: it learns both endpoints, finds "a" READY, takes over,
+    // and "b", which only round_robin wanted, is disconnected.
+    balance.switch_policy(PickFirst::new());
+    assert_eq!(balance.policy().name(), "pick_first");
+    assert_eq!(names(&mut balance, 3).await, ["a", "a", "a"]);
+    let b = balance.endpoints().find(|(key, _)| **key == "b").unwrap().1;
+    assert_eq!(b, ConnectivityState::Idle);
+
+    // And back: round_robin connects "b" again while pick_first serves.
+    balance.switch_policy(RoundRobin::new());
+    let mut seen = names(&mut balance, 4).await;
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+}
+
+async fn names<B>(balance: &mut B, calls: usize) -> Vec<&'static str>
+where
+    B: Service<(), Response = &'static str>,
+    B::Error: std::fmt::Debug,
+{
+    let mut names = Vec::new();
+    for _ in 0..calls {
+        names.push(balance.ready().await.unwrap().call(()).await.unwrap());
+    }
+    names
+}

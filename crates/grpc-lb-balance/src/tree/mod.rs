@@ -25,6 +25,8 @@
 //! - [`WeightedRoundRobin`]: gRFC A58, weights from the ORCA reports in each
 //!   call's trailers, seen through [`OnDone`], and grpc-go's static stride
 //!   scheduler (`docs/policies/weighted_round_robin.md`).
+//! - [`GracefulSwitch`]: the switch from one policy to another, at the root of
+//!   every balancer (`Balance::switch_policy`).
 //! - [`OutlierDetection`]: gRFC A50 as a wrapping policy; it counts each
 //!   call's final status per endpoint and shows ejected endpoints to its child
 //!   as TRANSIENT_FAILURE.
@@ -81,6 +83,7 @@
 //! ```
 
 mod children;
+mod graceful_switch;
 mod least_request;
 mod outlier_detection;
 mod pick;
@@ -97,6 +100,7 @@ use std::time::Duration;
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
 pub use self::children::{ChildHelper, ChildSet, ChildUpdate};
+pub use self::graceful_switch::GracefulSwitch;
 pub use self::least_request::LeastRequest;
 pub use self::outlier_detection::OutlierDetection;
 pub use self::pick::{DoneInfo, OnDone, Outcome, Pick, PickInfo, PickResult};
