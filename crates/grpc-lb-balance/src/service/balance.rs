@@ -19,8 +19,8 @@ use super::probe::{ByConnectivity, ByReadiness, Probe};
 use super::timers::Timers;
 use super::wakers::{EndpointWaker, Woken};
 use crate::tree::{
-    Endpoint, EndpointId, GracefulSwitch, Helper, OnDone, PickInfo, PickResult, Policy,
-    SubchannelId, TimerId,
+    Endpoint, EndpointAttributes, EndpointId, GracefulSwitch, Helper, OnDone, PickInfo, PickResult,
+    Policy, SubchannelId, TimerId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a
@@ -65,6 +65,8 @@ struct Slot<S, St> {
     wanted: bool,
     /// The state last told to the policy.
     reported: ConnectivityState,
+    /// What [`Balance::describe_endpoints`] said about it.
+    attributes: Option<EndpointAttributes>,
 }
 
 /// Everything but the policy, so that it can be the policy's [`Helper`].
@@ -80,7 +82,11 @@ struct Core<K, S, St> {
     timers: Timers,
     state: watch::Sender<Connectivity>,
     resolve_now: Option<ResolveNow>,
+    describe: Option<Describe<K>>,
 }
+
+/// Names an endpoint by its key, for the policies that hash or weigh them.
+type Describe<K> = Arc<dyn Fn(&K) -> EndpointAttributes + Send + Sync>;
 
 fn index_of(id: SubchannelId) -> u32 {
     id.raw() as u32
@@ -148,6 +154,12 @@ impl<K, S, St> Helper for RootHelper<'_, K, S, St> {
         self.core.timers.cancel(timer)
     }
 
+    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<EndpointAttributes> {
+        let id = SubchannelId::from_raw(endpoint.raw());
+        let slot = self.core.slots.get(index_of(id) as usize)?.as_ref()?;
+        slot.attributes.clone().filter(|_| slot.id == id)
+    }
+
     fn resolve_now(&mut self) {
         if let Some(signal) = &self.core.resolve_now {
             return signal.request();
@@ -203,6 +215,7 @@ where
                 timers: Timers::default(),
                 state,
                 resolve_now: None,
+                describe: None,
             },
             reserved: None,
             _marker: PhantomData,
@@ -258,6 +271,7 @@ where
                     task_waker: slot.task_waker,
                     wanted: slot.wanted,
                     reported: slot.reported,
+                    attributes: slot.attributes,
                 })
             })
             .collect();
@@ -275,6 +289,7 @@ where
             timers: std::mem::take(&mut core.timers),
             state: std::mem::replace(&mut core.state, placeholder),
             resolve_now: core.resolve_now.take(),
+            describe: core.describe.take(),
         };
         Balance {
             discover: self.discover,
@@ -293,6 +308,31 @@ where
     /// services have no resolver.
     pub fn resolve_now(mut self, signal: ResolveNow) -> Self {
         self.core.resolve_now = Some(signal);
+        self
+    }
+
+    /// Names each endpoint by its key, for policies that hash or weigh
+    /// endpoints ([`RingHash`](crate::tree::RingHash) hashes its
+    /// [`ring_key`](EndpointAttributes::ring_key)); without it they see no
+    /// attributes. For address keys, name them by the address as text, as
+    /// grpc-go does, so that every client builds the same ring.
+    ///
+    /// ```
+    /// use grpc_lb_balance::service::Balance;
+    /// use grpc_lb_balance::tree::{EndpointAttributes, RingHash, RingHashConfig};
+    /// use tower::discover::ServiceList;
+    ///
+    /// let backends = ServiceList::new(vec![tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(()) })]);
+    /// let ring = RingHash::new(RingHashConfig::default().validate().unwrap());
+    /// let balance = Balance::new(backends, ring)
+    ///     .describe_endpoints(|key: &usize| EndpointAttributes::named(format!("backend-{key}")));
+    /// # drop(balance);
+    /// ```
+    pub fn describe_endpoints(
+        mut self,
+        describe: impl Fn(&D::Key) -> EndpointAttributes + Send + Sync + 'static,
+    ) -> Self {
+        self.core.describe = Some(Arc::new(describe));
         self
     }
 
@@ -446,6 +486,7 @@ where
                 (core.slots.len() - 1) as u32
             }
         };
+        let attributes = core.describe.as_ref().map(|describe| describe(&key));
         let generation = core.generations[index as usize];
         let id = SubchannelId::from_raw(((generation as u64) << 32) | index as u64);
         let waker = EndpointWaker::new(index, core.woken.clone());
@@ -457,6 +498,7 @@ where
             waker,
             wanted: false,
             reported: ConnectivityState::Idle,
+            attributes,
         });
         core.by_key.insert(key, index);
         // Polled once at once: a subchannel may already be connecting.
@@ -557,11 +599,13 @@ where
                 }
             }
             PickResult::Queue => {
-                if self.state() == ConnectivityState::Idle {
-                    let (policy, mut helper) = self.helper();
+                let idle = self.state() == ConnectivityState::Idle;
+                let (policy, mut helper) = self.helper();
+                if idle {
                     policy.exit_idle(&mut helper);
                     return None;
                 }
+                policy.pick_queued(&mut helper);
                 Some(Poll::Pending)
             }
             // Waits for ready: a fail-fast layer above reads the state.
@@ -637,8 +681,13 @@ where
                 PickResult::Drop(error) => {
                     return ResponseFuture::failed(Dropped::new(error).into())
                 }
-                // The reserved endpoint takes the call.
-                PickResult::Queue | PickResult::Fail(_) => {}
+                // The reserved endpoint takes the call; the policy may still
+                // connect the one it wanted, for the next call.
+                PickResult::Queue => {
+                    let (policy, mut helper) = self.helper();
+                    policy.pick_queued(&mut helper);
+                }
+                PickResult::Fail(_) => {}
             }
         }
         if let Some(done) = &done {

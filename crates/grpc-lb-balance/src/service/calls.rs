@@ -115,6 +115,7 @@ where
 
     fn pick_info(request: &http::Request<B>) -> PickInfo<'_> {
         PickInfo::new(Some(request.uri().path()), Some(request.headers()))
+            .with_extensions(request.extensions())
     }
 
     fn respond(
@@ -146,7 +147,7 @@ fn status_in(headers: &http::HeaderMap, done: &dyn OnDone) -> bool {
                 .unwrap_or(""),
         },
     };
-    done.on_done(&DoneInfo::new(outcome));
+    done.on_done(&DoneInfo::new(outcome).with_trailers(headers));
     true
 }
 
@@ -207,7 +208,7 @@ where
                 if let Some(trailers) = frame.trailers_ref() {
                     if let Some(done) = this.done.take() {
                         if !status_in(trailers, done.as_ref()) {
-                            done.on_done(&DoneInfo::new(Outcome::Ok));
+                            done.on_done(&DoneInfo::new(Outcome::Ok).with_trailers(trailers));
                         }
                     }
                 }

@@ -348,4 +348,8 @@ impl Helper for ChildHelper<'_> {
     fn resolve_now(&mut self) {
         self.parent.resolve_now()
     }
+
+    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<super::EndpointAttributes> {
+        self.parent.endpoint_attributes(endpoint)
+    }
 }

@@ -84,6 +84,10 @@ impl Helper for SwitchHelper<'_> {
     fn resolve_now(&mut self) {
         self.parent.resolve_now();
     }
+
+    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<super::EndpointAttributes> {
+        self.parent.endpoint_attributes(endpoint)
+    }
 }
 
 impl GracefulSwitch {
@@ -320,5 +324,10 @@ impl Policy for GracefulSwitch {
 
     fn uses_pick_info(&self) -> bool {
         self.current.uses_pick_info()
+    }
+
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        self.on(CURRENT, helper, |policy, helper| policy.pick_queued(helper));
+        self.swap_if_ready(helper);
     }
 }

@@ -19,6 +19,12 @@
 //! - [`LeastRequest`]: one `PickFirst` child per endpoint, picking the one with
 //!   fewest calls in flight among random candidates (gRFC A48); it counts calls
 //!   with the [`OnDone`] callback of each pick, which sees the final status.
+//! - [`RingHash`]: gRFC A42/A61/A76, lazy pick_first children on a ring of
+//!   XXH64 hashes; the call's hash from a header or a [`RequestHash`]
+//!   extension (`docs/policies/ring_hash.md`).
+//! - [`WeightedRoundRobin`]: gRFC A58, weights from the ORCA reports in each
+//!   call's trailers, seen through [`OnDone`], and grpc-go's static stride
+//!   scheduler (`docs/policies/weighted_round_robin.md`).
 //! - [`GracefulSwitch`]: the switch from one policy to another, at the root of
 //!   every balancer (`Balance::switch_policy`).
 //! - [`OutlierDetection`]: gRFC A50 as a wrapping policy; it counts each
@@ -82,7 +88,11 @@ mod least_request;
 mod outlier_detection;
 mod pick;
 mod pick_first;
+mod ring_hash;
+mod ring_hash_config;
 mod round_robin;
+mod wrr;
+mod wrr_scheduler;
 
 use std::fmt;
 use std::time::Duration;
@@ -95,7 +105,10 @@ pub use self::least_request::LeastRequest;
 pub use self::outlier_detection::OutlierDetection;
 pub use self::pick::{DoneInfo, OnDone, Outcome, Pick, PickInfo, PickResult};
 pub use self::pick_first::PickFirst;
+pub use self::ring_hash::{EndpointAttributes, RequestHash, RingHash};
+pub use self::ring_hash_config::{RingHashConfig, RingHashConfigError};
 pub use self::round_robin::RoundRobin;
+pub use self::wrr::{WeightedRoundRobin, WrrConfig, WrrConfigError};
 
 /// Names one subchannel of a balancer: one discovered service.
 ///
@@ -218,6 +231,13 @@ pub trait Helper {
 
     /// Asks the resolver to resolve again.
     fn resolve_now(&mut self);
+
+    /// What discovery said about an endpoint (its hash key and weight), if
+    /// the balancer was told; ring_hash reads it when an endpoint is added.
+    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<EndpointAttributes> {
+        let _ = endpoint;
+        None
+    }
 }
 
 /// A load-balancing policy: a node of the policy tree (grpc-go's
@@ -271,6 +291,14 @@ pub trait Policy: Send + 'static {
     fn uses_pick_info(&self) -> bool {
         false
     }
+
+    /// A pick answered [`PickResult::Queue`] and the call waits. `pick` has
+    /// no helper, so a policy whose pick wants an endpoint connected
+    /// (ring_hash's IDLE ring entry, as grpc-go's picker calls `ExitIdle`)
+    /// does it here. By default nothing happens.
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        let _ = helper;
+    }
 }
 
 impl Policy for Box<dyn Policy> {
@@ -305,6 +333,9 @@ impl Policy for Box<dyn Policy> {
     }
     fn uses_pick_info(&self) -> bool {
         (**self).uses_pick_info()
+    }
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        (**self).pick_queued(helper)
     }
 }
 

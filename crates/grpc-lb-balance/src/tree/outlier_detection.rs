@@ -237,6 +237,10 @@ impl<P: Policy> Policy for OutlierDetection<P> {
     fn uses_pick_info(&self) -> bool {
         self.child.uses_pick_info()
     }
+
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        self.child.pick_queued(helper)
+    }
 }
 
 /// The endpoint is ejected by outlier detection.

@@ -27,12 +27,29 @@ use super::SubchannelId;
 pub struct PickInfo<'a> {
     method: Option<&'a str>,
     headers: Option<&'a http::HeaderMap>,
+    extensions: Option<&'a http::Extensions>,
 }
 
 impl<'a> PickInfo<'a> {
     /// Info for a call with this method path and these request headers.
     pub const fn new(method: Option<&'a str>, headers: Option<&'a http::HeaderMap>) -> Self {
-        PickInfo { method, headers }
+        PickInfo {
+            method,
+            headers,
+            extensions: None,
+        }
+    }
+
+    /// The same info with the request's extensions, where a caller leaves
+    /// values for the policy (ring_hash's [`RequestHash`](super::RequestHash)).
+    pub const fn with_extensions(mut self, extensions: &'a http::Extensions) -> Self {
+        self.extensions = Some(extensions);
+        self
+    }
+
+    /// The request's extensions, if known.
+    pub fn extensions(&self) -> Option<&'a http::Extensions> {
+        self.extensions
     }
 
     /// No call known: the pick made when readiness is asked for.
@@ -40,6 +57,7 @@ impl<'a> PickInfo<'a> {
         PickInfo {
             method: None,
             headers: None,
+            extensions: None,
         }
     }
 
@@ -92,12 +110,25 @@ pub enum Outcome<'a> {
 pub struct DoneInfo<'a> {
     /// How the call ended.
     pub outcome: Outcome<'a>,
+    /// The trailers the status came in (or a Trailers-Only response's
+    /// headers), where backends send per-call load reports (ORCA's
+    /// `endpoint-load-metrics-bin`, gRFC A51).
+    pub trailers: Option<&'a http::HeaderMap>,
 }
 
 impl<'a> DoneInfo<'a> {
     /// Info for a call that ended with `outcome`.
     pub const fn new(outcome: Outcome<'a>) -> Self {
-        DoneInfo { outcome }
+        DoneInfo {
+            outcome,
+            trailers: None,
+        }
+    }
+
+    /// The same info with the call's trailers.
+    pub const fn with_trailers(mut self, trailers: &'a http::HeaderMap) -> Self {
+        self.trailers = Some(trailers);
+        self
     }
 
     /// True if the call succeeded.
