@@ -16,8 +16,11 @@
 mod call;
 mod channel;
 mod demo;
+mod in_force;
 mod load;
+mod options;
 mod serve;
+mod stack;
 mod time;
 mod watch;
 
