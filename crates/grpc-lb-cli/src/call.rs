@@ -27,6 +27,8 @@ use crate::CliResult;
 const DEFAULT_REQUESTS: u64 = 100;
 
 #[derive(Debug, Args)]
+// `--timeout-ms -1` is a bad value, not an unknown flag.
+#[command(allow_negative_numbers = true)]
 pub(crate) struct CallArgs {
     /// The target: `ipv4:IP:PORT[,...]`, `dns:///host:port`, `host:port`, ...
     target: String,

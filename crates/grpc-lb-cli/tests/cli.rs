@@ -245,10 +245,44 @@ fn wait_for_ready_calls_wait_until_the_deadline() {
     );
 }
 
+/// Every usage error of docs/cli.md: one line on stderr, `grpc-lb: error: `
+/// and the message, exit 2, nothing on stdout.
 #[test]
-fn bad_usage_exits_2_with_a_clear_message() {
+fn bad_usage_exits_2_with_one_clear_line() {
     let dead = ipv4(&[dead_port()]);
     let cases: &[(&[&str], &str)] = &[
+        (
+            &["call", &dead, "--concurrency", "0"],
+            "invalid value '0' for '--concurrency <C>'",
+        ),
+        (
+            &["call", &dead, "--timeout-ms", "-1"],
+            "invalid value '-1' for '--timeout-ms <T>'",
+        ),
+        (
+            &["call", &dead, "--duration", "nan"],
+            "\"nan\" is not a positive number of seconds",
+        ),
+        (
+            &["call", &dead, "--request", "3"],
+            "unexpected argument '--request' found (tip: a similar argument exists: '--requests')",
+        ),
+        (&["call"], "required arguments were not provided: <TARGET>"),
+        (
+            &["watch", &dead, "--keepalive-time-ms", "soon"],
+            "--keepalive-time-ms <MS>",
+        ),
+        (
+            &["call", &dead, "--outlier-detection", "[]"],
+            "--outlier-detection: expected a JSON object",
+        ),
+        (
+            &["call", &dead, "--outlier-detection", r#"{"interval": 5}"#],
+            "--outlier-detection: invalid service config",
+        ),
+        (&["call", &dead, "--user-agent", "bad\nagent"], "user agent"),
+        (&["call", &dead, "--origin", "not a uri"], "invalid value"),
+        (&["call", &dead, "--tcp-nodelay", "maybe"], "invalid value"),
         (&["call", "ipv4:not-an-address"], "bad target"),
         (&["call", "unix:"], "bad target"),
         (&["call", &dead, "--policy", "ring_hash"], "invalid value"),
@@ -310,6 +344,9 @@ fn bad_usage_exits_2_with_a_clear_message() {
         let stderr = stderr_of(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("grpc-lb: error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.ends_with('\n'), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
     }
 }
