@@ -322,7 +322,7 @@ impl ChannelArgs {
             .policy(self.policy.clone())
             .backoff(self.backoff()?)
             .wait_for_ready(wait_for_ready)
-            .keepalive(keepalive.clone())
+            .keepalive(keepalive)
             .idle_timeout(Duration::from_millis(self.idle_timeout_ms))
             .max_waiting(self.max_waiting)
             .initial_stream_window_size(self.initial_stream_window_size)
