@@ -508,6 +508,7 @@ fn watch_takes_the_channel_flags_and_shows_idle_mode() {
     assert!(text.contains("channel: READY -> IDLE"), "{text}");
 }
 
+#[cfg(feature = "etcd")]
 #[test]
 fn etcd_targets_work_in_the_default_build() {
     let serve = Serve::start(1, &[]);
