@@ -17,14 +17,18 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::channel::{ChannelArgs, GrpcChannel};
+use crate::channel::GrpcChannel;
+use crate::in_force;
 use crate::load::{self, Live, Plan, Tally};
+use crate::options::{Built, ChannelArgs};
 use crate::CliResult;
 
 /// Calls made when neither --requests nor --duration is given.
 const DEFAULT_REQUESTS: u64 = 100;
 
 #[derive(Debug, Args)]
+// `--timeout-ms -1` is a bad value, not an unknown flag.
+#[command(allow_negative_numbers = true)]
 pub(crate) struct CallArgs {
     /// The target: `ipv4:IP:PORT[,...]`, `dns:///host:port`, `host:port`, ...
     target: String,
@@ -90,10 +94,28 @@ struct StateAt {
     state: ConnectivityState,
 }
 
+/// What the channel's events told while traffic flowed.
+#[derive(Debug, Default)]
+struct Seen {
+    states: Vec<StateAt>,
+    /// The policy of the last `ServiceConfig` event: the one in use.
+    policy: Option<String>,
+}
+
+impl Seen {
+    fn record(&mut self, event: ChannelEvent, t: Duration) {
+        match event {
+            ChannelEvent::State { to, .. } => push(&mut self.states, t, to),
+            ChannelEvent::ServiceConfig { policy, .. } => self.policy = Some(policy),
+            _ => {}
+        }
+    }
+}
+
 /// Records the channel's state changes, from `start`, until finished.
 struct Timeline {
     flush: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Vec<StateAt>>,
+    task: tokio::task::JoinHandle<Seen>,
 }
 
 impl Timeline {
@@ -112,12 +134,16 @@ impl Timeline {
         }
         let (flush, mut flushed) = oneshot::channel();
         let task = tokio::spawn(async move {
+            let mut seen = Seen {
+                states,
+                policy: None,
+            };
             loop {
                 tokio::select! {
                     event = events.recv() => match event {
-                        Ok(ChannelEvent::State { to, .. }) => push(&mut states, start.elapsed(), to),
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return states,
+                        Ok(event) => seen.record(event, start.elapsed()),
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return seen,
                     },
                     _ = &mut flushed => break,
                 }
@@ -125,16 +151,16 @@ impl Timeline {
             // What the worker sent before the traffic ended is in the queue.
             loop {
                 match events.try_recv() {
-                    Ok(ChannelEvent::State { to, .. }) => push(&mut states, start.elapsed(), to),
-                    Ok(_) | Err(TryRecvError::Lagged(_)) => {}
-                    Err(_) => return states,
+                    Ok(event) => seen.record(event, start.elapsed()),
+                    Err(TryRecvError::Lagged(_)) => {}
+                    Err(_) => return seen,
                 }
             }
         });
         Timeline { flush, task }
     }
 
-    async fn finish(self) -> Vec<StateAt> {
+    async fn finish(self) -> Seen {
         let _ = self.flush.send(());
         self.task.await.unwrap_or_default()
     }
@@ -150,7 +176,12 @@ fn push(states: &mut Vec<StateAt>, t: Duration, state: ConnectivityState) {
 
 pub(crate) async fn run(args: CallArgs) -> CliResult {
     let start = Instant::now();
-    let (channel, policy) = args.channel.build(&args.target, args.wait_for_ready)?;
+    let Built {
+        channel,
+        default_config,
+        options,
+        stack,
+    } = args.channel.build(&args.target, args.wait_for_ready)?;
     let timeline = Timeline::start(&channel, start);
 
     let requests = match args.duration {
@@ -167,6 +198,7 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
         wait_for_ready: args.wait_for_ready,
         name: args.name.clone(),
+        stack,
     };
     let live = Arc::new(Live::default());
     let progress = Progress::start(&plan, args.duration, &live, start);
@@ -174,15 +206,25 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
     let tally = load::run(&channel, &plan, &live).await;
     let elapsed = traffic_start.elapsed();
     progress.finish();
-    let states = timeline.finish().await;
+    let seen = timeline.finish().await;
+    // What is in force now, the resolver's config included.
+    let config = channel.service_config();
+    let policy = seen
+        .policy
+        .unwrap_or_else(|| in_force::policy(config.as_deref(), &args.channel.policy));
+    let config_json = config.as_deref().map(in_force::config_json);
+    let source = in_force::source(config.as_deref(), default_config.as_ref());
 
     let report = Report {
         target: &args.target,
         policy: &policy,
         elapsed,
         tally: &tally,
-        states: &states,
+        states: &seen.states,
         channel: &channel,
+        service_config: config_json,
+        service_config_source: source,
+        options,
     };
     if args.json {
         println!("{}", report.json());
@@ -267,6 +309,11 @@ struct Report<'a> {
     tally: &'a Tally,
     states: &'a [StateAt],
     channel: &'a GrpcChannel,
+    /// The service config in force at the end, as parsed.
+    service_config: Option<Value>,
+    service_config_source: &'static str,
+    /// The channel settings the flags gave.
+    options: Value,
 }
 
 /// Milliseconds with three decimals, as a JSON number.
@@ -340,6 +387,9 @@ impl Report<'_> {
             "states": states,
             "errors": errors,
             "subchannels": subchannels,
+            "service_config": self.service_config,
+            "service_config_source": self.service_config_source,
+            "options": self.options,
         })
     }
 
@@ -348,6 +398,13 @@ impl Report<'_> {
         let t = self.tally;
         let mut out = String::new();
         let _ = writeln!(out, "target     {} ({})", self.target, self.policy);
+        if let Some(config) = &self.service_config {
+            let _ = writeln!(
+                out,
+                "config     {config} (from {})",
+                self.service_config_source
+            );
+        }
         let _ = writeln!(
             out,
             "requests   {} in {:.2} s ({:.1}/s): {} OK, {} failed",

@@ -12,7 +12,9 @@ use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::channel::{GrpcChannel, PeerSlot, RecordPeer};
+use crate::channel::{GrpcChannel, PeerSlot};
+use crate::options::StackSettings;
+use crate::stack::{call_stack, CallStack};
 
 /// The key under which calls that no backend answered are counted per backend
 /// (no connection, a broken transport, a deadline while waiting).
@@ -35,6 +37,8 @@ pub(crate) struct Plan {
     pub(crate) wait_for_ready: bool,
     /// The `name` in each `HelloRequest`.
     pub(crate) name: String,
+    /// Retries and message sizes around the channel.
+    pub(crate) stack: StackSettings,
 }
 
 /// Counters that other tasks read while traffic flows.
@@ -176,8 +180,9 @@ pub(crate) async fn run(channel: &GrpcChannel, plan: &Plan, live: &Arc<Live>) ->
     let start = Instant::now();
     let issued = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
+    let stack = call_stack(channel, plan.stack);
     for _ in 0..plan.concurrency.max(1) {
-        let client = GreeterClient::new(RecordPeer::new(channel.clone()));
+        let client = GreeterClient::new(stack.clone());
         let plan = plan.clone();
         let live = live.clone();
         let issued = issued.clone();
@@ -193,7 +198,7 @@ pub(crate) async fn run(channel: &GrpcChannel, plan: &Plan, live: &Arc<Live>) ->
 }
 
 async fn worker(
-    mut client: GreeterClient<RecordPeer<GrpcChannel>>,
+    mut client: GreeterClient<CallStack>,
     plan: Plan,
     live: Arc<Live>,
     issued: Arc<AtomicU64>,

@@ -16,8 +16,11 @@
 mod call;
 mod channel;
 mod demo;
+mod in_force;
 mod load;
+mod options;
 mod serve;
+mod stack;
 mod time;
 mod watch;
 
@@ -69,8 +72,10 @@ impl CliError {
 type CliResult = Result<ExitCode, CliError>;
 
 fn main() -> ExitCode {
-    // Bad flags exit here with code 2 and clap's message.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return clap_exit(&error),
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,14 +100,72 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(CliError::Usage(message)) => {
-            eprintln!("grpc-lb: error: {message}");
+            eprintln!("grpc-lb: error: {}", one_line(&message));
             ExitCode::from(2)
         }
         Err(CliError::Failed(message)) => {
-            eprintln!("grpc-lb: {message}");
+            eprintln!("grpc-lb: {}", one_line(&message));
             ExitCode::FAILURE
         }
     }
+}
+
+/// What clap's parse error becomes: `--help` and `--version` print as clap
+/// prints them (exit 0); a usage error is one line on stderr, exit 2.
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return match error.kind() {
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::from(2),
+            _ => ExitCode::SUCCESS,
+        };
+    }
+    eprintln!("grpc-lb: error: {}", clap_line(&error.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's rendered error (message, blank line, tips, usage) as one line: the
+/// message, then its tips in parentheses; the usage is left out (`--help`).
+fn clap_line(rendered: &str) -> String {
+    // Paragraphs: the message (a list of missing arguments follows it on
+    // lines of their own), tips, the usage, the pointer to --help.
+    let paragraphs: Vec<Vec<&str>> = rendered
+        .split("\n\n")
+        .map(|p| p.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
+        .filter(|p: &Vec<&str>| !p.is_empty())
+        .collect();
+    let message = paragraphs
+        .first()
+        .map(|lines| lines.join(" "))
+        .unwrap_or_else(|| "bad usage".to_owned());
+    let message = message.trim_start_matches("error:").trim().to_owned();
+    let tips: Vec<&str> = paragraphs
+        .iter()
+        .skip(1)
+        .flatten()
+        .filter_map(|line| line.strip_prefix("tip:"))
+        .map(str::trim)
+        .collect();
+    if tips.is_empty() {
+        message
+    } else {
+        format!("{message} (tip: {})", tips.join("; "))
+    }
+}
+
+/// A message on one line, whatever its causes printed.
+fn one_line(message: &str) -> String {
+    message
+        .split('\n')
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn init_tracing() {
@@ -123,5 +186,21 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn clap_errors_become_one_line_with_their_tips() {
+        let rendered = "error: unexpected argument '--request' found\n\n  tip: a similar argument exists: '--requests'\n\nUsage: grpc-lb call <TARGET>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            clap_line(rendered),
+            "unexpected argument '--request' found (tip: a similar argument exists: '--requests')"
+        );
+        assert_eq!(clap_line("error: bad\n"), "bad");
+        let missing = "error: the following required arguments were not provided:\n  <TARGET>\n\nUsage: grpc-lb call <TARGET>\n";
+        assert_eq!(
+            clap_line(missing),
+            "the following required arguments were not provided: <TARGET>"
+        );
+        assert_eq!(one_line("a\n  b"), "a b");
     }
 }

@@ -23,7 +23,8 @@ use grpc_lb::resolve::Address;
 use grpc_lb::{ChannelEvent, ConnectivityState};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::channel::{ChannelArgs, GrpcChannel};
+use crate::channel::GrpcChannel;
+use crate::options::ChannelArgs;
 use crate::time::now_rfc3339;
 use crate::CliResult;
 
@@ -123,7 +124,9 @@ impl Shown {
 }
 
 pub(crate) async fn run(args: WatchArgs) -> CliResult {
-    let (channel, policy) = args.channel.build(&args.target, false)?;
+    let built = args.channel.build(&args.target, false)?;
+    let channel = built.channel;
+    let policy = crate::in_force::policy(built.default_config.as_ref(), &args.channel.policy);
     let mut events = channel.events();
     // The worker may have started before the subscription: what it did is in
     // the channel's history (every change) and the subchannels' states.

@@ -2,111 +2,15 @@
 //! processes (and a foreign tonic server) on loopback, checking its `--json`
 //! output, its lines and its exit codes.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use grpc_lb_helloworld::proto::{Greeter, GreeterClient, GreeterServer, HelloReply, HelloRequest};
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_grpc-lb");
-/// No run of the binary in these tests should take longer.
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// A `grpc-lb serve` process; killed when dropped.
-struct Serve {
-    child: Child,
-    addrs: Vec<SocketAddr>,
-}
-
-impl Serve {
-    /// Starts `grpc-lb serve` on `count` free ports with `extra` flags, and
-    /// waits for its `listening on` line.
-    fn start(count: usize, extra: &[&str]) -> Serve {
-        let listen = vec!["127.0.0.1:0"; count].join(",");
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", &listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start grpc-lb serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the first line");
-        let addrs = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .split(',')
-            .map(|a| a.parse().expect("a socket address"))
-            .collect::<Vec<SocketAddr>>();
-        assert_eq!(addrs.len(), count, "{line}");
-        Serve { child, addrs }
-    }
-
-    fn target(&self) -> String {
-        ipv4(&self.addrs)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ipv4(addrs: &[SocketAddr]) -> String {
-    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-    format!("ipv4:{}", list.join(","))
-}
-
-/// Runs `grpc-lb ARGS` to completion (at most [`LIMIT`]).
-fn grpc_lb(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start grpc-lb");
-    let id = child.id();
-    let (done, result) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match result.recv_timeout(LIMIT) {
-        Ok(output) => output.expect("grpc-lb ran"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
-            panic!("grpc-lb {args:?} ran longer than {LIMIT:?}");
-        }
-    }
-}
-
-fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "--json output is one JSON object ({e}): {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn dead_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
+use support::*;
 
 #[test]
 fn call_json_has_every_field_and_round_robin_spreads_evenly() {
@@ -245,10 +149,44 @@ fn wait_for_ready_calls_wait_until_the_deadline() {
     );
 }
 
+/// Every usage error of docs/cli.md: one line on stderr, `grpc-lb: error: `
+/// and the message, exit 2, nothing on stdout.
 #[test]
-fn bad_usage_exits_2_with_a_clear_message() {
+fn bad_usage_exits_2_with_one_clear_line() {
     let dead = ipv4(&[dead_port()]);
     let cases: &[(&[&str], &str)] = &[
+        (
+            &["call", &dead, "--concurrency", "0"],
+            "invalid value '0' for '--concurrency <C>'",
+        ),
+        (
+            &["call", &dead, "--timeout-ms", "-1"],
+            "invalid value '-1' for '--timeout-ms <T>'",
+        ),
+        (
+            &["call", &dead, "--duration", "nan"],
+            "\"nan\" is not a positive number of seconds",
+        ),
+        (
+            &["call", &dead, "--request", "3"],
+            "unexpected argument '--request' found (tip: a similar argument exists: '--requests')",
+        ),
+        (&["call"], "required arguments were not provided: <TARGET>"),
+        (
+            &["watch", &dead, "--keepalive-time-ms", "soon"],
+            "--keepalive-time-ms <MS>",
+        ),
+        (
+            &["call", &dead, "--outlier-detection", "[]"],
+            "--outlier-detection: expected a JSON object",
+        ),
+        (
+            &["call", &dead, "--outlier-detection", r#"{"interval": 5}"#],
+            "--outlier-detection: invalid service config",
+        ),
+        (&["call", &dead, "--user-agent", "bad\nagent"], "user agent"),
+        (&["call", &dead, "--origin", "not a uri"], "invalid value"),
+        (&["call", &dead, "--tcp-nodelay", "maybe"], "invalid value"),
         (&["call", "ipv4:not-an-address"], "bad target"),
         (&["call", "unix:"], "bad target"),
         (&["call", &dead, "--policy", "ring_hash"], "invalid value"),
@@ -310,6 +248,9 @@ fn bad_usage_exits_2_with_a_clear_message() {
         let stderr = stderr_of(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("grpc-lb: error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.ends_with('\n'), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
     }
 }

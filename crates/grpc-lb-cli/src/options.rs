@@ -1,0 +1,481 @@
+//! The channel flags shared by `call` and `watch` (one clap `Args` struct),
+//! each named after the library's setting and defaulting to the library's
+//! default, and building a [`grpc_lb::Channel`] from them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+use grpc_lb::backoff::BackoffConfig;
+use grpc_lb::balance::outlier::{FailurePercentage, OutlierDetectionConfig, SuccessRate};
+use grpc_lb::balance::PolicyRegistry;
+use grpc_lb::connect::KeepaliveConfig;
+use grpc_lb::service_config::{OutlierDetectionPolicy, ServiceConfig, OUTLIER_DETECTION};
+use grpc_lb::{BuildError, Channel, TlsConfig, TlsError};
+use serde_json::{json, Value};
+
+use crate::channel::GrpcChannel;
+use crate::CliError;
+
+/// The policies a user can name (the default registry's).
+pub(crate) const POLICIES: [&str; 4] = ["pick_first", "round_robin", "p2c", "least_request"];
+
+/// How to build the channel: every setting of `grpc_lb::Builder` (and of the
+/// retry and message-size layers the tool puts around it).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ChannelArgs {
+    /// Load-balancing policy (used while the service config in force names
+    /// none).
+    #[arg(long, default_value = "pick_first", value_parser = POLICIES)]
+    pub(crate) policy: String,
+
+    /// The default service config (JSON), applied in full: policy, outlier
+    /// detection, health checking, each method's timeout, waitForReady,
+    /// message sizes and retryPolicy, and retryThrottling. A config from the
+    /// resolver replaces it.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) service_config: Option<String>,
+
+    /// Connection backoff: the delay after the first failure, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub(crate) backoff_base_ms: u64,
+
+    /// Connection backoff: the factor by which the delay grows.
+    #[arg(long, value_name = "M", default_value_t = 1.6)]
+    pub(crate) backoff_multiplier: f64,
+
+    /// Connection backoff: the relative random spread of each delay (0 to 1).
+    #[arg(long, value_name = "J", default_value_t = 0.2)]
+    pub(crate) backoff_jitter: f64,
+
+    /// Connection backoff: the cap on the delay, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 120_000)]
+    pub(crate) backoff_max_ms: u64,
+
+    /// The least time one connection attempt is given, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 20_000)]
+    pub(crate) min_connect_timeout_ms: u64,
+
+    /// Bounds each connection attempt up to the server's SETTINGS (TLS
+    /// included), in ms (default: none; min-connect-timeout still applies).
+    #[arg(long, value_name = "MS")]
+    pub(crate) connect_timeout_ms: Option<u64>,
+
+    /// HTTP/2 keepalive: a PING after this long without frames, in ms
+    /// (default: off; at least 10 000, gRFC A8).
+    #[arg(long, value_name = "MS", alias = "http2-keep-alive-interval-ms")]
+    pub(crate) keepalive_time_ms: Option<u64>,
+
+    /// HTTP/2 keepalive: how long a PING may go unanswered, in ms.
+    #[arg(long, value_name = "MS", alias = "keep-alive-timeout-ms",
+          default_value_t = KeepaliveConfig::DEFAULT_TIMEOUT.as_millis() as u64)]
+    pub(crate) keepalive_timeout_ms: u64,
+
+    /// HTTP/2 keepalive: PING connections with no call open too.
+    #[arg(long, alias = "keep-alive-while-idle")]
+    pub(crate) keepalive_permit_without_calls: bool,
+
+    /// Idle mode: close connections after this long without calls, in ms;
+    /// 0 turns it off.
+    #[arg(long, value_name = "MS",
+          default_value_t = grpc_lb::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
+    pub(crate) idle_timeout_ms: u64,
+
+    /// Client-side health checking (gRFC A17) of this service ("" for the
+    /// server as a whole) over grpc.health.v1.Health/Watch.
+    #[arg(long, value_name = "SERVICE")]
+    pub(crate) health_check: Option<String>,
+
+    /// Outlier detection (gRFC A50): the JSON config of
+    /// outlier_detection_experimental, without childPolicy, e.g.
+    /// '{"interval":"1s","failurePercentageEjection":{}}'.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) outlier_detection: Option<String>,
+
+    /// How many calls may wait for a connection at once; more fail with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "N", alias = "buffer-size", default_value_t = 1024)]
+    pub(crate) max_waiting: usize,
+
+    /// HTTP/2 stream-level flow-control window, in bytes (default: hyper's,
+    /// 2 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) initial_stream_window_size: Option<u32>,
+
+    /// HTTP/2 connection-level flow-control window, in bytes (default:
+    /// hyper's, 5 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) initial_connection_window_size: Option<u32>,
+
+    /// HTTP/2 adaptive flow control (BDP), overriding both windows.
+    #[arg(long)]
+    pub(crate) http2_adaptive_window: bool,
+
+    /// HTTP/2 SETTINGS_MAX_FRAME_SIZE, in bytes (default: hyper's, 16 KiB).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_frame_size: Option<u32>,
+
+    /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE, in bytes (default: hyper's,
+    /// 16 KiB).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) http2_max_header_list_size: Option<u32>,
+
+    /// TCP_NODELAY on every TCP connection.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub(crate) tcp_nodelay: bool,
+
+    /// TCP keepalive probes after this long idle, in ms (default: off).
+    #[arg(long, value_name = "MS")]
+    pub(crate) tcp_keepalive_ms: Option<u64>,
+
+    /// Connect from this local IP address.
+    #[arg(long, value_name = "IP")]
+    pub(crate) local_address: Option<IpAddr>,
+
+    /// Sent as `user-agent`, followed by grpc-lb's own.
+    #[arg(long, value_name = "UA")]
+    pub(crate) user_agent: Option<String>,
+
+    /// The authority (TLS server name, `:authority`) to use instead of the
+    /// target's.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) authority: Option<String>,
+
+    /// Send this URI's scheme and authority as `:scheme` and `:authority`
+    /// (TLS still checks the target's name, or --authority).
+    #[arg(long, value_name = "URI")]
+    pub(crate) origin: Option<http::Uri>,
+
+    /// Retry only transparently (RPCs that never reached a server), ignoring
+    /// every retryPolicy (grpc-go's WithDisableRetry).
+    #[arg(long)]
+    pub(crate) disable_retry: bool,
+
+    /// The channel's largest request message, in bytes (default: 2 GiB - 1;
+    /// the smaller wins against maxRequestMessageBytes).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_send_message_size: Option<usize>,
+
+    /// The channel's largest response message, in bytes (default: 4 MiB;
+    /// the smaller wins against maxResponseMessageBytes).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_receive_message_size: Option<usize>,
+
+    /// Connect with TLS (rustls); servers are verified against --ca-cert, or
+    /// the system's root certificates without it.
+    #[arg(long)]
+    pub(crate) tls: bool,
+
+    /// CA certificate (PEM) to verify servers with (needs --tls).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for mutual TLS (with --client-key).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) client_cert: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS (with --client-cert).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) client_key: Option<PathBuf>,
+}
+
+/// What the call path around the channel needs from the flags.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StackSettings {
+    pub(crate) disable_retry: bool,
+    pub(crate) max_send: Option<usize>,
+    pub(crate) max_receive: Option<usize>,
+}
+
+/// The channel, and what the flags gave it.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) channel: GrpcChannel,
+    /// `--service-config`, parsed.
+    pub(crate) default_config: Option<ServiceConfig>,
+    /// The settings given to the builder, as the JSON reports them.
+    pub(crate) options: Value,
+    pub(crate) stack: StackSettings,
+}
+
+impl ChannelArgs {
+    /// The service config from `--service-config`, validated by the same
+    /// parser the library uses.
+    fn service_config(&self) -> Result<Option<ServiceConfig>, CliError> {
+        let Some(json) = &self.service_config else {
+            return Ok(None);
+        };
+        let config = ServiceConfig::from_json(json)
+            .map_err(|error| CliError::usage(format!("--service-config: {error}")))?;
+        Ok(Some(config))
+    }
+
+    /// The backoff from the flags, validated.
+    pub(crate) fn backoff(&self) -> Result<BackoffConfig, CliError> {
+        BackoffConfig::try_new(
+            Duration::from_millis(self.backoff_base_ms),
+            self.backoff_multiplier,
+            self.backoff_jitter,
+            Duration::from_millis(self.backoff_max_ms),
+            Duration::from_millis(self.min_connect_timeout_ms),
+        )
+        .map_err(|error| CliError::usage(format!("bad backoff flags: {error}")))
+    }
+
+    fn keepalive(&self) -> KeepaliveConfig {
+        let mut keepalive = KeepaliveConfig::new()
+            .timeout(Duration::from_millis(self.keepalive_timeout_ms))
+            .permit_without_calls(self.keepalive_permit_without_calls);
+        if let Some(ms) = self.keepalive_time_ms {
+            keepalive = keepalive.time(Duration::from_millis(ms));
+        }
+        keepalive
+    }
+
+    /// `--outlier-detection`, read by the service config's own parser as the
+    /// config of an `outlier_detection_experimental` entry.
+    fn outlier_detection(&self) -> Result<Option<OutlierDetectionConfig>, CliError> {
+        let Some(text) = &self.outlier_detection else {
+            return Ok(None);
+        };
+        let usage = |why: String| CliError::usage(format!("--outlier-detection: {why}"));
+        let mut value: Value =
+            serde_json::from_str(text).map_err(|e| usage(format!("not JSON: {e}")))?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(usage("expected a JSON object".to_owned()));
+        };
+        object
+            .entry("childPolicy")
+            .or_insert_with(|| json!([{"pick_first": {}}]));
+        let wrapped = json!({"loadBalancingConfig": [{OUTLIER_DETECTION: value}]});
+        let config = ServiceConfig::from_value(&wrapped).map_err(|e| usage(e.to_string()))?;
+        let policy = config
+            .load_balancing_config()
+            .first()
+            .and_then(|entry| entry.outlier_detection())
+            .ok_or_else(|| usage("not an outlier detection config".to_owned()))?;
+        Ok(Some(outlier_detection_config(policy)))
+    }
+
+    /// The TLS settings from the flags: `--ca-cert` or the system's roots,
+    /// and a client identity when both `--client-cert` and `--client-key` are
+    /// given.
+    fn tls_config(&self) -> Result<Option<TlsConfig>, CliError> {
+        let needs_tls =
+            self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some();
+        if !self.tls {
+            if needs_tls {
+                return Err(CliError::usage(
+                    "--ca-cert, --client-cert and --client-key need --tls",
+                ));
+            }
+            return Ok(None);
+        }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|error| CliError::usage(format!("{flag} {}: {error}", path.display())))
+        };
+        let tls_error = |flag: &str, error: TlsError| CliError::usage(format!("{flag}: {error}"));
+        let mut config = TlsConfig::new();
+        config = match &self.ca_cert {
+            Some(path) => config
+                .with_root_certificates_pem(&read("--ca-cert", path)?)
+                .map_err(|e| tls_error("--ca-cert", e))?,
+            None => config
+                .with_native_roots()
+                .map_err(|e| tls_error("--tls (system root certificates)", e))?,
+        };
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                config = config
+                    .with_client_identity_pem(
+                        &read("--client-cert", cert)?,
+                        &read("--client-key", key)?,
+                    )
+                    .map_err(|e| tls_error("--client-cert/--client-key", e))?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(CliError::usage(
+                    "--client-cert and --client-key go together",
+                ))
+            }
+        }
+        Ok(Some(config))
+    }
+
+    /// Builds the channel to `target` (inside the runtime, which runs its
+    /// worker). Every problem with the flags or the target is a usage error.
+    pub(crate) fn build(&self, target: &str, wait_for_ready: bool) -> Result<Built, CliError> {
+        let default_config = self.service_config()?;
+        if let Some(config) = &default_config {
+            // The library refuses such a config too; say which flag it was.
+            let registry = PolicyRegistry::with_defaults();
+            config
+                .choose_policy(|name| registry.contains(name) || name == OUTLIER_DETECTION)
+                .map_err(|error| CliError::usage(format!("--service-config: {error}")))?;
+        }
+        let keepalive = self.keepalive();
+        let outlier = self.outlier_detection()?;
+        let mut builder = Channel::builder(target)
+            .policy(self.policy.clone())
+            .backoff(self.backoff()?)
+            .wait_for_ready(wait_for_ready)
+            .keepalive(keepalive)
+            .idle_timeout(Duration::from_millis(self.idle_timeout_ms))
+            .max_waiting(self.max_waiting)
+            .initial_stream_window_size(self.initial_stream_window_size)
+            .initial_connection_window_size(self.initial_connection_window_size)
+            .http2_adaptive_window(self.http2_adaptive_window)
+            .max_frame_size(self.max_frame_size)
+            .tcp_nodelay(self.tcp_nodelay)
+            .tcp_keepalive(self.tcp_keepalive_ms.map(Duration::from_millis))
+            .local_address(self.local_address);
+        if let Some(size) = self.http2_max_header_list_size {
+            builder = builder.http2_max_header_list_size(size);
+        }
+        if let Some(ms) = self.connect_timeout_ms {
+            builder = builder.connect_timeout(Duration::from_millis(ms));
+        }
+        if let Some(config) = default_config.clone() {
+            builder = builder.service_config(config);
+        }
+        if let Some(service) = &self.health_check {
+            builder = builder.health_check(service.clone());
+        }
+        if let Some(config) = outlier.clone() {
+            builder = builder.outlier_detection(config);
+        }
+        if let Some(user_agent) = &self.user_agent {
+            builder = builder.user_agent(user_agent.as_str());
+        }
+        if let Some(origin) = &self.origin {
+            builder = builder.origin(origin.clone());
+        }
+        if let Some(authority) = &self.authority {
+            builder = builder.authority(authority.clone());
+        }
+        if let Some(tls) = self.tls_config()? {
+            builder = builder.tls(tls);
+        }
+        let channel = builder.build().map_err(|error| match error.build_error() {
+            Some(BuildError::Target(cause)) => {
+                CliError::usage(format!("bad target {target:?}: {cause}"))
+            }
+            _ => CliError::usage(error.to_string()),
+        })?;
+        let options = self.options_json(&keepalive, outlier.as_ref());
+        Ok(Built {
+            channel,
+            default_config,
+            options,
+            stack: StackSettings {
+                disable_retry: self.disable_retry,
+                max_send: self.max_send_message_size,
+                max_receive: self.max_receive_message_size,
+            },
+        })
+    }
+
+    /// The settings the channel was built with, after the library's own
+    /// adjustments (keepalive's 10 s minimum), for the JSON's `options`.
+    fn options_json(
+        &self,
+        keepalive: &KeepaliveConfig,
+        outlier: Option<&OutlierDetectionConfig>,
+    ) -> Value {
+        let ms = |d: Duration| json!(d.as_millis() as u64);
+        json!({
+            "backoff_base_ms": self.backoff_base_ms,
+            "backoff_multiplier": self.backoff_multiplier,
+            "backoff_jitter": self.backoff_jitter,
+            "backoff_max_ms": self.backoff_max_ms,
+            "min_connect_timeout_ms": self.min_connect_timeout_ms,
+            "connect_timeout_ms": self.connect_timeout_ms,
+            "keepalive_time_ms": keepalive.get_time().map(|d| d.as_millis() as u64),
+            "keepalive_timeout_ms": ms(keepalive.get_timeout()),
+            "keepalive_permit_without_calls": keepalive.get_permit_without_calls(),
+            "idle_timeout_ms": self.idle_timeout_ms,
+            "health_check": self.health_check,
+            "outlier_detection": outlier.map(outlier_json),
+            "max_waiting": self.max_waiting,
+            "initial_stream_window_size": self.initial_stream_window_size,
+            "initial_connection_window_size": self.initial_connection_window_size,
+            "http2_adaptive_window": self.http2_adaptive_window,
+            "max_frame_size": self.max_frame_size,
+            "http2_max_header_list_size": self.http2_max_header_list_size,
+            "tcp_nodelay": self.tcp_nodelay,
+            "tcp_keepalive_ms": self.tcp_keepalive_ms,
+            "local_address": self.local_address.map(|ip| ip.to_string()),
+            "user_agent": self.user_agent,
+            "authority": self.authority,
+            "origin": self.origin.as_ref().map(ToString::to_string),
+            "retry": !self.disable_retry,
+            "max_send_message_size": self.max_send_message_size,
+            "max_receive_message_size": self.max_receive_message_size,
+            "tls": self.tls,
+        })
+    }
+}
+
+fn outlier_json(config: &OutlierDetectionConfig) -> Value {
+    json!({
+        "interval_ms": config.interval.as_millis() as u64,
+        "base_ejection_time_ms": config.base_ejection_time.as_millis() as u64,
+        "max_ejection_time_ms": config.max_ejection_time.as_millis() as u64,
+        "max_ejection_percent": config.max_ejection_percent,
+        "success_rate": config.success_rate.as_ref().map(|s| json!({
+            "stdev_factor": s.stdev_factor,
+            "enforcement_percentage": s.enforcement_percentage,
+            "minimum_hosts": s.minimum_hosts,
+            "request_volume": s.request_volume,
+        })),
+        "failure_percentage": config.failure_percentage.as_ref().map(|f| json!({
+            "threshold": f.threshold,
+            "enforcement_percentage": f.enforcement_percentage,
+            "minimum_hosts": f.minimum_hosts,
+            "request_volume": f.request_volume,
+        })),
+    })
+}
+
+/// gRFC A50's settings from the parsed JSON, with A50's defaults for what it
+/// leaves out (as the channel converts a service config's entry).
+fn outlier_detection_config(policy: &OutlierDetectionPolicy) -> OutlierDetectionConfig {
+    let defaults = OutlierDetectionConfig::default();
+    OutlierDetectionConfig {
+        interval: policy.interval().unwrap_or(defaults.interval),
+        base_ejection_time: policy
+            .base_ejection_time()
+            .unwrap_or(defaults.base_ejection_time),
+        max_ejection_time: policy
+            .max_ejection_time()
+            .unwrap_or(defaults.max_ejection_time),
+        max_ejection_percent: policy
+            .max_ejection_percent()
+            .unwrap_or(defaults.max_ejection_percent),
+        success_rate: policy.success_rate_ejection().map(|given| {
+            let d = SuccessRate::default();
+            SuccessRate {
+                stdev_factor: given.stdev_factor.unwrap_or(d.stdev_factor),
+                enforcement_percentage: given
+                    .enforcement_percentage
+                    .unwrap_or(d.enforcement_percentage),
+                minimum_hosts: given.minimum_hosts.unwrap_or(d.minimum_hosts),
+                request_volume: given.request_volume.unwrap_or(d.request_volume),
+            }
+        }),
+        failure_percentage: policy.failure_percentage_ejection().map(|given| {
+            let d = FailurePercentage::default();
+            FailurePercentage {
+                threshold: given.threshold.unwrap_or(d.threshold),
+                enforcement_percentage: given
+                    .enforcement_percentage
+                    .unwrap_or(d.enforcement_percentage),
+                minimum_hosts: given.minimum_hosts.unwrap_or(d.minimum_hosts),
+                request_volume: given.request_volume.unwrap_or(d.request_volume),
+            }
+        }),
+    }
+}
