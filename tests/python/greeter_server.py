@@ -7,7 +7,8 @@ It answers like the Rust `NamedGreeter` (crates/grpc-lb-helloworld):
 
     SayHello { name }  ->  HelloReply { message: "Hello {name} from {backend}" }
 
-and sends the initial metadata entry `x-backend: {backend}`.
+and sends the initial metadata entry `x-backend: {backend}`. With the
+request metadata `rpc-behavior: sleep-<ms>` it waits that long first.
 
 It also serves `grpc.health.v1.Health` (Check and Watch) for the whole server
 ("") and for helloworld.Greeter: SERVING at start, NOT_SERVING after SIGUSR1,
@@ -35,6 +36,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 # SIGTERM and SIGINT stop the server; SIGUSR1 and SIGUSR2 flip its health. The
@@ -184,8 +186,23 @@ class Health:
         )
 
 
+def behavior_delay(context):
+    """Seconds to wait before answering, from `rpc-behavior: sleep-<ms>`
+    request metadata (as in gRPC's doc/xds-test-descriptions.md)."""
+    for key, value in context.invocation_metadata():
+        if key == "rpc-behavior" and value.startswith("sleep-"):
+            try:
+                return int(value[len("sleep-") :]) / 1000.0
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
 def say_hello_handler(backend):
     def say_hello(name, context):
+        delay = behavior_delay(context)
+        if delay > 0:
+            time.sleep(delay)
         context.send_initial_metadata(((BACKEND_METADATA_KEY, backend),))
         return f"Hello {name} from {backend}"
 

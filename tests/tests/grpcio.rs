@@ -274,9 +274,14 @@ async fn graceful_stop_under_load_moves_traffic() {
         .filter_map(|c| c.result.as_ref().err().map(|s| (c.after_loss, s)))
         .collect();
     println!("{} calls, failed: {failed:?}", calls.len());
+    // A graceful stop fails nothing: RPCs the server had not taken are sent
+    // again on the other server (transparent retry, gRFC A6), as grpc-go,
+    // grpcio and grpc-js do.
     assert!(
-        failed.iter().all(|(after_loss, _)| !after_loss),
-        "a call started after the stop was seen failed: {failed:?}"
+        failed.is_empty(),
+        "{} of {} calls failed: {failed:?}",
+        failed.len(),
+        calls.len()
     );
     for call in calls.iter().filter(|c| c.after_loss) {
         assert_eq!(backend(call.result.as_ref().unwrap()), "b");
