@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 
 /// The `ipv4:` target that lists `servers` in order.
 pub fn ipv4_target(servers: &[GreeterProcess]) -> String {
@@ -24,7 +24,8 @@ pub fn ipv4_target(servers: &[GreeterProcess]) -> String {
 
 /// The command printed when Python or grpcio is missing: `scripts/test` makes
 /// the tests' own virtual environment and installs grpcio into it.
-const PYTHON_INSTALL: &str = "./scripts/test (it creates target/test-venv with tests/python/requirements.txt)";
+const PYTHON_INSTALL: &str =
+    "./scripts/test (it creates target/test-venv with tests/python/requirements.txt)";
 
 /// The Python interpreter that runs the grpcio servers: `GRPC_LB_TEST_PYTHON`
 /// (set by `scripts/test`), else the tests' own virtual environment at
@@ -189,9 +190,13 @@ impl GreeterProcess {
 
     /// Freezes the process with SIGSTOP: its sockets stay open but nothing is
     /// read or answered, as with a hung host or a partitioned network.
+    /// Returns once the process has stopped (a signal is delivered
+    /// asynchronously: a thread still running could answer one more call).
     pub fn pause(&mut self) {
         if let Some(child) = &self.child {
-            kill_process(Pid::from_child(child), Signal::STOP).expect("send SIGSTOP");
+            let pid = Pid::from_child(child);
+            kill_process(pid, Signal::STOP).expect("send SIGSTOP");
+            waitpid(Some(pid), WaitOptions::UNTRACED).expect("wait for the server to stop");
         }
     }
 

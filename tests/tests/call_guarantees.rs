@@ -93,7 +93,15 @@ fn grpc_headers() -> http::Response<()> {
 
 /// A length-prefixed `HelloReply { message }`.
 fn reply_frame(message: &str) -> Bytes {
-    let mut frame = vec![0, 0, 0, 0, (message.len() + 2) as u8, 0x0a, message.len() as u8];
+    let mut frame = vec![
+        0,
+        0,
+        0,
+        0,
+        (message.len() + 2) as u8,
+        0x0a,
+        message.len() as u8,
+    ];
     frame.extend_from_slice(message.as_bytes());
     Bytes::from(frame)
 }
@@ -113,7 +121,9 @@ fn answer(mut respond: Respond, message: &str) {
 
 /// The reason the client reset `respond`'s stream with.
 async fn reset_by_client(mut respond: Respond) -> h2::Reason {
-    std::future::poll_fn(|cx| respond.poll_reset(cx)).await.unwrap()
+    std::future::poll_fn(|cx| respond.poll_reset(cx))
+        .await
+        .unwrap()
 }
 
 fn request_with_timeout(timeout: Duration) -> tonic::Request<HelloRequest> {
@@ -158,7 +168,10 @@ async fn the_deadline_ends_a_call_to_a_frozen_server() {
     for status in [own.unwrap_err(), default.unwrap_err()] {
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
-    assert!(took >= Duration::from_secs(1), "not before the deadline: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "not before the deadline: {took:?}"
+    );
     println!("both calls failed DEADLINE_EXCEEDED after {took:?}");
     hello(&channel, false).await.unwrap();
 }
@@ -177,7 +190,9 @@ async fn at_the_deadline_the_stream_is_cancelled_and_the_server_saw_the_time_lef
                 // The second call gets its headers and a message, then nothing.
                 let mut stream = respond.send_response(grpc_headers(), false).unwrap();
                 stream.send_data(reply_frame("partial"), false).unwrap();
-                let reason = std::future::poll_fn(|cx| stream.poll_reset(cx)).await.unwrap();
+                let reason = std::future::poll_fn(|cx| stream.poll_reset(cx))
+                    .await
+                    .unwrap();
                 let _ = seen.send((timeout, reason));
                 return;
             }
@@ -191,13 +206,20 @@ async fn at_the_deadline_the_stream_is_cancelled_and_the_server_saw_the_time_lef
         let status = say_hello(&channel, request_with_timeout(Duration::from_millis(300)))
             .await
             .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{phase}: {status:?}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::DeadlineExceeded,
+            "{phase}: {status:?}"
+        );
         let (grpc_timeout, reason) = timeout(LIMIT, seen_rx.recv()).await.unwrap().unwrap();
         assert_eq!(reason, h2::Reason::CANCEL, "{phase}");
         let text = grpc_timeout.to_str().unwrap();
         let left = grpc_lb::core::grpc_timeout::parse_value(&grpc_timeout).unwrap();
         assert!(text.ends_with('u'), "grpc-go's unit for 300 ms: {text}");
-        assert!(left <= Duration::from_millis(300) && !left.is_zero(), "{text}");
+        assert!(
+            left <= Duration::from_millis(300) && !left.is_zero(),
+            "{text}"
+        );
         println!("{phase}: the server saw grpc-timeout {text}, then RST_STREAM(CANCEL)");
     }
 }
@@ -220,7 +242,9 @@ async fn a_refused_stream_is_sent_again_with_its_body() {
     .await;
     let channel = server.channel();
     let reply = GreeterClient::new(channel)
-        .say_hello(HelloRequest { name: "0123456789".into() })
+        .say_hello(HelloRequest {
+            name: "0123456789".into(),
+        })
         .await
         .unwrap();
     // 5 bytes of frame header, 2 of field tag and length, 10 of name.
@@ -332,8 +356,16 @@ async fn connections_rotated_by_max_connection_age_under_load_fail_no_call() {
     // Long enough for each server to rotate its connection several times.
     wait_for_calls(&done, 20_000).await;
     let (calls, failed) = finish(&stop, tasks).await;
-    println!("{calls} calls over rotating connections, {} failed", failed.len());
-    assert!(failed.is_empty(), "{} of {calls} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    println!(
+        "{calls} calls over rotating connections, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {calls} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
 
 // ===== 3. status codes =====
@@ -362,7 +394,13 @@ async fn a_connection_lost_mid_body_is_unavailable_and_a_reset_its_codes_status(
     })
     .await;
     let mut channel = server.channel();
-    let response = channel.ready().await.unwrap().call(raw_say_hello()).await.unwrap();
+    let response = channel
+        .ready()
+        .await
+        .unwrap()
+        .call(raw_say_hello())
+        .await
+        .unwrap();
     timeout(LIMIT, started_rx.recv()).await.unwrap().unwrap();
     server.cut();
     let status = timeout(LIMIT, response.into_body().collect())
@@ -439,7 +477,11 @@ async fn issue_13_defect_5_a_failure_status_in_trailers_counts_as_a_failure_at_t
     .unwrap();
     let stats = channel.stats();
     assert_eq!(
-        (stats.calls_started, stats.calls_succeeded, stats.calls_failed),
+        (
+            stats.calls_started,
+            stats.calls_succeeded,
+            stats.calls_failed
+        ),
         (1, 0, 0),
         "in flight until its status"
     );
@@ -448,7 +490,11 @@ async fn issue_13_defect_5_a_failure_status_in_trailers_counts_as_a_failure_at_t
     assert_eq!(status.code(), tonic::Code::Internal);
     let stats = channel.stats();
     assert_eq!(
-        (stats.calls_started, stats.calls_succeeded, stats.calls_failed),
+        (
+            stats.calls_started,
+            stats.calls_succeeded,
+            stats.calls_failed
+        ),
         (1, 0, 1)
     );
 }
@@ -459,14 +505,20 @@ async fn issue_13_defect_5_a_failure_status_in_trailers_counts_as_a_failure_at_t
 // said SHUTDOWN, so a call waiting for a connection hung forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_clone_fails_a_waiting_call_at_once() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let channel = Channel::builder(format!("ipv4:{dead}"))
         .wait_for_ready(true)
         .build()
         .unwrap();
     let mut request = raw_say_hello();
     request.extensions_mut().insert(WaitForReady(true));
-    let error = timeout(LIMIT, channel.oneshot(request)).await.unwrap().unwrap_err();
+    let error = timeout(LIMIT, channel.oneshot(request))
+        .await
+        .unwrap()
+        .unwrap_err();
     let status = error.downcast::<tonic::Status>().unwrap();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(status.message(), "channel is closed");
@@ -495,12 +547,17 @@ async fn wait_for_tasks(tasks: usize) {
 // RPC in flight finishes, then every task of the channels ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_fails_waiting_calls_lets_calls_in_flight_finish_and_ends_every_task() {
-    let before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let server = GreeterProcess::start_python("127.0.0.1:0", "slow");
     let live = Channel::builder(ipv4_target(std::slice::from_ref(&server)))
         .build()
         .unwrap();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let waiting = Channel::builder(format!("ipv4:{dead}"))
         .wait_for_ready(true)
         .backoff(fast_backoff())
@@ -511,7 +568,9 @@ async fn close_fails_waiting_calls_lets_calls_in_flight_finish_and_ends_every_ta
     let mut client = GreeterClient::new(live.clone());
     let (sent, on_sent) = oneshot::channel();
     let in_flight = tokio::spawn(async move {
-        let mut request = tonic::Request::new(HelloRequest { name: "late".into() });
+        let mut request = tonic::Request::new(HelloRequest {
+            name: "late".into(),
+        });
         request
             .metadata_mut()
             .insert("rpc-behavior", "sleep-500".parse().unwrap());
@@ -539,7 +598,11 @@ async fn close_fails_waiting_calls_lets_calls_in_flight_finish_and_ends_every_ta
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert_eq!(status.message(), "channel is closed");
     let status = hello(&live, false).await.unwrap_err();
-    assert_eq!(status.message(), "channel is closed", "no new call after close");
+    assert_eq!(
+        status.message(),
+        "channel is closed",
+        "no new call after close"
+    );
     drop((live, waiting));
     let reply = in_flight.await.unwrap().expect("a call in flight finishes");
     assert_eq!(reply.into_inner().message, "Hello late from slow");

@@ -86,8 +86,7 @@ fn cause(error: &(dyn StdError + 'static)) -> Cause {
             transport = true;
         } else if e.is::<std::io::Error>() || e.is::<TransportError>() {
             transport = true;
-        } else if e.is::<tower::timeout::error::Elapsed>()
-            || e.is::<tokio::time::error::Elapsed>()
+        } else if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>()
         {
             return Cause::Code(Code::DeadlineExceeded);
         }
@@ -197,7 +196,10 @@ mod tests {
     fn failures_of_the_connection_are_unavailable() {
         let go_away = h2::Error::from(h2::Reason::NO_ERROR);
         assert_eq!(code(go_away), Code::Internal, "a reset, not a GOAWAY");
-        assert_eq!(code(TransportError::new("reset by peer")), Code::Unavailable);
+        assert_eq!(
+            code(TransportError::new("reset by peer")),
+            Code::Unavailable
+        );
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(code(io), Code::Unavailable);
     }

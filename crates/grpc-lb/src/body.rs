@@ -357,7 +357,11 @@ mod tests {
             Some(end),
             None,
         );
-        assert_eq!(counters.stats().calls_failed, 0, "not counted at the headers");
+        assert_eq!(
+            counters.stats().calls_failed,
+            0,
+            "not counted at the headers"
+        );
         response.collect().await.unwrap();
         let stats = counters.stats();
         assert_eq!((stats.calls_succeeded, stats.calls_failed), (0, 1));

@@ -17,7 +17,6 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-
 use crate::body::{CallEnd, InFlight, ResponseBody};
 use crate::observe::{Peer, GRPC_STATUS};
 use crate::replay::ReplayableBody;

@@ -44,8 +44,8 @@ mod replay;
 mod snapshot;
 mod worker;
 
-pub use crate::builder::{BuildError, Builder};
 pub use crate::body::ResponseBody;
+pub use crate::builder::{BuildError, Builder};
 pub use crate::call::ResponseFuture;
 pub use crate::channel::{Channel, ChannelOptions, WaitForReady, DEFAULT_MAX_WAITING};
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
