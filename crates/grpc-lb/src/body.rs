@@ -336,10 +336,9 @@ mod tests {
         Frame::trailers(map)
     }
 
-    fn body(
-        frames: Vec<Frame<Bytes>>,
-    ) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>
-    {
+    type Frames = futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+
+    fn body(frames: Vec<Frame<Bytes>>) -> StreamBody<Frames> {
         StreamBody::new(futures::stream::iter(
             frames.into_iter().map(Ok).collect::<Vec<_>>(),
         ))

@@ -470,12 +470,15 @@ pub(crate) fn is_grpc_request<B>(request: &Request<B>) -> bool {
     is_grpc(request.headers())
 }
 
+/// The attempts after the first, and the channel they wait on.
+type Resent<S, ResBody> = (Attempts<Response<ResBody>>, Arc<Shared<S>>);
+
 /// After a first attempt that never reached a server: the attempts that
 /// follow, if a transparent retry is allowed and the body can be sent again.
 fn resend_after<S, B, ResBody>(
     why: TransparentRetry,
     resend: Resend<S, B>,
-) -> Option<(Attempts<Response<ResBody>>, Arc<Shared<S>>)>
+) -> Option<Resent<S, ResBody>>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
     S::Error: Into<BoxError>,

@@ -350,7 +350,10 @@ impl<S> Channel<S> {
     /// let status = waiting.await?.unwrap_err();
     /// assert_eq!(status.code(), tonic::Code::Unavailable);
     /// assert_eq!(status.message(), "channel is closed");
-    /// assert_eq!(channel.wait_for_state_change(ConnectivityState::Idle).await, ConnectivityState::Shutdown);
+    /// let mut state = channel.state();
+    /// while state != ConnectivityState::Shutdown {
+    ///     state = channel.wait_for_state_change(state).await;
+    /// }
     /// # Ok(())
     /// # }
     /// ```
