@@ -497,8 +497,13 @@ where
             let attempts = wait_then_send(shared.clone(), request, plan);
             return ResponseFuture::waiting(attempts, shared.clone(), end, sleep, grpc);
         };
-        if let Err(status) = stamp_deadline(&mut request, deadline.zip(now)) {
-            return ResponseFuture::failed(status, end);
+        // Sent now: the time left is the timeout, so a request whose own
+        // `grpc-timeout` is the soonest keeps it as it is.
+        let own_binds = own.is_some_and(|own| !own.is_zero()) && own == timeout;
+        if !own_binds {
+            if let Err(status) = stamp_deadline(&mut request, deadline.zip(now)) {
+                return ResponseFuture::failed(status, end);
+            }
         }
         let (parts, body) = request.into_parts();
         let (body, replay) = body.keep(REPLAY_BUFFER_LIMIT);
