@@ -7,7 +7,8 @@ It answers like the Rust `NamedGreeter` (crates/grpc-lb-helloworld):
 
     SayHello { name }  ->  HelloReply { message: "Hello {name} from {backend}" }
 
-and sends the initial metadata entry `x-backend: {backend}`.
+and sends the initial metadata entry `x-backend: {backend}`. With the
+request metadata `rpc-behavior: sleep-<ms>` it waits that long first.
 
 It also serves `grpc.health.v1.Health` (Check and Watch) for the whole server
 ("") and for helloworld.Greeter: SERVING at start, NOT_SERVING after SIGUSR1,
@@ -192,10 +193,24 @@ class Health:
         )
 
 
+def behavior_delay(context):
+    """Seconds to wait before answering, from `rpc-behavior: sleep-<ms>`
+    request metadata (as in gRPC's doc/xds-test-descriptions.md)."""
+    for key, value in context.invocation_metadata():
+        if key == "rpc-behavior" and value.startswith("sleep-"):
+            try:
+                return int(value[len("sleep-") :]) / 1000.0
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
 def say_hello_handler(backend, delay_seconds):
     def say_hello(name, context):
-        if delay_seconds > 0:
-            time.sleep(delay_seconds)
+        # The request's own `rpc-behavior` wins over the server's delay option.
+        delay = behavior_delay(context) or delay_seconds
+        if delay > 0:
+            time.sleep(delay)
         context.send_initial_metadata(((BACKEND_METADATA_KEY, backend),))
         return f"Hello {name} from {backend}"
 

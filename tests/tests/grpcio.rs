@@ -274,9 +274,22 @@ async fn graceful_stop_under_load_moves_traffic() {
         .filter_map(|c| c.result.as_ref().err().map(|s| (c.after_loss, s)))
         .collect();
     println!("{} calls, failed: {failed:?}", calls.len());
+    // No RPC fails for want of a connection: those the server never took
+    // (hyper's "canceled", REFUSED_STREAM, above a GOAWAY's last stream) are
+    // sent again on the other server (transparent retry, gRFC A6). What is
+    // left is grpcio answering CANCELLED to a stream that reached it after
+    // its shutdown began, on a connection hyper does not yet know is
+    // draining; taking a connection out of the picker at its GOAWAY (as
+    // grpc-go does) removes those, and then this asserts `failed.is_empty()`.
+    let unserved: Vec<_> = failed
+        .iter()
+        .filter(|(_, status)| status.code() != tonic::Code::Cancelled)
+        .collect();
     assert!(
-        failed.iter().all(|(after_loss, _)| !after_loss),
-        "a call started after the stop was seen failed: {failed:?}"
+        unserved.is_empty(),
+        "{} of {} calls failed other than by the server's CANCELLED: {failed:?}",
+        unserved.len(),
+        calls.len()
     );
     for call in calls.iter().filter(|c| c.after_loss) {
         assert_eq!(backend(call.result.as_ref().unwrap()), "b");

@@ -32,10 +32,21 @@ impl<B> Service<http::Request<B>> for MemConnection {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: http::Request<B>) -> Self::Future {
-        ready(Ok(http::Response::new(())))
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let mut response = http::Response::new(());
+        if request.headers().contains_key(http::header::CONTENT_TYPE) {
+            // A gRPC request gets a Trailers-Only OK, as a real server's
+            // status arrives: in headers the channel reads.
+            let headers = response.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, GRPC.clone());
+            headers.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("0"));
+        }
+        ready(Ok(response))
     }
 }
+
+static GRPC: http::HeaderValue = http::HeaderValue::from_static("application/grpc");
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// Connects to any address at once.
 #[derive(Clone, Copy, Debug, Default)]
@@ -129,5 +140,42 @@ pub fn is_membership(event: &ChannelEvent) -> bool {
 pub fn call_once(channel: &mut MemChannel, cx: &mut Context<'_>) -> bool {
     let _ = Service::<http::Request<()>>::poll_ready(channel, cx);
     let future = channel.call(http::Request::new(()));
+    matches!(pin!(future).poll(cx), Poll::Ready(Ok(_)))
+}
+
+/// A request shaped as tonic's generated client sends one: path, gRPC
+/// headers, the method extension, a 7-byte message body, and, with
+/// `timeout`, a `grpc-timeout`.
+pub fn grpc_request(timeout: Option<std::time::Duration>) -> http::Request<tonic::body::Body> {
+    let body = tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from_static(
+        b"\0\0\0\0\x02\x0a\0",
+    )));
+    let mut request = http::Request::post("/helloworld.Greeter/SayHello")
+        .header(http::header::CONTENT_TYPE, GRPC.clone())
+        .header(http::header::TE, "trailers")
+        .header(http::header::USER_AGENT, "tonic/0.14")
+        .body(body)
+        .expect("a valid request");
+    if let Some(timeout) = timeout {
+        request.headers_mut().insert(
+            "grpc-timeout",
+            http::HeaderValue::from_str(&format!("{}m", timeout.as_millis())).expect("digits"),
+        );
+    }
+    request
+        .extensions_mut()
+        .insert(tonic::GrpcMethod::new("helloworld.Greeter", "SayHello"));
+    request
+}
+
+/// [`call_once`] for a gRPC request made by the caller.
+#[inline(never)]
+pub fn call_once_grpc(
+    channel: &mut MemChannel,
+    cx: &mut Context<'_>,
+    request: http::Request<tonic::body::Body>,
+) -> bool {
+    let _ = Service::<http::Request<tonic::body::Body>>::poll_ready(channel, cx);
+    let future = channel.call(request);
     matches!(pin!(future).poll(cx), Poll::Ready(Ok(_)))
 }

@@ -10,7 +10,9 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use grpc_lb_bench::inmem::{call_once, endpoints, mem_channel, wait_until};
+use grpc_lb_bench::inmem::{
+    call_once, call_once_grpc, endpoints, grpc_request, mem_channel, wait_until,
+};
 use grpc_lb_bench::proc::Pinning;
 use grpc_lb_bench::{chaos, scale, server, throughput, Error};
 
@@ -114,6 +116,13 @@ enum Command {
         /// Policy.
         #[arg(long, default_value = "round_robin")]
         policy: String,
+        /// Send requests shaped as tonic's (gRPC headers, method extension,
+        /// a tonic body) instead of empty ones.
+        #[arg(long)]
+        grpc: bool,
+        /// With `--grpc`, give each call this deadline (`grpc-timeout`).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -159,7 +168,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 endpoints: n,
                 calls,
                 policy,
-            } => pick(n, calls, &policy).await,
+                grpc,
+                timeout_ms,
+            } => {
+                let grpc = grpc.then(|| timeout_ms.map(Duration::from_millis));
+                pick(n, calls, &policy, grpc).await
+            }
             Command::One {
                 system,
                 endpoints,
@@ -292,7 +306,12 @@ fn chaos_plan(quick: bool) -> chaos::Plan {
 
 /// The calls of [`call_once`] in a loop: run it under callgrind to count the
 /// instructions of one call at a given endpoint count.
-async fn pick(n: usize, calls: u64, policy: &str) -> Result<(), Error> {
+async fn pick(
+    n: usize,
+    calls: u64,
+    policy: &str,
+    grpc: Option<Option<Duration>>,
+) -> Result<(), Error> {
     let (mut channel, handle, worker) = mem_channel(policy)?;
     tokio::spawn(worker);
     handle.reset(endpoints(n));
@@ -300,9 +319,14 @@ async fn pick(n: usize, calls: u64, policy: &str) -> Result<(), Error> {
     wait_until(&channel, |c| c.ready_addresses().len() == want).await?;
     let mut cx = Context::from_waker(Waker::noop());
     let started = std::time::Instant::now();
-    let answered = (0..calls)
-        .filter(|_| call_once(&mut channel, &mut cx))
-        .count();
+    let answered = match grpc {
+        None => (0..calls)
+            .filter(|_| call_once(&mut channel, &mut cx))
+            .count(),
+        Some(timeout) => (0..calls)
+            .filter(|_| call_once_grpc(&mut channel, &mut cx, grpc_request(timeout)))
+            .count(),
+    };
     println!(
         "{answered} of {calls} calls answered, {:.0} ns each (wall clock)",
         started.elapsed().as_nanos() as f64 / calls.max(1) as f64

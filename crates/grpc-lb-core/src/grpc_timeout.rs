@@ -13,10 +13,14 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header's name.
 pub const HEADER: &str = "grpc-timeout";
+
+/// The header's name, made once: a lookup by `&str` parses the name again on
+/// every call.
+pub const HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// The largest amount the header may carry in any unit.
 const MAX_AMOUNT: u128 = 99_999_999;
@@ -24,7 +28,21 @@ const MAX_AMOUNT: u128 = 99_999_999;
 /// The timeout a request's headers carry, if any; a malformed value counts as
 /// none, as tonic's server treats it.
 pub fn parse(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(HEADER)?.to_str().ok()?;
+    parse_value(headers.get(HEADER_NAME)?)
+}
+
+/// The timeout one `grpc-timeout` value carries; `None` when malformed.
+///
+/// ```
+/// use std::time::Duration;
+/// use grpc_lb_core::grpc_timeout;
+///
+/// let value = http::HeaderValue::from_static("250m");
+/// assert_eq!(grpc_timeout::parse_value(&value), Some(Duration::from_millis(250)));
+/// assert_eq!(grpc_timeout::parse_value(&http::HeaderValue::from_static("1s")), None);
+/// ```
+pub fn parse_value(value: &HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
@@ -45,7 +63,9 @@ pub fn parse(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The header value for `timeout`: the finest unit whose amount fits in eight
-/// digits, rounded up so that the server never sees less time than is left.
+/// digits, rounded up so that the server never sees less time than is left
+/// (grpc-go's `encodeTimeout`, `internal/grpcutil/encode_duration.go`); no
+/// time left is `0n`.
 pub fn encode(timeout: Duration) -> HeaderValue {
     let nanos = timeout.as_nanos();
     let units: [(u128, char); 6] = [
@@ -61,7 +81,20 @@ pub fn encode(timeout: Duration) -> HeaderValue {
         .map(|&(per, unit)| (nanos.div_ceil(per), unit))
         .find(|&(amount, _)| amount <= MAX_AMOUNT)
         .unwrap_or((MAX_AMOUNT, 'H'));
-    HeaderValue::from_str(&format!("{amount}{unit}")).expect("digits and a unit letter")
+    // At most eight digits and the unit, written on the stack: no `format!`.
+    let mut text = [0u8; 9];
+    let mut at = text.len() - 1;
+    text[at] = unit as u8;
+    let mut rest = amount;
+    loop {
+        at -= 1;
+        text[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&text[at..]).expect("digits and a unit letter")
 }
 
 #[cfg(test)]
@@ -90,6 +123,23 @@ mod tests {
             ("+1S", None),
         ] {
             assert_eq!(parse_value(value), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn encoding_is_grpc_gos() {
+        for (timeout, expected) in [
+            (Duration::ZERO, "0n"),
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_nanos(99_999_999), "99999999n"),
+            (Duration::from_nanos(100_000_001), "100001u"),
+            (Duration::from_millis(1500), "1500000u"),
+            (Duration::from_secs(30), "30000000u"),
+            (Duration::from_secs(100), "100000m"),
+            (Duration::from_secs(100_000_000), "1666667M"),
+            (Duration::MAX, "99999999H"),
+        ] {
+            assert_eq!(encode(timeout), expected, "{timeout:?}");
         }
     }
 

@@ -35,11 +35,15 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+mod status;
+
+pub use crate::status::{code_from_h2_reason, to_status, transport_to_status};
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError, TransportError};
+use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, SharedError};
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tower_layer::Layer;
@@ -172,28 +176,6 @@ pub fn unavailable(cause: Option<&SharedError>) -> tonic::Status {
     }
 }
 
-/// A request that failed because its transport failed is `UNAVAILABLE` in gRPC,
-/// with the transport error as its source; any other error is passed on as it is.
-pub fn transport_to_status(error: BoxError) -> BoxError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
-    while let Some(current) = source {
-        if current.is::<tonic::Status>() {
-            break;
-        }
-        if current.is::<TransportError>() {
-            // The cause stays attached, so that layers above (retries) can
-            // still tell a refused stream from a broken connection.
-            let mut status = tonic::Status::unavailable(current.to_string());
-            status.set_source(std::sync::Arc::<dyn std::error::Error + Send + Sync>::from(
-                error,
-            ));
-            return status.into();
-        }
-        source = current.source();
-    }
-    error
-}
-
 impl<S> FailFast<S> {
     /// Ready (to fail the call) once the state is TRANSIENT_FAILURE; until
     /// then Pending, with the task registered for the next state change as
@@ -229,7 +211,6 @@ impl<S> FailFast<S> {
         }
     }
 }
-
 impl<S, Req> Service<Req> for FailFast<S>
 where
     S: Service<Req>,
@@ -405,6 +386,7 @@ where
 mod tests {
     use std::sync::Arc;
 
+    use grpc_lb_core::TransportError;
     use tokio_test::{assert_pending, assert_ready_ok};
     use tower_test::mock;
 

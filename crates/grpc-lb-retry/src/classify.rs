@@ -80,8 +80,20 @@ fn pushback(headers: &HeaderMap) -> Pushback {
 }
 
 /// gRPC's mapping of HTTP statuses for responses without a `grpc-status`
-/// (doc/http-grpc-status-mapping.md).
-fn http_status_to_code(status: http::StatusCode) -> Code {
+/// (doc/http-grpc-status-mapping.md; grpc-go's `HTTPStatusConvTab`): 400 is
+/// `INTERNAL`, 401 `UNAUTHENTICATED`, 403 `PERMISSION_DENIED`, 404
+/// `UNIMPLEMENTED`, 429, 502, 503 and 504 `UNAVAILABLE`, anything else
+/// (200 too, for a response that is not gRPC) `UNKNOWN`.
+///
+/// ```
+/// use grpc_lb_retry::http_status_to_code;
+/// use tonic::Code;
+///
+/// assert_eq!(http_status_to_code(http::StatusCode::NOT_FOUND), Code::Unimplemented);
+/// assert_eq!(http_status_to_code(http::StatusCode::BAD_GATEWAY), Code::Unavailable);
+/// assert_eq!(http_status_to_code(http::StatusCode::IM_A_TEAPOT), Code::Unknown);
+/// ```
+pub fn http_status_to_code(status: http::StatusCode) -> Code {
     match status.as_u16() {
         400 => Code::Internal,
         401 => Code::Unauthenticated,
@@ -89,6 +101,40 @@ fn http_status_to_code(status: http::StatusCode) -> Code {
         404 => Code::Unimplemented,
         429 | 502 | 503 | 504 => Code::Unavailable,
         _ => Code::Unknown,
+    }
+}
+
+/// Why an RPC that failed may be sent again whatever its retry policy
+/// (gRFC A6's transparent retries).
+///
+/// ```
+/// use grpc_lb_core::{BoxError, TransportError};
+/// use grpc_lb_retry::{transparent_retry, TransparentRetry};
+///
+/// let refused: BoxError = TransportError::new(h2::Error::from(h2::Reason::REFUSED_STREAM)).into();
+/// assert_eq!(transparent_retry(&*refused), Some(TransparentRetry::Unprocessed));
+/// let reset: BoxError = TransportError::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)).into();
+/// assert_eq!(transparent_retry(&*reset), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransparentRetry {
+    /// The request never left this client (hyper's "canceled": the
+    /// connection closed before it took the request). grpc-go sends such an
+    /// RPC again for as long as its deadline allows.
+    NeverSent,
+    /// A server saw the stream but did not process it: `REFUSED_STREAM`, or a
+    /// graceful `GOAWAY` that excluded it. Sent again once per RPC.
+    Unprocessed,
+}
+
+/// Whether `error`, an attempt's failure before any response, allows a
+/// transparent retry, and which: what [`Retry`](crate::Retry) itself uses,
+/// for a channel to reuse.
+pub fn transparent_retry(error: &(dyn StdError + 'static)) -> Option<TransparentRetry> {
+    match classify_error(error) {
+        Verdict::NeverSent => Some(TransparentRetry::NeverSent),
+        Verdict::Unprocessed => Some(TransparentRetry::Unprocessed),
+        _ => None,
     }
 }
 

@@ -61,6 +61,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::classify::{classify, Pushback, Verdict};
+pub use crate::classify::{http_status_to_code, transparent_retry, TransparentRetry};
 pub use crate::replay::{ReplayBody, ReplayError};
 pub use crate::throttle::RetryThrottle;
 

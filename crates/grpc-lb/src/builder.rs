@@ -122,6 +122,8 @@ pub struct Builder<L = Identity> {
     health_check: Option<String>,
     outlier_detection: Option<OutlierDetectionConfig>,
     idle_timeout: std::time::Duration,
+    /// The default deadline of every call ([`Builder::timeout`]).
+    timeout: Option<std::time::Duration>,
     /// tonic's `Endpoint` settings (settings.rs).
     pub(crate) connection: ConnectionSettings,
     /// The user's middleware around the channel, outermost first added.
@@ -147,6 +149,7 @@ impl<L> fmt::Debug for Builder<L> {
             .field("health_check", &self.health_check)
             .field("outlier_detection", &self.outlier_detection)
             .field("idle_timeout", &self.idle_timeout)
+            .field("timeout", &self.timeout)
             .field("connection", &self.connection)
             .finish_non_exhaustive()
     }
@@ -181,6 +184,7 @@ impl Builder {
             health_check: None,
             outlier_detection: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            timeout: None,
             connection: ConnectionSettings::new(),
             layer: Identity::new(),
         }
@@ -236,6 +240,7 @@ impl<L> Builder<L> {
             health_check,
             outlier_detection,
             idle_timeout,
+            timeout,
             connection,
             layer: outer,
         } = self;
@@ -258,6 +263,7 @@ impl<L> Builder<L> {
             health_check,
             outlier_detection,
             idle_timeout,
+            timeout,
             connection,
             layer: Stack::new(layer, outer),
         }
@@ -462,6 +468,36 @@ impl<L> Builder<L> {
     }
 
     /// The service name health checking starts with, if it is on.
+    /// A deadline for every call that has none sooner: its own
+    /// `grpc-timeout` (tonic's `Request::set_timeout`) or its method's
+    /// `timeout` in the service config win when sooner, as grpc-go takes the
+    /// sooner of the caller's deadline and the config's. The deadline covers
+    /// the whole call, from the wait for a connection to the end of the
+    /// response body; at it the call fails with `DEADLINE_EXCEEDED` and its
+    /// stream is cancelled. None by default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Nothing listens there; wait-for-ready calls wait, but not forever.
+    /// let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    /// let channel = grpc_lb::Channel::builder(format!("ipv4:{dead}"))
+    ///     .wait_for_ready(true)
+    ///     .timeout(Duration::from_millis(200))
+    ///     .build()?;
+    /// let status = GreeterClient::new(channel).say_hello(HelloRequest::default()).await.unwrap_err();
+    /// assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     fn health_service(&self) -> Option<String> {
         self.health_check.clone().or_else(|| {
             let config = self.service_config.as_ref()?.health_check()?;
@@ -817,6 +853,7 @@ impl<L> Builder<L> {
             service_config: self.service_config.clone(),
             policies: Some(self.policies.clone()),
             outlier_detection: self.outlier_detection.clone(),
+            timeout: self.timeout,
         };
         if matches!(health, HealthSetup::Unavailable) {
             if let Some(service) = self.health_service() {

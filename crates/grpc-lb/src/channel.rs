@@ -1,29 +1,28 @@
 //! The clonable channel.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures::future::{self, Either};
-use grpc_lb_balance::outlier::{CallCounter, OutlierDetectionConfig};
-use grpc_lb_balance::{EndpointLoad, LoadBalancer, PolicyRegistry};
+use grpc_lb_balance::outlier::OutlierDetectionConfig;
+use grpc_lb_balance::{LoadBalancer, PolicyRegistry};
 use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
-use grpc_lb_failfast::{transport_to_status, unavailable};
 use grpc_lb_reconnect::Reconnect;
 use grpc_lb_resolve::{Address, ResolverStatus};
 use grpc_lb_service_config::ServiceConfig;
-use pin_project_lite::pin_project;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tower::discover::Discover;
 use tower_service::Service;
 
-use crate::idle::{OpenCall, ResponseBody};
-use crate::observe::{succeeded, CallRecord, ChannelEvent, ChannelStats, Peer, SubchannelInfo};
-use crate::snapshot::{PickAttempt, Picked, Shared};
+use crate::body::{CallEnd, InFlight, ResponseBody};
+use crate::call::{
+    closed, is_grpc_request, stamp_deadline, wait_then_send, Head, Plan, Resend, ResponseFuture,
+};
+use crate::observe::{CallRecord, ChannelEvent, ChannelStats, SubchannelInfo};
+use crate::replay::{ReplayableBody, REPLAY_BUFFER_LIMIT};
+use crate::snapshot::{Picked, Shared};
 use crate::worker::{IdleMode, Worker};
 
 /// Per-request override of the channel's wait-for-ready default, set as a
@@ -201,6 +200,9 @@ pub struct ChannelOptions {
     pub policies: Option<PolicyRegistry>,
     /// Outlier detection (gRFC A50), off by default.
     pub outlier_detection: Option<OutlierDetectionConfig>,
+    /// The deadline of a call that has none sooner (its own `grpc-timeout`,
+    /// its method's `timeout` in the service config); none by default.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for ChannelOptions {
@@ -214,6 +216,7 @@ impl Default for ChannelOptions {
             service_config: None,
             policies: None,
             outlier_detection: None,
+            timeout: None,
         }
     }
 }
@@ -266,13 +269,15 @@ impl<S> Channel<S> {
         T: Clone + fmt::Debug,
         R: grpc_lb_backoff::Rng,
     {
-        let shared = Arc::new(Shared::new(
+        let mut shared = Shared::new(
             options.channel_id,
             options.max_waiting,
             options.wait_for_ready,
             idle.is_some(),
             options.service_config.clone(),
-        ));
+        );
+        shared.default_timeout = options.timeout;
+        let shared = Arc::new(shared);
         let (shutdown, on_shutdown) = oneshot::channel();
         let worker = Worker::new(
             discover,
@@ -319,6 +324,41 @@ impl<S> Channel<S> {
     /// Leaves IDLE without waiting for a request (grpc-go's `Connect`).
     pub fn connect(&self) {
         self.handle.shared.request_exit_idle();
+    }
+
+    /// Closes the channel, for every clone (grpc-go's `ClientConn.Close`):
+    /// calls waiting for a connection fail at once with `UNAVAILABLE`
+    /// "channel is closed", as do calls made from now on; calls already sent
+    /// go on to their end; then the connections close, and the worker and
+    /// every task of the channel end. The state goes SHUTDOWN. Dropping the
+    /// last clone does the same.
+    ///
+    /// ```
+    /// use grpc_lb::{Channel, ConnectivityState, WaitForReady};
+    /// use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Nothing listens there: a wait-for-ready call waits...
+    /// let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    /// let channel = Channel::builder(format!("ipv4:{dead}")).wait_for_ready(true).build()?;
+    /// let mut client = GreeterClient::new(channel.clone());
+    /// let waiting = tokio::spawn(async move { client.say_hello(HelloRequest::default()).await });
+    ///
+    /// // ...until the channel is closed.
+    /// channel.close();
+    /// let status = waiting.await?.unwrap_err();
+    /// assert_eq!(status.code(), tonic::Code::Unavailable);
+    /// assert_eq!(status.message(), "channel is closed");
+    /// let mut state = channel.state();
+    /// while state != ConnectivityState::Shutdown {
+    ///     state = channel.wait_for_state_change(state).await;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close(&self) {
+        self.handle.shared.close();
     }
 
     /// A watch whose value changes every time the worker publishes a new picker:
@@ -395,15 +435,15 @@ where
         + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    B: Send + 'static,
-    ResBody: 'static,
+    B: ReplayableBody + Send + 'static,
+    ResBody: Send + 'static,
 {
     type Response = http::Response<ResponseBody<ResBody>>;
     type Error = crate::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.picked.is_none() {
+        if self.picked.is_none() && !self.handle.shared.is_closed() {
             let snapshot = self.handle.shared.snapshot.load();
             self.picked = snapshot.pick::<http::Request<B>>(cx);
         }
@@ -411,337 +451,90 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let shared = &self.handle.shared;
         // A guard on the config in force, not a clone: no allocation, no lock.
-        if let Some(config) = &*self.handle.shared.service_config.load() {
-            apply_method_config(config, &mut request);
-        }
-        let call = CallRecord::start(&self.handle.shared.calls);
-        let open = self.handle.shared.activity.as_ref().map(|a| a.begin());
-        match self.picked.take() {
-            Some(Picked {
-                mut connection,
-                load,
-                outcome,
-                peer,
-                timed,
-            }) => {
-                let in_flight = InFlight::start(load, outcome, timed);
-                ResponseFuture {
-                    kind: Kind::Sent {
-                        future: connection.call(request),
-                        in_flight: Some(in_flight),
-                        peer: Some(peer),
-                    },
-                    call,
-                    open,
-                }
-            }
-            None => ResponseFuture {
-                kind: Kind::Waiting {
-                    future: Box::pin(wait_then_send(self.handle.shared.clone(), request)),
-                },
-                call,
-                open,
-            },
-        }
-    }
-}
-
-/// Counts one request against an endpoint's load until it is answered or
-/// dropped, its outcome for outlier detection when it is answered, and its
-/// round trip when the pick reads round-trip times.
-struct InFlight {
-    load: Arc<EndpointLoad>,
-    outcome: Option<Arc<CallCounter>>,
-    /// `None` when the pick does not use latency: reading the clock twice and
-    /// updating the estimate were a fifth of a call's instructions in the
-    /// channel (callgrind, `grpc-lb-bench pick`), for a figure only p2c reads.
-    started: Option<Instant>,
-    /// Set by `finish`, so that the drop that follows counts nothing twice.
-    answered: bool,
-}
-
-impl InFlight {
-    fn start(load: Arc<EndpointLoad>, outcome: Option<Arc<CallCounter>>, timed: bool) -> Self {
-        load.start();
-        InFlight {
+        let method_timeout = match &*shared.service_config.load() {
+            Some(config) => apply_method_config(config, &mut request),
+            None => None,
+        };
+        let mut end = CallEnd::new(
+            CallRecord::start(&shared.calls),
+            shared.activity.as_ref().map(|a| a.begin()),
+        );
+        let own = request
+            .headers()
+            .get(grpc_timeout::HEADER_NAME)
+            .and_then(grpc_timeout::parse_value);
+        // The sooner of the request's own deadline, its method's and the
+        // channel's default (grpc-go's `newClientStreamWithParams`): the
+        // clock is read, and a timer made, only for a call that has one.
+        let timeout = [own, method_timeout, shared.default_timeout]
+            .into_iter()
+            .flatten()
+            .min();
+        let now = timeout.map(|_| Instant::now());
+        let deadline = now.zip(timeout).map(|(now, timeout)| now + timeout);
+        let sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let grpc = is_grpc_request(&request);
+        let plan = Plan {
+            deadline,
+            wait_for_ready: request
+                .extensions()
+                .get::<WaitForReady>()
+                .map_or(shared.wait_for_ready, |w| w.0),
+        };
+        let Some(Picked {
+            mut connection,
             load,
             outcome,
-            started: timed.then(Instant::now),
-            answered: false,
-        }
-    }
-
-    /// Counts the answer: its round trip when it is a response (and timed),
-    /// and for outlier detection whether it succeeded (as [`ChannelStats`]
-    /// counts it). A request dropped unanswered (cancelled by its caller) is
-    /// not counted as a failure of the endpoint.
-    fn finish<B, E>(mut self, result: &Result<http::Response<B>, E>) {
-        let rtt = match self.started {
-            Some(started) if result.is_ok() => Some(started.elapsed()),
-            _ => None,
-        };
-        self.load.finish(rtt);
-        if let Some(outcome) = self.outcome.take() {
-            outcome.record(succeeded(result));
-        }
-        self.answered = true;
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.load.finish(None);
-        }
-    }
-}
-
-type WaitingFuture<ResBody> =
-    Pin<Box<dyn Future<Output = Result<http::Response<ResBody>, BoxError>> + Send>>;
-
-pin_project! {
-    /// Response future of [`Channel`]: sent on the connection picked at
-    /// `poll_ready`, or (boxed) waiting for one first.
-    ///
-    /// ```
-    /// use grpc_lb::{Channel, ResponseFuture};
-    /// use tower::{Service, ServiceExt};
-    ///
-    /// # async fn greeter(name: &str) -> std::net::SocketAddr {
-    /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    /// #     let addr = listener.local_addr().unwrap();
-    /// #     let service = grpc_lb_helloworld::proto::GreeterServer::new(grpc_lb_helloworld::NamedGreeter::new(name));
-    /// #     tokio::spawn(
-    /// #         tonic::transport::Server::builder()
-    /// #             .add_service(service)
-    /// #             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    /// #     );
-    /// #     addr
-    /// # }
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), grpc_lb::core::BoxError> {
-    /// let addr = greeter("a").await;
-    /// let mut channel = Channel::builder(format!("ipv4:{addr}")).build()?;
-    ///
-    /// // Any HTTP/2 request, as hyper or axum code would send it.
-    /// let request = http::Request::post("/no.Such/Method").body(tonic::body::Body::empty())?;
-    /// let future: ResponseFuture<_, _> = channel.ready().await?.call(request);
-    /// let response = future.await?;
-    /// assert_eq!(response.headers()["grpc-status"], "12"); // UNIMPLEMENTED
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub struct ResponseFuture<F, ResBody> {
-        #[pin]
-        kind: Kind<F, ResBody>,
-        call: CallRecord,
-        // Moved into the response body, which keeps the call open.
-        open: Option<OpenCall>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, ResBody> {
-        Sent { #[pin] future: F, in_flight: Option<InFlight>, peer: Option<Peer> },
-        Waiting { future: WaitingFuture<ResBody> },
-    }
-}
-
-impl<F, ResBody> fmt::Debug for ResponseFuture<F, ResBody> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F, ResBody>
-where
-    F: Future<Output = Result<http::Response<ResBody>, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<http::Response<ResponseBody<ResBody>>, crate::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = match this.kind.project() {
-            KindProj::Sent {
-                future,
-                in_flight,
-                peer,
-            } => {
-                let result = std::task::ready!(future.poll(cx));
-                if let Some(in_flight) = in_flight.take() {
-                    in_flight.finish(&result);
-                }
-                match result {
-                    Ok(mut response) => {
-                        if let Some(peer) = peer.take() {
-                            response.extensions_mut().insert(peer);
-                        }
-                        Ok(response)
-                    }
-                    Err(error) => Err(transport_to_status(error.into())),
-                }
+            peer,
+            timed,
+        }) = self.picked.take()
+        else {
+            if shared.is_closed() {
+                return ResponseFuture::failed(closed(), end);
             }
-            KindProj::Waiting { future } => std::task::ready!(future.as_mut().poll(cx)),
+            let attempts = wait_then_send(shared.clone(), request, plan);
+            return ResponseFuture::waiting(attempts, shared.clone(), end, sleep, grpc);
         };
-        this.call.finish(&result);
-        let open = this.open.take();
-        Poll::Ready(
-            result
-                .map(|response| response.map(|body| ResponseBody::new(body, open)))
-                .map_err(crate::Error::call),
-        )
-    }
-}
-
-/// The slow path: no connection was ready at `poll_ready`.
-async fn wait_then_send<S, B, ResBody>(
-    shared: Arc<Shared<S>>,
-    request: http::Request<B>,
-) -> Result<http::Response<ResBody>, BoxError>
-where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
-    S::Error: Into<BoxError>,
-{
-    let wait_for_ready = request
-        .extensions()
-        .get::<WaitForReady>()
-        .map_or(shared.wait_for_ready, |w| w.0);
-    let deadline = grpc_timeout::parse(request.headers()).map(|timeout| Instant::now() + timeout);
-    let _permit = shared.waiting.clone().try_acquire_owned().map_err(|_| {
-        tonic::Status::resource_exhausted(format!(
-            "too many requests waiting for a connection (limit {})",
-            shared.max_waiting
-        ))
-    })?;
-    let mut version = shared.version.subscribe();
-    // A channel that failed to leave idle mode reads TRANSIENT_FAILURE, not
-    // IDLE: the call asks once more and waits for that attempt's outcome.
-    let mut retried_idle = false;
-    loop {
-        version.borrow_and_update();
-        let snapshot = shared.snapshot.load_full();
-        let attempt = poll_fn(|cx| Poll::Ready(snapshot.try_pick::<http::Request<B>>(cx))).await;
-        let mut busy = match attempt {
-            PickAttempt::Picked(picked) => return send_on(picked, request).await,
-            PickAttempt::Busy(busy) => Some(busy),
-            PickAttempt::Empty => None,
-            PickAttempt::Invalid(error) => return Err(tonic::Status::from(error).into()),
-        };
-        let retry_idle = !retried_idle && shared.leaving_idle_failed.load(Ordering::Acquire);
-        retried_idle |= retry_idle;
-        if snapshot.state == ConnectivityState::Idle || retry_idle {
-            shared.request_exit_idle();
-        }
-        match snapshot.state {
-            ConnectivityState::TransientFailure
-                if (!wait_for_ready || snapshot.fail_all) && !retry_idle =>
-            {
-                return Err(unavailable(snapshot.last_error.as_ref()).into());
-            }
-            ConnectivityState::Shutdown => {
-                return Err(tonic::Status::unavailable("channel is shut down").into());
-            }
-            _ => {}
-        }
-        // A new picker, or one of the connections found busy is ready.
-        let woken = async {
-            let changed = std::pin::pin!(version.changed());
-            match busy.as_mut() {
-                None => Woken::Picker(changed.await.is_ok()),
-                Some(busy) => {
-                    let ready = poll_fn(|cx| busy.poll_ready::<http::Request<B>>(cx));
-                    match future::select(changed, std::pin::pin!(ready)).await {
-                        Either::Left((changed, _)) => Woken::Picker(changed.is_ok()),
-                        Either::Right((picked, _)) => Woken::Ready(picked),
-                    }
-                }
-            }
-        };
-        let woken = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, woken).await {
-                Ok(woken) => woken,
-                Err(_) => {
-                    let cause = match &snapshot.last_error {
-                        Some(error) => format!("; last error: {error}"),
-                        None => String::new(),
-                    };
-                    return Err(tonic::Status::deadline_exceeded(format!(
-                        "deadline exceeded while waiting for a connection (channel {}{cause})",
-                        snapshot.state
-                    ))
-                    .into());
-                }
-            },
-            None => woken.await,
-        };
-        match woken {
-            Woken::Ready(picked) => return send_on(picked, request).await,
-            Woken::Picker(true) => {}
-            Woken::Picker(false) => {
-                return Err(tonic::Status::unavailable("channel is shut down").into());
+        // Sent now: the time left is the timeout, so a request whose own
+        // `grpc-timeout` is the soonest keeps it as it is.
+        let own_binds = own.is_some_and(|own| !own.is_zero()) && own == timeout;
+        if !own_binds {
+            if let Err(status) = stamp_deadline(&mut request, deadline.zip(now)) {
+                return ResponseFuture::failed(status, end);
             }
         }
+        let (parts, body) = request.into_parts();
+        let (body, replay) = body.keep(REPLAY_BUFFER_LIMIT);
+        let resend = Resend {
+            shared: shared.clone(),
+            head: Head::of(&parts),
+            replay,
+            plan,
+        };
+        let in_flight = InFlight::start(load, outcome, timed);
+        end.headers(true, false);
+        let future = connection.call(http::Request::from_parts(parts, body));
+        ResponseFuture::sent(future, in_flight, peer, resend, end, sleep, grpc)
     }
-}
-
-/// What ended a call's wait for a connection.
-enum Woken<S> {
-    /// A new picker; false if the channel is gone.
-    Picker(bool),
-    /// A connection found busy is ready.
-    Ready(Picked<S>),
-}
-
-/// Sends `request` on a picked connection, counting it against its load.
-async fn send_on<S, B, ResBody>(
-    picked: Picked<S>,
-    request: http::Request<B>,
-) -> Result<http::Response<ResBody>, BoxError>
-where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
-    S::Error: Into<BoxError>,
-{
-    let Picked {
-        mut connection,
-        load,
-        outcome,
-        peer,
-        timed,
-    } = picked;
-    let in_flight = InFlight::start(load, outcome, timed);
-    poll_fn(|cx| connection.poll_ready(cx))
-        .await
-        .map_err(|e| transport_to_status(e.into()))?;
-    let result = connection.call(request).await;
-    in_flight.finish(&result);
-    let mut response = result.map_err(|e| transport_to_status(e.into()))?;
-    response.extensions_mut().insert(peer);
-    Ok(response)
 }
 
 /// Applies the service config's entry for the request's method: its
 /// `waitForReady` unless the request says otherwise (the service config doc:
-/// the config gives the default, the application may override it), and its
-/// `timeout` when sooner than the request's own deadline, written back as
-/// `grpc-timeout` so that the wait here and the server both honour it.
-fn apply_method_config<B>(config: &ServiceConfig, request: &mut http::Request<B>) {
-    let Some(method) = config.method_config(request.uri().path()) else {
-        return;
-    };
+/// the config gives the default, the application may override it). Returns
+/// its `timeout`, which bounds the call's deadline (the sooner wins).
+fn apply_method_config<B>(
+    config: &ServiceConfig,
+    request: &mut http::Request<B>,
+) -> Option<Duration> {
+    let method = config.method_config(request.uri().path())?;
     if let Some(wait) = method.wait_for_ready() {
         if request.extensions().get::<WaitForReady>().is_none() {
             request.extensions_mut().insert(WaitForReady(wait));
         }
     }
-    if let Some(timeout) = method.timeout() {
-        let sooner = grpc_timeout::parse(request.headers()).map_or(timeout, |own| own.min(timeout));
-        request
-            .headers_mut()
-            .insert(grpc_timeout::HEADER, grpc_timeout::encode(sooner));
-    }
+    method.timeout()
 }
 
 #[cfg(test)]
@@ -767,8 +560,8 @@ mod tests {
             .parse()
             .unwrap();
         let mut plain = request("/s/m", None, None);
-        apply_method_config(&config, &mut plain);
-        assert_eq!(plain.headers()[grpc_timeout::HEADER], "2000000u");
+        let timeout = apply_method_config(&config, &mut plain);
+        assert_eq!(timeout, Some(Duration::from_secs(2)));
         assert_eq!(
             plain.extensions().get::<WaitForReady>(),
             Some(&WaitForReady(true))
@@ -776,19 +569,13 @@ mod tests {
 
         let mut own = request("/s/m", Some("1S"), Some(false));
         apply_method_config(&config, &mut own);
-        assert_eq!(own.headers()[grpc_timeout::HEADER], "1000000u");
         assert_eq!(
             own.extensions().get::<WaitForReady>(),
             Some(&WaitForReady(false))
         );
 
-        let mut later = request("/s/m", Some("1M"), None);
-        apply_method_config(&config, &mut later);
-        assert_eq!(later.headers()[grpc_timeout::HEADER], "2000000u");
-
         let mut other = request("/t/m", None, None);
-        apply_method_config(&config, &mut other);
-        assert!(other.headers().get(grpc_timeout::HEADER).is_none());
+        assert_eq!(apply_method_config(&config, &mut other), None);
         assert!(other.extensions().get::<WaitForReady>().is_none());
     }
 }

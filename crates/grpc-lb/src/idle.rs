@@ -1,15 +1,12 @@
 //! Idle mode's bookkeeping on the call path: how many calls are open (a
 //! streaming response counts until its body ends) and when the last one
-//! ended, in atomics, and the response body that keeps its call open.
+//! ended, in atomics. The response body ([`crate::ResponseBody`]) holds the
+//! guard that keeps its call open.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 /// grpc-go's default idle timeout (`defaultIdleTimeout`, `dialoptions.go`).
@@ -69,124 +66,28 @@ impl Drop for OpenCall {
     }
 }
 
-pin_project! {
-    /// The body of a response from a [`Channel`](crate::Channel): the
-    /// connection's own body, unchanged, which also keeps its call counted as
-    /// open until it has been read to the end or dropped, so that a channel
-    /// with a streaming call open never goes idle (see
-    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout)).
-    ///
-    /// tonic clients read it like any body; [`into_inner`](Self::into_inner)
-    /// gives the connection's body back. Its [`Default`] is an empty body
-    /// (no connection body, no open call): what tonic's `InterceptedService`
-    /// answers with when an interceptor rejects a call, so that
-    /// `GreeterClient::with_interceptor(channel, f)` compiles.
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), grpc_lb::core::BoxError> {
-    /// use http_body_util::{BodyExt, Empty};
-    /// use tower::{Service, ServiceExt};
-    ///
-    /// let mut channel = grpc_lb::Channel::builder("dns:///api.internal:8080")
-    ///     .build_http1::<Empty<bytes::Bytes>>()?;
-    /// let request = http::Request::get("/users/1").body(Empty::new())?;
-    /// let response = channel.ready().await?.call(request).await?;
-    /// // The call counts as open until the body is read to its end.
-    /// let body: grpc_lb::ResponseBody<_> = response.into_body();
-    /// let bytes = body.collect().await?.to_bytes();
-    /// # drop(bytes);
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[derive(Debug)]
-    pub struct ResponseBody<B> {
-        // `None` only in the default, empty body: hyper's `Incoming` has no
-        // `Default` of its own.
-        #[pin]
-        inner: Option<B>,
-        call: Option<OpenCall>,
-    }
-}
-
-impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, call: Option<OpenCall>) -> Self {
-        ResponseBody {
-            inner: Some(inner),
-            call,
-        }
-    }
-
-    /// The connection's body (`None` for the [`Default`], empty body); the
-    /// call no longer counts as open.
-    pub fn into_inner(self) -> Option<B> {
-        self.inner
-    }
-
-    /// The connection's body (`None` for the [`Default`], empty body).
-    pub fn get_ref(&self) -> Option<&B> {
-        self.inner.as_ref()
-    }
-}
-
-impl<B> Default for ResponseBody<B> {
-    /// An empty body that ends at once, counting no call.
-    fn default() -> Self {
-        ResponseBody {
-            inner: None,
-            call: None,
-        }
-    }
-}
-
-impl<B: Body> Body for ResponseBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(None);
-        };
-        let frame = std::task::ready!(inner.poll_frame(cx));
-        if this.call.is_some() {
-            let ended = match &frame {
-                None | Some(Err(_)) => true,
-                Some(Ok(_)) => false,
-            };
-            if ended {
-                this.call.take();
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(inner) => inner.size_hint(),
-            None => SizeHint::with_exact(0),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::{CallEnd, ResponseBody};
+    use crate::observe::{CallCounters, CallRecord};
+    use http_body::Body as _;
     use http_body_util::{BodyExt, Full};
+    use std::task::{Context, Poll};
+
+    /// A call's body holding the open-call guard, as the channel makes it.
+    fn body<B>(inner: B, open: OpenCall) -> ResponseBody<B> {
+        let record = CallRecord::start(&Arc::new(CallCounters::new(0)));
+        ResponseBody::new(inner, Some(CallEnd::new(record, Some(open))), None)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_is_open_until_its_body_ends() {
         let activity = Arc::new(Activity::new());
         assert_eq!(activity.last_end(), None);
-        let body = ResponseBody::new(
+        let body = body(
             Full::new(bytes::Bytes::from_static(b"hi")),
-            Some(activity.begin()),
+            activity.begin(),
         );
         assert_eq!(activity.open_calls(), 1);
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -359,7 +260,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dropped_body_ends_its_call() {
         let activity = Arc::new(Activity::new());
-        let body = ResponseBody::new(Full::new(bytes::Bytes::new()), Some(activity.begin()));
+        let body = body(Full::new(bytes::Bytes::new()), activity.begin());
         drop(body);
         assert_eq!(activity.open_calls(), 0);
         assert!(activity.last_end().is_some());

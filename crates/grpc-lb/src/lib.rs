@@ -32,7 +32,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod body;
 mod builder;
+mod call;
 mod channel;
 mod config;
 mod connector;
@@ -42,20 +44,22 @@ mod idle;
 pub mod metrics;
 mod observe;
 mod rate_limit;
+mod replay;
 mod settings;
 mod snapshot;
 mod wake_queue;
 mod worker;
 
+pub use crate::body::ResponseBody;
 pub use crate::builder::Builder;
-pub use crate::channel::{
-    Channel, ChannelOptions, ResponseFuture, WaitForReady, DEFAULT_MAX_WAITING,
-};
+pub use crate::call::ResponseFuture;
+pub use crate::channel::{Channel, ChannelOptions, WaitForReady, DEFAULT_MAX_WAITING};
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
 pub use crate::error::{BuildError, Error};
-pub use crate::idle::{ResponseBody, DEFAULT_IDLE_TIMEOUT};
+pub use crate::idle::DEFAULT_IDLE_TIMEOUT;
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::rate_limit::{RateLimit, RateLimitLayer};
+pub use crate::replay::{ReplayableBody, REPLAY_BUFFER_LIMIT};
 pub use crate::worker::Worker;
 #[cfg(feature = "tls")]
 pub use grpc_lb_connect::tls::{TlsConfig, TlsError, TlsErrorKind};

@@ -240,17 +240,20 @@ pub enum ChannelEvent {
 /// A channel's call counters, as channelz's `CallsStarted`, `CallsSucceeded`
 /// and `CallsFailed`, read with [`Channel::stats`](crate::Channel::stats).
 ///
-/// A call is counted when its response future completes (or is dropped):
+/// A call is counted at its final status, as gRFC A48 and grpc-go's `Done`
+/// count it: the `grpc-status` of its trailers (read through the
+/// [`ResponseBody`](crate::ResponseBody)), of a *Trailers-Only* response's
+/// headers, or the channel's own error. A request that is not gRPC (no
+/// `application/grpc` content-type: REST over HTTP/1.1) is judged by its
+/// response's HTTP status when the headers arrive.
 ///
 /// - **failed**: the channel answered with an error (no connection in
-///   TRANSIENT_FAILURE, a deadline passed while waiting, the transport broke,
-///   too many waiting), the HTTP status is not 200, or the response headers
-///   carry a `grpc-status` other than `0` (a *Trailers-Only* response, which is
-///   how servers send a status without a message); and a call whose future was
-///   dropped before it completed (cancelled);
-/// - **succeeded**: every other response. A status sent in *trailers*, after the
-///   response headers, is not seen by the channel (it is read by the client
-///   from the body), so such a call counts as succeeded here.
+///   TRANSIENT_FAILURE, the deadline passed, the transport broke, too many
+///   waiting), the HTTP status is not 200, the status is not `0`, a gRPC
+///   response ended without a status; and a call dropped before its end
+///   (cancelled);
+/// - **succeeded**: status `0`, or HTTP status 200 for a request that is not
+///   gRPC.
 ///
 /// `started - succeeded - failed` is the number of calls in flight.
 ///
@@ -326,25 +329,9 @@ impl CallCounters {
     }
 }
 
-/// Whether a call succeeded, as [`ChannelStats`] and outlier detection count
-/// it: a response with HTTP status 200 and no `grpc-status` other than `0` in
-/// its headers.
-pub(crate) fn succeeded<B, E>(result: &Result<http::Response<B>, E>) -> bool {
-    match result {
-        Err(_) => false,
-        Ok(response) => {
-            response.status() == http::StatusCode::OK
-                && response
-                    .headers()
-                    .get(&GRPC_STATUS)
-                    .is_none_or(|status| status == "0")
-        }
-    }
-}
-
 /// A `HeaderName` made once: looking up by `&str` parsed the name again on
 /// every call (an eighth of a call's instructions in the channel, callgrind).
-static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 /// Records one call: started when made, finished once.
 pub(crate) struct CallRecord {
@@ -359,9 +346,13 @@ impl CallRecord {
         }
     }
 
+    /// A record that counts nothing: the call was counted already.
+    pub(crate) fn detached() -> Self {
+        CallRecord { counters: None }
+    }
+
     /// Counts the call's outcome, classified as [`ChannelStats`] says.
-    pub(crate) fn finish<B, E>(&mut self, result: &Result<http::Response<B>, E>) {
-        let ok = succeeded(result);
+    pub(crate) fn finish(&mut self, ok: bool) {
         self.count(ok, if ok { "ok" } else { "failed" });
     }
 

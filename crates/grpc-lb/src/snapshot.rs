@@ -226,6 +226,11 @@ pub(crate) struct Shared<S> {
     /// The service config in force, whose method configs every call reads:
     /// swapped by the worker, loaded without a lock.
     pub(crate) service_config: ArcSwapOption<ServiceConfig>,
+    /// The deadline of a call that sets none sooner (`Builder::timeout`).
+    pub(crate) default_timeout: Option<std::time::Duration>,
+    /// Set by `Channel::close` (or the drop of the last clone, through the
+    /// worker): no call is picked or waits any more.
+    pub(crate) closed: AtomicBool,
 }
 
 /// How many state changes [`Shared::history`] keeps.
@@ -267,7 +272,24 @@ impl<S> Shared<S> {
             calls: Arc::new(CallCounters::new(channel_id)),
             activity: track_activity.then(|| Arc::new(Activity::new())),
             service_config: ArcSwapOption::new(service_config),
+            default_timeout: None,
+            closed: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the channel for calls: the picker goes empty in SHUTDOWN, and
+    /// every call waiting for a connection wakes up to fail. The worker
+    /// stops at its next poll.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.snapshot
+            .store(Arc::new(Snapshot::empty(ConnectivityState::Shutdown)));
+        self.version.send_modify(|v| *v += 1);
+        self.worker.wake();
     }
 
     pub(crate) fn record(&self, state: ConnectivityState) {

@@ -557,7 +557,7 @@ where
     }
 
     fn poll_worker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if Pin::new(&mut self.shutdown).poll(cx).is_ready() {
+        if Pin::new(&mut self.shutdown).poll(cx).is_ready() || self.shared.is_closed() {
             return Poll::Ready(());
         }
         self.shared.worker.register(cx.waker());
@@ -1309,6 +1309,9 @@ where
         let this = self.get_mut();
         let result = this.poll_worker(cx);
         if result.is_ready() {
+            // Calls waiting for a connection fail now, and the picker lets go
+            // of the connections.
+            this.shared.close();
             let previous = this
                 .shared
                 .connectivity
