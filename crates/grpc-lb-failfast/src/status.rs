@@ -76,7 +76,10 @@ fn cause(error: &(dyn StdError + 'static)) -> Cause {
         }
         if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
             if hyper.is_timeout() {
-                return Cause::Code(Code::DeadlineExceeded);
+                // A client's only hyper timeout is HTTP/2 keepalive's: the
+                // connection is dead, which grpc-go reports as UNAVAILABLE
+                // (a keepalive timeout closes the transport), not a deadline.
+                return Cause::Code(Code::Unavailable);
             }
             if hyper.is_user() {
                 return Cause::Code(Code::Internal);
