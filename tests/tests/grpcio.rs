@@ -276,18 +276,28 @@ async fn graceful_stop_under_load_moves_traffic() {
     println!("{} calls, failed: {failed:?}", calls.len());
     // No RPC fails for want of a connection: those the server never took
     // (hyper's "canceled", REFUSED_STREAM, above a GOAWAY's last stream) are
-    // sent again on the other server (transparent retry, gRFC A6). What is
-    // left is grpcio answering CANCELLED to a stream that reached it after
-    // its shutdown began, on a connection hyper does not yet know is
-    // draining; taking a connection out of the picker at its GOAWAY (as
-    // grpc-go does) removes those, and then this asserts `failed.is_empty()`.
+    // sent again on the other server (transparent retry, gRFC A6), and the
+    // GOAWAY takes the connection out of the picker as it is read. What is
+    // left (issue 14, still open) comes from streams the client had sent
+    // before grpcio's first GOAWAY (at or below its last stream id, so not
+    // retryable by A6): grpcio answers CANCELLED to those it received after
+    // its shutdown began, and under load an exiting grpcio closes its socket
+    // on a few it never answered ("broken pipe"). Neither may happen to a
+    // call started after the channel dropped the server.
     let unserved: Vec<_> = failed
         .iter()
-        .filter(|(_, status)| status.code() != tonic::Code::Cancelled)
+        .filter(|(after_loss, status)| {
+            let shutdown = match status.code() {
+                tonic::Code::Cancelled => true,
+                tonic::Code::Unavailable => status.message().contains("connection error"),
+                _ => false,
+            };
+            *after_loss || !shutdown
+        })
         .collect();
     assert!(
         unserved.is_empty(),
-        "{} of {} calls failed other than by the server's CANCELLED: {failed:?}",
+        "{} of {} calls failed other than by the server's shutdown: {failed:?}",
         unserved.len(),
         calls.len()
     );
