@@ -165,13 +165,15 @@ impl<S> FailFast<S> {
 }
 
 /// The `UNAVAILABLE` status a fail-fast call gets, naming the cause.
+///
+/// The cause's text (with its own causes, as its `Display` gives them) is the
+/// status's message, which is what tonic users read; the status carries no
+/// source, so that a report walking the error's chain of sources says each
+/// cause once. The cause itself stays on the subchannel's and the channel's
+/// connectivity watch (`Connectivity::last_error`), for code that inspects it.
 pub fn unavailable(cause: Option<&SharedError>) -> tonic::Status {
     match cause {
-        Some(cause) => {
-            let mut status = tonic::Status::unavailable(format!("connection unavailable: {cause}"));
-            status.set_source(cause.clone());
-            status
-        }
+        Some(cause) => tonic::Status::unavailable(format!("connection unavailable: {cause}")),
         None => tonic::Status::unavailable("connection unavailable: in TRANSIENT_FAILURE"),
     }
 }

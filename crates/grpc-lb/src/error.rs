@@ -291,6 +291,35 @@ mod tests {
         assert_eq!(found.message(), "connection unavailable: refused");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_connection_is_said_once_down_the_call_error_chain() {
+        use tower::ServiceExt;
+        // Nothing listens on a port just bound and closed: the connection is
+        // refused, and the fail-fast call gets UNAVAILABLE with that cause.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let channel = crate::Channel::builder(format!("ipv4:{addr}"))
+            .build()
+            .unwrap();
+        let request = http::Request::post("/helloworld.Greeter/SayHello")
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let error = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            channel.clone().oneshot(request),
+        )
+        .await
+        .expect("a refused connection fails the call")
+        .unwrap_err();
+        let status = error.status().expect("a gRPC status");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains(&addr.to_string()), "{status:?}");
+        assert_said_once(&error);
+    }
+
     #[test]
     fn a_channel_error_from_below_is_not_wrapped_twice() {
         let inner = Error::call(Box::new(tonic::Status::internal("x")));
