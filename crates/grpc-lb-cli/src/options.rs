@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use grpc_lb::backoff::BackoffConfig;
-use grpc_lb::balance::outlier::{FailurePercentage, OutlierDetectionConfig, SuccessRate};
+use grpc_lb::balance::outlier::OutlierDetectionConfig;
 use grpc_lb::balance::PolicyRegistry;
 use grpc_lb::connect::KeepaliveConfig;
-use grpc_lb::service_config::{OutlierDetectionPolicy, ServiceConfig, OUTLIER_DETECTION};
+use grpc_lb::service_config::{ServiceConfig, OUTLIER_DETECTION};
 use grpc_lb::{BuildError, Channel, TlsConfig, TlsError};
 use serde_json::{json, Value};
 
@@ -255,7 +255,7 @@ impl ChannelArgs {
             .first()
             .and_then(|entry| entry.outlier_detection())
             .ok_or_else(|| usage("not an outlier detection config".to_owned()))?;
-        Ok(Some(outlier_detection_config(policy)))
+        Ok(Some(grpc_lb::outlier_detection_config(policy)))
     }
 
     /// The TLS settings from the flags: `--ca-cert` or the system's roots,
@@ -438,44 +438,4 @@ fn outlier_json(config: &OutlierDetectionConfig) -> Value {
             "request_volume": f.request_volume,
         })),
     })
-}
-
-/// gRFC A50's settings from the parsed JSON, with A50's defaults for what it
-/// leaves out (as the channel converts a service config's entry).
-fn outlier_detection_config(policy: &OutlierDetectionPolicy) -> OutlierDetectionConfig {
-    let defaults = OutlierDetectionConfig::default();
-    OutlierDetectionConfig {
-        interval: policy.interval().unwrap_or(defaults.interval),
-        base_ejection_time: policy
-            .base_ejection_time()
-            .unwrap_or(defaults.base_ejection_time),
-        max_ejection_time: policy
-            .max_ejection_time()
-            .unwrap_or(defaults.max_ejection_time),
-        max_ejection_percent: policy
-            .max_ejection_percent()
-            .unwrap_or(defaults.max_ejection_percent),
-        success_rate: policy.success_rate_ejection().map(|given| {
-            let d = SuccessRate::default();
-            SuccessRate {
-                stdev_factor: given.stdev_factor.unwrap_or(d.stdev_factor),
-                enforcement_percentage: given
-                    .enforcement_percentage
-                    .unwrap_or(d.enforcement_percentage),
-                minimum_hosts: given.minimum_hosts.unwrap_or(d.minimum_hosts),
-                request_volume: given.request_volume.unwrap_or(d.request_volume),
-            }
-        }),
-        failure_percentage: policy.failure_percentage_ejection().map(|given| {
-            let d = FailurePercentage::default();
-            FailurePercentage {
-                threshold: given.threshold.unwrap_or(d.threshold),
-                enforcement_percentage: given
-                    .enforcement_percentage
-                    .unwrap_or(d.enforcement_percentage),
-                minimum_hosts: given.minimum_hosts.unwrap_or(d.minimum_hosts),
-                request_volume: given.request_volume.unwrap_or(d.request_volume),
-            }
-        }),
-    }
 }

@@ -56,11 +56,26 @@ pub(crate) fn choose(
     })
 }
 
-/// A50's settings from the config, with A50's defaults for what it leaves out
-/// (grpc-go's JSON parser defaults `failurePercentageEjection`'s
+/// gRFC A50's settings from a service config's `outlier_detection_experimental`
+/// entry, with A50's defaults for what it leaves out, as the channel applies
+/// them (grpc-go's JSON parser defaults `failurePercentageEjection`'s
 /// `enforcementPercentage` to 0; we keep A50's 100, as
 /// `OutlierDetectionConfig` does).
-fn outlier_detection_config(policy: &OutlierDetectionPolicy) -> OutlierDetectionConfig {
+///
+/// ```
+/// use grpc_lb::service_config::ServiceConfig;
+/// use std::time::Duration;
+///
+/// let config = ServiceConfig::from_json(r#"{"loadBalancingConfig": [
+///     {"outlier_detection_experimental": {"interval": "2s",
+///         "childPolicy": [{"round_robin": {}}]}}]}"#)?;
+/// let entry = config.load_balancing_config()[0].outlier_detection().unwrap();
+/// let settings = grpc_lb::outlier_detection_config(entry);
+/// assert_eq!(settings.interval, Duration::from_secs(2));
+/// assert_eq!(settings.max_ejection_percent, 10); // A50's default
+/// # Ok::<(), grpc_lb::service_config::ServiceConfigError>(())
+/// ```
+pub fn outlier_detection_config(policy: &OutlierDetectionPolicy) -> OutlierDetectionConfig {
     let defaults = OutlierDetectionConfig::default();
     OutlierDetectionConfig {
         interval: policy.interval().unwrap_or(defaults.interval),

@@ -54,6 +54,7 @@ pub use crate::body::ResponseBody;
 pub use crate::builder::Builder;
 pub use crate::call::ResponseFuture;
 pub use crate::channel::{Channel, ChannelOptions, WaitForReady, DEFAULT_MAX_WAITING};
+pub use crate::config::outlier_detection_config;
 pub use crate::connector::{AddressConnector, ConnectFuture, SocketConnector, UnsupportedAddress};
 pub use crate::error::{BuildError, Error};
 pub use crate::idle::DEFAULT_IDLE_TIMEOUT;
