@@ -1,7 +1,8 @@
 //! `grpc-lb call`: drives `SayHello` through a [`grpc_lb::Channel`] and
 //! reports the calls per backend, the count of each status code, latency
 //! percentiles and the channel's connectivity-state timeline, for people or
-//! (with `--json`) for scripts.
+//! (with `--json`) for scripts. Given a METHOD (or `-d`), it makes that one
+//! call instead ([`crate::invoke`]).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -19,12 +20,18 @@ use tokio::time::Instant;
 
 use crate::channel::GrpcChannel;
 use crate::in_force;
+use crate::invoke::{self, Invocation};
 use crate::load::{self, Live, Plan, Tally};
 use crate::options::{Built, ChannelArgs};
-use crate::CliResult;
+use crate::request::HeaderArgs;
+use crate::schema::SchemaArgs;
+use crate::{CliError, CliResult};
 
 /// Calls made when neither --requests nor --duration is given.
 const DEFAULT_REQUESTS: u64 = 100;
+
+/// The flags of the SayHello load, which a single call of a METHOD refuses.
+const LOAD_FLAGS: [&str; 5] = ["requests", "duration", "concurrency", "rate", "name"];
 
 #[derive(Debug, Args)]
 // `--timeout-ms -1` is a bad value, not an unknown flag.
@@ -32,6 +39,24 @@ const DEFAULT_REQUESTS: u64 = 100;
 pub(crate) struct CallArgs {
     /// The target: `ipv4:IP:PORT[,...]`, `dns:///host:port`, `host:port`, ...
     target: String,
+
+    /// Call this method once instead of the SayHello load:
+    /// `package.Service/Method`, its schema from server reflection, --proto
+    /// or --protoset. Responses print as JSON, one line each.
+    #[arg(value_name = "METHOD", conflicts_with_all = LOAD_FLAGS)]
+    method: Option<String>,
+
+    /// The request body of the one call (default method: SayHello): JSON,
+    /// `@FILE`, or `@-` for stdin; a client-streaming method takes several
+    /// messages, concatenated or one per line.
+    #[arg(short = 'd', long = "data", value_name = "JSON", conflicts_with_all = LOAD_FLAGS)]
+    data: Option<String>,
+
+    #[command(flatten)]
+    headers: HeaderArgs,
+
+    #[command(flatten)]
+    schema: SchemaArgs,
 
     #[command(flatten)]
     channel: ChannelArgs,
@@ -175,6 +200,27 @@ fn push(states: &mut Vec<StateAt>, t: Duration, state: ConnectivityState) {
 }
 
 pub(crate) async fn run(args: CallArgs) -> CliResult {
+    let timeout = (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms));
+    if args.method.is_some() || args.data.is_some() {
+        return invoke::run(Invocation {
+            target: &args.target,
+            method: args.method.as_deref(),
+            data: args.data.as_deref(),
+            headers: &args.headers,
+            schema: &args.schema,
+            channel: &args.channel,
+            wait_for_ready: args.wait_for_ready,
+            timeout,
+            json: args.json,
+        })
+        .await;
+    }
+    if !args.schema.protos.is_empty() || !args.schema.protosets.is_empty() {
+        return Err(CliError::usage(
+            "--proto and --protoset need a METHOD or -d (the SayHello load has its schema built in)",
+        ));
+    }
+    let metadata = args.headers.metadata()?;
     let start = Instant::now();
     let Built {
         channel,
@@ -195,9 +241,10 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
             .map(|secs| start + Duration::from_secs_f64(secs)),
         concurrency: args.concurrency as usize,
         rate: args.rate,
-        timeout: (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms)),
+        timeout,
         wait_for_ready: args.wait_for_ready,
         name: args.name.clone(),
+        metadata,
         stack,
     };
     let live = Arc::new(Live::default());

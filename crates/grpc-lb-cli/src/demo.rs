@@ -368,6 +368,7 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         timeout: Some(Duration::from_secs(1)),
         wait_for_ready: false,
         name: "demo".into(),
+        metadata: tonic::metadata::MetadataMap::new(),
         stack: Default::default(),
     };
     let traffic = {

@@ -37,6 +37,8 @@ pub(crate) struct Plan {
     pub(crate) wait_for_ready: bool,
     /// The `name` in each `HelloRequest`.
     pub(crate) name: String,
+    /// Sent with each call (`-H`).
+    pub(crate) metadata: tonic::metadata::MetadataMap,
     /// Retries and message sizes around the channel.
     pub(crate) stack: StackSettings,
 }
@@ -225,6 +227,9 @@ async fn worker(
         let mut request = tonic::Request::new(HelloRequest {
             name: plan.name.clone(),
         });
+        if !plan.metadata.is_empty() {
+            *request.metadata_mut() = plan.metadata.clone();
+        }
         if let Some(timeout) = plan.timeout {
             request.set_timeout(timeout);
         }

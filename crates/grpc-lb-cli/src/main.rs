@@ -4,6 +4,10 @@
 //!   with `grpc.health.v1` beside them;
 //! - `call`: drives `SayHello` through a [`grpc_lb::Channel`] and reports calls
 //!   per backend, status codes, latency percentiles and the channel's states;
+//!   or calls any method once, its JSON body parsed against a schema from
+//!   server reflection, `.proto` files or protosets;
+//! - `list`, `describe`: services, methods and messages, by server
+//!   reflection or from `.proto` files and protosets, as grpcurl shows them;
 //! - `watch`: the live connectivity state of a channel and its subchannels;
 //! - `demo`: three in-process servers, a round_robin channel and steady
 //!   traffic through a kill, a restart and an added backend.
@@ -13,12 +17,18 @@
 //! `tracing`, filtered by `RUST_LOG` (default `warn`). The flags and the
 //! `--json` schema are documented in `docs/cli.md`.
 
+mod body;
 mod call;
 mod channel;
+mod codec;
 mod demo;
+mod describe;
 mod in_force;
+mod invoke;
 mod load;
 mod options;
+mod request;
+mod schema;
 mod serve;
 mod stack;
 mod time;
@@ -41,8 +51,14 @@ struct Cli {
 enum Command {
     /// Serve helloworld Greeters whose replies name the backend that answered.
     Serve(serve::ServeArgs),
-    /// Drive SayHello through a balanced channel and report what happened.
+    /// Drive SayHello through a balanced channel and report what happened;
+    /// or call any METHOD once, with a JSON body.
     Call(call::CallArgs),
+    /// List the services (or one service's methods) by server reflection,
+    /// --proto or --protoset.
+    List(describe::ListArgs),
+    /// Show a service, method, message or enum as proto source.
+    Describe(describe::DescribeArgs),
     /// Print the channel's and each subchannel's connectivity changes.
     Watch(watch::WatchArgs),
     /// Three servers, round_robin, traffic; kill, restart, add a fourth.
@@ -91,6 +107,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Call(args) => call::run(args).await,
+            Command::List(args) => describe::list(args).await,
+            Command::Describe(args) => describe::describe(args).await,
             Command::Watch(args) => watch::run(args).await,
             Command::Demo(args) => demo::run(args).await,
         }

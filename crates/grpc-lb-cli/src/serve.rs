@@ -176,6 +176,20 @@ pub(crate) async fn run(args: ServeArgs) -> CliResult {
         .set_service_status(grpc_lb_helloworld::proto::SERVICE_NAME, status)
         .await;
 
+    // Server reflection (v1 and v1alpha) of everything served, so that
+    // `grpc-lb call`, `list` and `describe` (and grpcurl) need no schema.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc_lb_helloworld::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|error| CliError::failed(format!("the reflection service: {error}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|error| CliError::failed(format!("the reflection service: {error}")))?;
+
     // Signal handlers first, so a signal sent right after the line is not lost.
     let signal = shutdown_signal()
         .map_err(|error| CliError::failed(format!("cannot install signal handlers: {error}")))?;
@@ -212,6 +226,8 @@ pub(crate) async fn run(args: ServeArgs) -> CliResult {
         let server = tonic::transport::Server::builder()
             .add_service(health.clone())
             .add_service(GreeterServer::new(greeter))
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             });
