@@ -98,10 +98,10 @@ impl Schema {
         })
     }
 
-    fn origin(&self) -> &'static str {
+    fn origin(&self) -> String {
         match self {
-            Schema::Files { origin, .. } => origin,
-            Schema::Reflection(_) => "server reflection",
+            Schema::Files { origin, .. } => (*origin).to_owned(),
+            Schema::Reflection(reflection) => format!("server reflection at {}", reflection.target()),
         }
     }
 

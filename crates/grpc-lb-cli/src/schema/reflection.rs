@@ -98,6 +98,11 @@ impl Reflection {
         }
     }
 
+    /// The target asked.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
     /// The descriptors fetched so far.
     pub(crate) fn pool(&self) -> &DescriptorPool {
         &self.pool
@@ -135,6 +140,7 @@ impl Reflection {
     async fn add_files(&mut self, encoded: Vec<Vec<u8>>) -> Result<(), CliError> {
         let mut files: Vec<FileDescriptorProto> = Vec::new();
         let mut names: HashSet<String> = HashSet::new();
+        let mut asked: HashSet<String> = HashSet::new();
         let mut queue = encoded;
         loop {
             for bytes in queue.drain(..) {
@@ -150,7 +156,11 @@ impl Reflection {
             let missing: Vec<String> = files
                 .iter()
                 .flat_map(|file| file.dependency.iter())
-                .filter(|dep| !names.contains(*dep) && self.pool.get_file_by_name(dep).is_none())
+                .filter(|dep| {
+                    !names.contains(*dep)
+                        && !asked.contains(*dep)
+                        && self.pool.get_file_by_name(dep).is_none()
+                })
                 .cloned()
                 .collect::<HashSet<_>>()
                 .into_iter()
@@ -169,8 +179,8 @@ impl Reflection {
                     }
                 }
                 // A server that answers with other files than the one asked
-                // for would loop forever without this.
-                names.insert(name);
+                // for would make this loop forever without it.
+                asked.insert(name);
             }
         }
         self.pool
