@@ -55,3 +55,46 @@ pub(crate) fn to_json(message: &DynamicMessage) -> serde_json::Value {
     // are strings and its floats that JSON lacks become "NaN"/"Infinity".
     serde_json::to_value(message).unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_reflect::DescriptorPool;
+
+    fn hello_request() -> MessageDescriptor {
+        DescriptorPool::decode(grpc_lb_helloworld::FILE_DESCRIPTOR_SET)
+            .unwrap()
+            .get_message_by_name("helloworld.HelloRequest")
+            .unwrap()
+    }
+
+    fn names(text: &str) -> Result<Vec<serde_json::Value>, String> {
+        parse_messages(&hello_request(), text)
+            .map(|messages| messages.iter().map(to_json).collect())
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn messages_may_be_concatenated_or_one_per_line() {
+        let a = serde_json::json!({"name": "a"});
+        let b = serde_json::json!({"name": "b"});
+        assert_eq!(names(r#"{"name":"a"}{"name":"b"}"#).unwrap(), [a.clone(), b.clone()]);
+        assert_eq!(names("{\"name\":\"a\"}\n\n{\"name\":\"b\"}\n").unwrap(), [a, b]);
+        assert_eq!(names("").unwrap(), Vec::<serde_json::Value>::new());
+        assert_eq!(names(" \n\t").unwrap(), Vec::<serde_json::Value>::new());
+        // Default values are left out, as protojson prints them.
+        assert_eq!(names(r#"{"name":""}"#).unwrap(), [serde_json::json!({})]);
+    }
+
+    #[test]
+    fn errors_name_the_message_and_the_place() {
+        assert_eq!(
+            names(r#"{"name":"a"} {"nam":"b"}"#).unwrap_err(),
+            "message 2: unrecognized field name 'nam' at line 1 column 19"
+        );
+        assert!(names(r#"{"name": 5}"#).unwrap_err().starts_with("message 1: "));
+        assert!(names(r#"{"name": "a""#).unwrap_err().contains("EOF"));
+        assert!(names("[]").unwrap_err().starts_with("message 1: "));
+        assert!(names("{} x").unwrap_err().starts_with("message 2: "));
+    }
+}

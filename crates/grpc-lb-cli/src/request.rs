@@ -48,8 +48,13 @@ impl HeaderArgs {
             } else {
                 let key = AsciiMetadataKey::from_bytes(key.as_bytes())
                     .map_err(|_| bad("not a valid metadata key"))?;
+                // gRPC's ASCII values are printable ASCII; HTTP would take
+                // more, which other gRPC implementations refuse.
+                let printable = value.bytes().all(|b| (0x20..=0x7e).contains(&b));
                 let value = MetadataValue::try_from(value)
-                    .map_err(|_| bad("the value must be printable ASCII"))?;
+                    .ok()
+                    .filter(|_| printable)
+                    .ok_or_else(|| bad("the value must be printable ASCII"))?;
                 metadata.append(key, value);
             }
         }

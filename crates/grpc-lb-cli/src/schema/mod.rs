@@ -199,7 +199,10 @@ pub(crate) fn split_method(name: &str) -> Result<(&str, &str), CliError> {
         .or_else(|| trimmed.rsplit_once('.'));
     match split {
         Some((service, method))
-            if !service.is_empty() && !method.is_empty() && !method.contains('/') =>
+            if !service.is_empty()
+                && !method.is_empty()
+                && !service.contains('/')
+                && !method.contains('/') =>
         {
             Ok((service, method))
         }
