@@ -62,6 +62,7 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
     let slot = PeerSlot::default();
     let mut printer = Printer {
         json: invocation.json,
+        count: 0,
         responses: Vec::new(),
     };
     let result = call(&method, stack, messages, &invocation, metadata, &slot, &mut printer).await;
@@ -162,22 +163,31 @@ fn request_messages(
 /// the `--json` report.
 struct Printer {
     json: bool,
+    /// Responses printed (or kept) so far.
+    count: usize,
     responses: Vec<Value>,
 }
 
 impl Printer {
-    fn print(&mut self, message: &DynamicMessage) {
-        let value = body::to_json(message);
+    fn print(&mut self, message: &DynamicMessage) -> Result<(), Status> {
+        let value = body::to_json(message).map_err(|error| {
+            Status::internal(format!(
+                "response {} cannot be shown as JSON: {error}",
+                self.count + 1
+            ))
+        })?;
+        self.count += 1;
         if self.json {
             self.responses.push(value);
         } else {
             println!("{value}");
         }
+        Ok(())
     }
 
     async fn print_stream(&mut self, mut stream: Streaming<DynamicMessage>) -> Result<(), Status> {
         while let Some(message) = stream.message().await? {
-            self.print(&message);
+            self.print(&message)?;
         }
         Ok(())
     }
@@ -214,8 +224,7 @@ async fn call(
                 printer.print_stream(response.into_inner()).await
             } else {
                 let response = grpc.unary(request, path, codec).await?;
-                printer.print(response.get_ref());
-                Ok(())
+                printer.print(response.get_ref())
             }
         }
         (true, server_streaming) => {
@@ -230,8 +239,7 @@ async fn call(
                 printer.print_stream(response.into_inner()).await
             } else {
                 let response = grpc.client_streaming(request, path, codec).await?;
-                printer.print(response.get_ref());
-                Ok(())
+                printer.print(response.get_ref())
             }
         }
     }

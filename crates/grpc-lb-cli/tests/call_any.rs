@@ -162,6 +162,29 @@ fn a_server_streaming_call_prints_each_message_on_its_line() {
     assert_eq!(report["backend"], server.addr.to_string());
     assert_eq!(report["target"], server.target());
     assert_eq!(report["policy"], "pick_first");
+    // Bidi streaming: the reflection service itself, two questions, two
+    // answers, in order.
+    let output = grpc_lb(&[
+        "call",
+        &server.target(),
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "-d",
+        r#"{"listServices": ""} {"fileContainingSymbol": "grpclb.test.Nothing"}"#,
+    ]);
+    let stderr = stderr_of(&output);
+    let answers = lines_of(&output);
+    assert_eq!(answers.len(), 1, "{answers:?} {stderr}");
+    let mut services: Vec<&str> = answers[0]["listServicesResponse"]["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|service| service["name"].as_str().unwrap())
+        .collect();
+    services.sort();
+    assert_eq!(services, ["grpc.reflection.v1.ServerReflection", "grpclb.test.Numbers"]);
+    // tonic-reflection ends the stream on an unknown symbol.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NOT_FOUND: symbol 'grpclb.test.Nothing' not found"), "{stderr}");
     // An empty stream is a success with no lines.
     let output = grpc_lb(&[
         "call",
