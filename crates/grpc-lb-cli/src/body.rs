@@ -37,12 +37,13 @@ pub(crate) fn parse_messages(
     // `end` skips whitespace and fails when anything else is left: the start
     // of the next message.
     while deserializer.end().is_err() {
-        let message = DynamicMessage::deserialize(input.clone(), &mut deserializer).map_err(
-            |error| BodyError {
-                message: messages.len() + 1,
-                error,
-            },
-        )?;
+        let message =
+            DynamicMessage::deserialize(input.clone(), &mut deserializer).map_err(|error| {
+                BodyError {
+                    message: messages.len() + 1,
+                    error,
+                }
+            })?;
         messages.push(message);
     }
     Ok(messages)
@@ -78,8 +79,14 @@ mod tests {
     fn messages_may_be_concatenated_or_one_per_line() {
         let a = serde_json::json!({"name": "a"});
         let b = serde_json::json!({"name": "b"});
-        assert_eq!(names(r#"{"name":"a"}{"name":"b"}"#).unwrap(), [a.clone(), b.clone()]);
-        assert_eq!(names("{\"name\":\"a\"}\n\n{\"name\":\"b\"}\n").unwrap(), [a, b]);
+        assert_eq!(
+            names(r#"{"name":"a"}{"name":"b"}"#).unwrap(),
+            [a.clone(), b.clone()]
+        );
+        assert_eq!(
+            names("{\"name\":\"a\"}\n\n{\"name\":\"b\"}\n").unwrap(),
+            [a, b]
+        );
         assert_eq!(names("").unwrap(), Vec::<serde_json::Value>::new());
         assert_eq!(names(" \n\t").unwrap(), Vec::<serde_json::Value>::new());
         // Default values are left out, as protojson prints them.
@@ -92,7 +99,9 @@ mod tests {
             names(r#"{"name":"a"} {"nam":"b"}"#).unwrap_err(),
             "message 2: unrecognized field name 'nam' at line 1 column 19"
         );
-        assert!(names(r#"{"name": 5}"#).unwrap_err().starts_with("message 1: "));
+        assert!(names(r#"{"name": 5}"#)
+            .unwrap_err()
+            .starts_with("message 1: "));
         assert!(names(r#"{"name": "a""#).unwrap_err().contains("EOF"));
         assert!(names("[]").unwrap_err().starts_with("message 1: "));
         assert!(names("{} x").unwrap_err().starts_with("message 2: "));

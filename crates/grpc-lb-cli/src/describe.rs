@@ -158,7 +158,10 @@ fn message_source(out: &mut String, message: &MessageDescriptor, depth: usize) {
     let _ = writeln!(out, "{indent}message {} {{", message.name());
     let mut oneofs_done: Vec<String> = Vec::new();
     for field in message.fields() {
-        match field.containing_oneof().filter(|oneof| !oneof.is_synthetic()) {
+        match field
+            .containing_oneof()
+            .filter(|oneof| !oneof.is_synthetic())
+        {
             Some(oneof) => {
                 if oneofs_done.iter().any(|name| name == oneof.name()) {
                     continue;
@@ -213,8 +216,16 @@ fn field_line(field: &FieldDescriptor) -> String {
         match field.cardinality() {
             Cardinality::Repeated => "repeated ",
             Cardinality::Required => "required ",
-            Cardinality::Optional if field.containing_oneof().is_some_and(|o| !o.is_synthetic()) => "",
-            Cardinality::Optional if proto3 && !field.field_descriptor_proto().proto3_optional() => "",
+            Cardinality::Optional
+                if field.containing_oneof().is_some_and(|o| !o.is_synthetic()) =>
+            {
+                ""
+            }
+            Cardinality::Optional
+                if proto3 && !field.field_descriptor_proto().proto3_optional() =>
+            {
+                ""
+            }
             Cardinality::Optional => "optional ",
         }
     };

@@ -65,7 +65,16 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
         count: 0,
         responses: Vec::new(),
     };
-    let result = call(&method, stack, messages, &invocation, metadata, &slot, &mut printer).await;
+    let result = call(
+        &method,
+        stack,
+        messages,
+        &invocation,
+        metadata,
+        &slot,
+        &mut printer,
+    )
+    .await;
     let elapsed = start.elapsed();
     let name = format!("{}/{}", method.parent_service().full_name(), method.name());
     if invocation.json {
@@ -113,8 +122,9 @@ async fn resolve(
     let mut schema = match (invocation.method, files) {
         // The default method needs no reflection: its schema is built in.
         (None, false) => Schema::Files {
-            pool: DescriptorPool::decode(grpc_lb_helloworld::FILE_DESCRIPTOR_SET)
-                .map_err(|error| CliError::failed(format!("the built-in helloworld schema: {error}")))?,
+            pool: DescriptorPool::decode(grpc_lb_helloworld::FILE_DESCRIPTOR_SET).map_err(
+                |error| CliError::failed(format!("the built-in helloworld schema: {error}")),
+            )?,
             origin: "the built-in helloworld schema",
         },
         _ => Schema::new(invocation.schema, || {
@@ -140,7 +150,10 @@ fn request_messages(
 ) -> Result<Vec<DynamicMessage>, CliError> {
     let mut messages = match text {
         Some(text) => body::parse_messages(&method.input(), text).map_err(|error| {
-            CliError::usage(format!("-d: {error} (the request is a {})", method.input().full_name()))
+            CliError::usage(format!(
+                "-d: {error} (the request is a {})",
+                method.input().full_name()
+            ))
         })?,
         None => Vec::new(),
     };

@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn headers_become_metadata() {
-        let metadata = parse(&["Authorization: Bearer x", "k: a", "k:b", "trace-bin: AAEC"]).unwrap();
+        let metadata =
+            parse(&["Authorization: Bearer x", "k: a", "k:b", "trace-bin: AAEC"]).unwrap();
         assert_eq!(metadata.get("authorization").unwrap(), "Bearer x");
         let all: Vec<_> = metadata.get_all("k").iter().collect();
         assert_eq!(all, ["a", "b"]);
@@ -112,7 +113,10 @@ mod tests {
         ] {
             match parse(&[header]) {
                 Err(CliError::Usage(message)) => {
-                    assert!(message.contains(why) && message.contains(header), "{message}")
+                    assert!(
+                        message.contains(why) && message.contains(header),
+                        "{message}"
+                    )
                 }
                 other => panic!("{header:?}: {other:?}"),
             }

@@ -4,9 +4,9 @@
 //! (tests/python/reflection_server.py) and `grpc-lb serve`, with schemas
 //! from reflection, `.proto` files and a protoset.
 
-mod support;
 #[path = "support/numbers.rs"]
 mod numbers;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,10 @@ fn lines_of(output: &Output) -> Vec<Value> {
         .lines()
         .map(|line| {
             serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!("each line is JSON ({e}): {line:?}\nstderr: {}", stderr_of(output))
+                panic!(
+                    "each line is JSON ({e}): {line:?}\nstderr: {}",
+                    stderr_of(output)
+                )
             })
         })
         .collect()
@@ -62,10 +65,8 @@ fn grpc_lb_stdin(args: &[&str], input: &str) -> Output {
 }
 
 fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "call_any-{}-{name}",
-        std::process::id()
-    ));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("call_any-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
@@ -110,7 +111,10 @@ fn a_reflection_v1_call_of_a_tonic_server_fetches_imports_and_sends_metadata() {
         "-d",
         r#"{"value": 3}"#,
     ]);
-    assert_eq!(ok_lines(&output), [json!({"parity": "ODD", "divisors": ["1", "3"]})]);
+    assert_eq!(
+        ok_lines(&output),
+        [json!({"parity": "ODD", "divisors": ["1", "3"]})]
+    );
 }
 
 #[test]
@@ -123,7 +127,10 @@ fn reflection_falls_back_from_v1_to_v1alpha() {
         "-d",
         r#"{"to": 2}"#,
     ]);
-    assert_eq!(ok_lines(&output), [json!({"value": "1"}), json!({"value": "2"})]);
+    assert_eq!(
+        ok_lines(&output),
+        [json!({"value": "1"}), json!({"value": "2"})]
+    );
     let output = grpc_lb(&["list", &server.target()]);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -181,10 +188,16 @@ fn a_server_streaming_call_prints_each_message_on_its_line() {
         .map(|service| service["name"].as_str().unwrap())
         .collect();
     services.sort();
-    assert_eq!(services, ["grpc.reflection.v1.ServerReflection", "grpclb.test.Numbers"]);
+    assert_eq!(
+        services,
+        ["grpc.reflection.v1.ServerReflection", "grpclb.test.Numbers"]
+    );
     // tonic-reflection ends the stream on an unknown symbol.
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("NOT_FOUND: symbol 'grpclb.test.Nothing' not found"), "{stderr}");
+    assert!(
+        stderr.contains("NOT_FOUND: symbol 'grpclb.test.Nothing' not found"),
+        "{stderr}"
+    );
     // An empty stream is a success with no lines.
     let output = grpc_lb(&[
         "call",
@@ -204,10 +217,16 @@ fn a_client_streaming_call_reads_every_message_of_d_from_text_a_file_or_stdin() 
     // Concatenated and newline separated, as grpcurl reads them.
     let body = "{\"value\": 1}{\"value\": 2}\n{\"value\": 3}\n\n  {\"value\": \"4\"}\n";
     let want = [json!({"sum": "10", "count": 4})];
-    assert_eq!(ok_lines(&grpc_lb(&["call", &target, method, "-d", body])), want);
+    assert_eq!(
+        ok_lines(&grpc_lb(&["call", &target, method, "-d", body])),
+        want
+    );
     let file = temp_file("sum.json", body.as_bytes());
     let at_file = format!("@{}", path_str(&file));
-    assert_eq!(ok_lines(&grpc_lb(&["call", &target, method, "-d", &at_file])), want);
+    assert_eq!(
+        ok_lines(&grpc_lb(&["call", &target, method, "-d", &at_file])),
+        want
+    );
     assert_eq!(
         ok_lines(&grpc_lb_stdin(&["call", &target, method, "-d", "@-"], body)),
         want
@@ -319,7 +338,12 @@ fn list_and_describe_show_services_methods_and_messages() {
          map<string, string> metadata = 3;\n  .google.protobuf.StringValue note = 4;\n}\n"
     );
     let enumeration = stdout(grpc_lb(&["describe", &target, ".grpclb.test.Parity"]));
-    assert!(enumeration.starts_with("grpclb.test.Parity is an enum:\nenum Parity {\n  PARITY_UNSPECIFIED = 0;"), "{enumeration}");
+    assert!(
+        enumeration.starts_with(
+            "grpclb.test.Parity is an enum:\nenum Parity {\n  PARITY_UNSPECIFIED = 0;"
+        ),
+        "{enumeration}"
+    );
     let method = stdout(grpc_lb(&["describe", &target, "grpclb.test.Numbers.Count"]));
     assert_eq!(
         method,
@@ -339,7 +363,11 @@ fn list_and_describe_show_services_methods_and_messages() {
     ]));
     assert_eq!(from_files, service);
     let output = grpc_lb(&["describe", &target, "grpclb.test.Nothing"]);
-    one_line_error(&output, 2, "symbol \"grpclb.test.Nothing\" not found in server reflection at");
+    one_line_error(
+        &output,
+        2,
+        "symbol \"grpclb.test.Nothing\" not found in server reflection at",
+    );
     let output = grpc_lb(&["list", &target, "grpclb.test.Nothing"]);
     one_line_error(&output, 2, "service \"grpclb.test.Nothing\" not found");
 }
@@ -372,14 +400,23 @@ fn mistakes_are_one_line_with_the_right_exit_code() {
             "-d: message 1: ",
         ),
         (
-            &["call", &target, describe, "-d", r#"{"value": 1} {"value": 2}"#],
+            &[
+                "call",
+                &target,
+                describe,
+                "-d",
+                r#"{"value": 1} {"value": 2}"#,
+            ],
             "-d holds 2 messages, but grpclb.test.Numbers.Describe takes one",
         ),
         (
             &["call", &target, describe, "-d", "@/nonexistent/body.json"],
             "-d @/nonexistent/body.json: ",
         ),
-        (&["call", &target, describe, "-H", "novalue"], "-H \"novalue\""),
+        (
+            &["call", &target, describe, "-H", "novalue"],
+            "-H \"novalue\"",
+        ),
         (
             &["call", &target, describe, "--requests", "3"],
             "cannot be used with",
@@ -403,7 +440,11 @@ fn mistakes_are_one_line_with_the_right_exit_code() {
     let dead = ipv4(&[dead_port()]);
     let output = grpc_lb(&["call", &dead, describe, "--backoff-base-ms", "100"]);
     one_line_error(&output, 1, "server reflection at");
-    assert!(stderr_of(&output).contains("UNAVAILABLE"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("UNAVAILABLE"),
+        "{}",
+        stderr_of(&output)
+    );
 }
 
 #[test]
@@ -428,7 +469,15 @@ fn serve_answers_reflection_and_say_hello_stays_the_default() {
     assert!(services.contains("helloworld.Greeter\n"), "{services}");
     assert!(services.contains("grpc.health.v1.Health\n"), "{services}");
     // Without a method, the SayHello load and its report, as before.
-    let report = json_of(&grpc_lb(&["call", &target, "--requests", "5", "--json", "-H", "x-a: b"]));
+    let report = json_of(&grpc_lb(&[
+        "call",
+        &target,
+        "--requests",
+        "5",
+        "--json",
+        "-H",
+        "x-a: b",
+    ]));
     assert_eq!(report["ok"], 5, "{report}");
 }
 
@@ -497,7 +546,10 @@ fn a_grpcio_server_with_grpcio_reflection_is_called_listed_and_described() {
         "-H",
         "x-greeting: hello",
     ]);
-    assert_eq!(ok_lines(&output), [json!({"text": "hi", "greeting": "hello"})]);
+    assert_eq!(
+        ok_lines(&output),
+        [json!({"text": "hi", "greeting": "hello"})]
+    );
     let output = grpc_lb(&[
         "call",
         &target,
@@ -527,7 +579,11 @@ fn a_grpcio_server_with_grpcio_reflection_is_called_listed_and_described() {
          string text = 1;\n  .google.protobuf.Int32Value times = 2;\n}\n"
     );
     let output = grpc_lb(&["call", &target, "grpclb.pytest.Echo/Shout"]);
-    one_line_error(&output, 2, "service grpclb.pytest.Echo has no method \"Shout\"");
+    one_line_error(
+        &output,
+        2,
+        "service grpclb.pytest.Echo has no method \"Shout\"",
+    );
     let output = grpc_lb(&["call", &target, "grpclb.pytest.Nobody/Say"]);
     one_line_error(&output, 2, "service \"grpclb.pytest.Nobody\" not found");
 }

@@ -101,7 +101,9 @@ impl Schema {
     fn origin(&self) -> String {
         match self {
             Schema::Files { origin, .. } => (*origin).to_owned(),
-            Schema::Reflection(reflection) => format!("server reflection at {}", reflection.target()),
+            Schema::Reflection(reflection) => {
+                format!("server reflection at {}", reflection.target())
+            }
         }
     }
 
@@ -132,14 +134,16 @@ impl Schema {
     pub(crate) async fn method(&mut self, name: &str) -> Result<MethodDescriptor, CliError> {
         let (service_name, method_name) = split_method(name)?;
         let service = self.service(service_name).await?;
-        let found = service.methods().find(|method| method.name() == method_name);
+        let found = service
+            .methods()
+            .find(|method| method.name() == method_name);
         found.ok_or_else(|| {
-                let known: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
-                CliError::usage(format!(
-                    "service {service_name} has no method {method_name:?} (it has: {})",
-                    known.join(", ")
-                ))
-            })
+            let known: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+            CliError::usage(format!(
+                "service {service_name} has no method {method_name:?} (it has: {})",
+                known.join(", ")
+            ))
+        })
     }
 
     /// The service `name`.
@@ -239,11 +243,27 @@ mod tests {
     #[test]
     fn methods_are_named_with_a_slash_or_a_dot() {
         let ok = |name| split_method(name).ok();
-        assert_eq!(ok("helloworld.Greeter/SayHello"), Some(("helloworld.Greeter", "SayHello")));
-        assert_eq!(ok("helloworld.Greeter.SayHello"), Some(("helloworld.Greeter", "SayHello")));
-        assert_eq!(ok("/helloworld.Greeter/SayHello"), Some(("helloworld.Greeter", "SayHello")));
+        assert_eq!(
+            ok("helloworld.Greeter/SayHello"),
+            Some(("helloworld.Greeter", "SayHello"))
+        );
+        assert_eq!(
+            ok("helloworld.Greeter.SayHello"),
+            Some(("helloworld.Greeter", "SayHello"))
+        );
+        assert_eq!(
+            ok("/helloworld.Greeter/SayHello"),
+            Some(("helloworld.Greeter", "SayHello"))
+        );
         assert_eq!(ok("Greeter/SayHello"), Some(("Greeter", "SayHello")));
-        for bad in ["", "SayHello", "helloworld.Greeter/", "/SayHello", "a/b/c", "."] {
+        for bad in [
+            "",
+            "SayHello",
+            "helloworld.Greeter/",
+            "/SayHello",
+            "a/b/c",
+            ".",
+        ] {
             assert!(split_method(bad).is_err(), "{bad:?}");
         }
     }
@@ -269,12 +289,18 @@ mod tests {
             schema.service_names().await.unwrap(),
             vec!["helloworld.Greeter".to_owned()]
         );
-        let error = schema.method("helloworld.Greeter/SayBye").await.unwrap_err();
+        let error = schema
+            .method("helloworld.Greeter/SayBye")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&error, CliError::Usage(m) if m.contains("no method \"SayBye\" (it has: SayHello)")),
             "{error:?}"
         );
-        let error = schema.method("helloworld.Nobody/SayHello").await.unwrap_err();
+        let error = schema
+            .method("helloworld.Nobody/SayHello")
+            .await
+            .unwrap_err();
         assert!(
             matches!(&error, CliError::Usage(m) if m == "service \"helloworld.Nobody\" not found in the --proto files"),
             "{error:?}"

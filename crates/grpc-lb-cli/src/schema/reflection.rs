@@ -110,7 +110,10 @@ impl Reflection {
 
     /// The services the server lists.
     pub(crate) async fn list_services(&mut self) -> Result<Vec<String>, CliError> {
-        match self.ask(MessageRequest::ListServices(String::new())).await? {
+        match self
+            .ask(MessageRequest::ListServices(String::new()))
+            .await?
+        {
             Answer::Found(MessageResponse::ListServicesResponse(list)) => {
                 let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
                 names.sort();
@@ -169,7 +172,10 @@ impl Reflection {
                 break;
             }
             for name in missing {
-                match self.ask(MessageRequest::FileByFilename(name.clone())).await? {
+                match self
+                    .ask(MessageRequest::FileByFilename(name.clone()))
+                    .await?
+                {
                     Answer::Found(MessageResponse::FileDescriptorResponse(more)) => {
                         queue.extend(more.file_descriptor_proto);
                     }
@@ -203,7 +209,9 @@ impl Reflection {
         };
         match answer {
             Ok(Some(response)) => match response.message_response {
-                Some(MessageResponse::ErrorResponse(error)) if error.error_code == Code::NotFound as i32 => {
+                Some(MessageResponse::ErrorResponse(error))
+                    if error.error_code == Code::NotFound as i32 =>
+                {
                     Ok(Answer::NotFound(error.error_message))
                 }
                 Some(MessageResponse::ErrorResponse(error)) => Err(self.failed(&format!(
@@ -258,14 +266,15 @@ impl Reflection {
                 .await
                 .map_err(|error| self.failed(&format!("the channel is not ready: {error}")))?;
             let codec = tonic_prost::ProstCodec::<ServerReflectionRequest, ServerReflectionResponse>::default();
-            let (answers, first_answer) = match self.grpc.streaming(request, version.path(), codec).await {
-                Ok(response) => {
-                    let mut answers = response.into_inner();
-                    let first_answer = answers.message().await;
-                    (Some(answers), first_answer)
-                }
-                Err(status) => (None, Err(status)),
-            };
+            let (answers, first_answer) =
+                match self.grpc.streaming(request, version.path(), codec).await {
+                    Ok(response) => {
+                        let mut answers = response.into_inner();
+                        let first_answer = answers.message().await;
+                        (Some(answers), first_answer)
+                    }
+                    Err(status) => (None, Err(status)),
+                };
             if let Err(status) = &first_answer {
                 if status.code() == Code::Unimplemented {
                     unimplemented.push(version.service());

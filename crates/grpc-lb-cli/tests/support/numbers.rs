@@ -139,9 +139,8 @@ impl tonic::server::NamedService for NumbersService {
     const NAME: &'static str = "grpclb.test.Numbers";
 }
 
-type BoxFuture = Pin<
-    Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>,
->;
+type BoxFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>;
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for NumbersService {
     type Response = http::Response<tonic::body::Body>;
@@ -193,7 +192,11 @@ async fn describe(request: Request<Number>) -> Result<Response<Description>, Sta
         })
         .collect();
     Ok(Response::new(Description {
-        parity: if value % 2 == 0 { Parity::Even } else { Parity::Odd } as i32,
+        parity: if value % 2 == 0 {
+            Parity::Even
+        } else {
+            Parity::Odd
+        } as i32,
         divisors: (1..=value).filter(|d| value % d == 0).collect(),
         metadata,
         note: (value == 42).then(|| "the answer".to_owned()),
@@ -205,7 +208,9 @@ type NumberStream = tokio_stream::Iter<std::vec::IntoIter<Result<Number, Status>
 async fn count(request: Request<CountRequest>) -> Result<Response<NumberStream>, Status> {
     let to = request.get_ref().to;
     if !(0..=LIMIT).contains(&to) {
-        return Err(Status::invalid_argument(format!("to {to} is not in 0..={LIMIT}")));
+        return Err(Status::invalid_argument(format!(
+            "to {to} is not in 0..={LIMIT}"
+        )));
     }
     let numbers: Vec<Result<Number, Status>> = (1..=to).map(|value| Ok(Number { value })).collect();
     Ok(Response::new(tokio_stream::iter(numbers)))
