@@ -100,10 +100,8 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
     }
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(status) if invocation.json => {
-            let _ = status;
-            Ok(ExitCode::FAILURE)
-        }
+        // The status is in the JSON object.
+        Err(_) if invocation.json => Ok(ExitCode::FAILURE),
         Err(status) => Err(CliError::failed(format!(
             "{name}: {}: {}",
             crate::load::code_name(status.code()),

@@ -469,16 +469,66 @@ fn serve_answers_reflection_and_say_hello_stays_the_default() {
     assert!(services.contains("helloworld.Greeter\n"), "{services}");
     assert!(services.contains("grpc.health.v1.Health\n"), "{services}");
     // Without a method, the SayHello load and its report, as before.
-    let report = json_of(&grpc_lb(&[
-        "call",
-        &target,
-        "--requests",
-        "5",
-        "--json",
-        "-H",
-        "x-a: b",
-    ]));
+    let report = json_of(&grpc_lb(&["call", &target, "--requests", "5", "--json"]));
     assert_eq!(report["ok"], 5, "{report}");
+}
+
+/// A Greeter that answers only calls carrying `x-key: open` (and `-bin`
+/// metadata `x-raw-bin` of bytes 0, 1, 2).
+struct Guarded;
+
+#[tonic::async_trait]
+impl grpc_lb_helloworld::proto::Greeter for Guarded {
+    async fn say_hello(
+        &self,
+        request: tonic::Request<grpc_lb_helloworld::proto::HelloRequest>,
+    ) -> Result<tonic::Response<grpc_lb_helloworld::proto::HelloReply>, tonic::Status> {
+        let metadata = request.metadata();
+        let key = metadata.get("x-key").and_then(|v| v.to_str().ok());
+        let raw = metadata
+            .get_bin("x-raw-bin")
+            .and_then(|v| v.to_bytes().ok());
+        if key != Some("open") || raw.as_deref() != Some(&[0u8, 1, 2][..]) {
+            return Err(tonic::Status::permission_denied(format!(
+                "x-key {key:?}, x-raw-bin {raw:?}"
+            )));
+        }
+        Ok(tonic::Response::new(
+            grpc_lb_helloworld::proto::HelloReply {
+                message: format!("Hello {}", request.get_ref().name),
+            },
+        ))
+    }
+}
+
+#[test]
+fn h_metadata_reaches_the_server_in_the_load_and_in_one_call() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc_lb_helloworld::proto::GreeterServer::new(Guarded))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let target = ipv4(&[addr]);
+    let headers = ["-H", "X-Key: open", "-H", "x-raw-bin: AAEC"];
+    let mut load = vec!["call", &target, "--requests", "4", "--json"];
+    load.extend(headers);
+    let report = json_of(&grpc_lb(&load));
+    assert_eq!(report["codes"], json!({"OK": 4}), "{report}");
+    let mut one = vec!["call", &target, "-d", r#"{"name": "h"}"#];
+    one.extend(headers);
+    assert_eq!(ok_lines(&grpc_lb(&one)), [json!({"message": "Hello h"})]);
+    // Without them, the server refuses: exit 1, its status on one line.
+    let output = grpc_lb(&["call", &target, "-d", "{}"]);
+    one_line_error(
+        &output,
+        1,
+        "helloworld.Greeter/SayHello: PERMISSION_DENIED: x-key None",
+    );
 }
 
 /// tests/python/reflection_server.py: grpcio with grpcio-reflection.
