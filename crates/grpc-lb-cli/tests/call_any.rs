@@ -295,6 +295,19 @@ fn a_protoset_call_reads_an_encoded_file_descriptor_set() {
         path_str(&protoset),
     ]);
     assert_eq!(ok_lines(&output), [json!({"sum": "42", "count": 2})]);
+    // list from the protoset: its services, no server asked.
+    let output = grpc_lb(&[
+        "list",
+        &ipv4(&[dead_port()]),
+        "--protoset",
+        path_str(&protoset),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "grpclb.test.Numbers\n",
+        "{}",
+        stderr_of(&output)
+    );
     let not_a_set = temp_file("bad.protoset", b"\xff\xff\xff");
     let output = grpc_lb(&[
         "call",
@@ -636,4 +649,74 @@ fn a_grpcio_server_with_grpcio_reflection_is_called_listed_and_described() {
     );
     let output = grpc_lb(&["call", &target, "grpclb.pytest.Nobody/Say"]);
     one_line_error(&output, 2, "service \"grpclb.pytest.Nobody\" not found");
+}
+
+/// A Greeter that answers UNAVAILABLE to every other call, the first
+/// included, and says which call of its life answered.
+struct EveryOtherFails(std::sync::atomic::AtomicU64);
+
+#[tonic::async_trait]
+impl grpc_lb_helloworld::proto::Greeter for EveryOtherFails {
+    async fn say_hello(
+        &self,
+        request: tonic::Request<grpc_lb_helloworld::proto::HelloRequest>,
+    ) -> Result<tonic::Response<grpc_lb_helloworld::proto::HelloReply>, tonic::Status> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n % 2 == 1 {
+            return Err(tonic::Status::unavailable(format!("call {n} fails")));
+        }
+        Ok(tonic::Response::new(
+            grpc_lb_helloworld::proto::HelloReply {
+                message: format!("Hello {} at call {n}", request.get_ref().name),
+            },
+        ))
+    }
+}
+
+#[test]
+fn a_method_call_is_retried_by_the_service_config_in_force() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc_lb_helloworld::proto::GreeterServer::new(
+                EveryOtherFails(Default::default()),
+            ))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let target = ipv4(&[addr]);
+    let retry = r#"{"methodConfig":[{"name":[{"service":"helloworld.Greeter"}],
+        "retryPolicy":{"maxAttempts":2,"initialBackoff":"0.01s","maxBackoff":"0.01s",
+        "backoffMultiplier":1,"retryableStatusCodes":["UNAVAILABLE"]}}]}"#;
+    // Call 1 fails, the channel's retry policy makes call 2, which answers.
+    let output = grpc_lb(&[
+        "call",
+        &target,
+        "-d",
+        r#"{"name": "r"}"#,
+        "--service-config",
+        retry,
+        "--json",
+    ]);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["responses"],
+        json!([{"message": "Hello r at call 2"}])
+    );
+    assert_eq!(report["service_config_source"], "--service-config");
+    assert_eq!(
+        report["service_config"]["methodConfig"][0]["retryPolicy"]["maxAttempts"],
+        2
+    );
+    // Without the policy, call 3 fails and so does the command.
+    let output = grpc_lb(&["call", &target, "-d", r#"{"name": "r"}"#]);
+    one_line_error(
+        &output,
+        1,
+        "helloworld.Greeter/SayHello: UNAVAILABLE: call 3 fails",
+    );
 }
