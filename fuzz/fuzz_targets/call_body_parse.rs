@@ -94,11 +94,16 @@ fn types() -> &'static [MessageDescriptor] {
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_imports(true);
-        compiler.open_file("fuzz.proto").expect("the fuzz schema compiles");
+        compiler
+            .open_file("fuzz.proto")
+            .expect("the fuzz schema compiles");
         let pool: DescriptorPool = compiler.descriptor_pool();
         TYPES
             .iter()
-            .map(|name| pool.get_message_by_name(name).expect("a type of the schema"))
+            .map(|name| {
+                pool.get_message_by_name(name)
+                    .expect("a type of the schema")
+            })
             .collect()
     })
 }
@@ -125,7 +130,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             assert!(error.message >= 1);
-            assert!(error.to_string().starts_with(&format!("message {}: ", error.message)));
+            assert!(error
+                .to_string()
+                .starts_with(&format!("message {}: ", error.message)));
         }
     }
 });
