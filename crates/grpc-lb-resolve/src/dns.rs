@@ -119,6 +119,10 @@ pub const SRV_WEIGHT_KEY: &str = "srv.weight";
 pub const SRV_PORT_KEY: &str = "srv.port";
 /// Metadata key of an SRV-derived endpoint: the record's target name.
 pub const SRV_TARGET_KEY: &str = "srv.target";
+/// Metadata key that marks an endpoint as a grpclb balancer found in the SRV
+/// records `_grpclb._tcp.<host>` (see [`DnsConfig::grpclb_balancers`]); its
+/// value is the record's target name.
+pub const GRPCLB_BALANCER_KEY: &str = "grpclb.balancer";
 
 /// How the [`DnsResolver`] resolves and re-resolves.
 ///

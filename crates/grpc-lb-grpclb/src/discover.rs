@@ -1,0 +1,68 @@
+//! The `Discover` of the backends in use, balancer's or fallback.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use grpc_lb_resolve::{Address, Endpoint, ResolverDiscover, ResolverStatus, UpdateStream};
+use tokio::sync::watch;
+use tower::discover::Change;
+
+use crate::backend::{LbToken, LB_TOKEN_KEY};
+use crate::stats::ClientStatsRecorder;
+
+type MakeBackend<S> = Box<dyn FnMut(&Endpoint) -> LbToken<S> + Send>;
+
+/// A `tower::discover::Discover` of the backends grpclb uses, keyed by
+/// address: those of the balancer's server list, each an [`LbToken`] with its
+/// token and the client stats, or in fallback the resolver's backends,
+/// without a token. Made by [`Grpclb::discover`](crate::Grpclb::discover).
+///
+/// A backend whose token changes is inserted again, with a new service: the
+/// balancer under it sees a new endpoint. The discovery never ends and never
+/// fails.
+pub struct GrpclbDiscover<S> {
+    inner: ResolverDiscover<UpdateStream, MakeBackend<S>, LbToken<S>>,
+}
+
+impl<S> GrpclbDiscover<S> {
+    pub(crate) fn new(
+        updates: UpdateStream,
+        stats: ClientStatsRecorder,
+        mut make: impl FnMut(&Address) -> S + Send + 'static,
+    ) -> Self {
+        let make: MakeBackend<S> = Box::new(move |endpoint: &Endpoint| {
+            let token = endpoint.attributes.metadata.get(LB_TOKEN_KEY);
+            // Only the balancer's backends carry a token, and only they are
+            // counted in the client stats.
+            let stats = token.map(|_| stats.clone());
+            LbToken::new(make(&endpoint.address), token.map(String::as_str), stats)
+        });
+        GrpclbDiscover {
+            inner: ResolverDiscover::new(updates, make),
+        }
+    }
+
+    /// The backends in use now, in the order of the list or the resolver.
+    pub fn status(&self) -> watch::Receiver<ResolverStatus> {
+        self.inner.status()
+    }
+}
+
+impl<S: Unpin> Stream for GrpclbDiscover<S> {
+    type Item = Result<Change<Address, LbToken<S>>, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.get_mut().inner).poll_next(cx)
+    }
+}
+
+impl<S> fmt::Debug for GrpclbDiscover<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpclbDiscover")
+            .field("backends", &self.inner)
+            .finish()
+    }
+}
