@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use grpc_lb_core::{BoxError, Connectivity};
-use grpc_lb_resolve::{Address, UpdateStream};
+use grpc_lb_resolve::{Address, Endpoint, ManualHandle, UpdateStream};
 use tokio::sync::watch;
 
 use crate::balancer::{BalancerClient, BalancerStatus, ServerList, TaskGuard};
@@ -97,6 +97,54 @@ impl Grpclb {
     /// the balancer is away.
     pub fn watch_backends(&self, state: watch::Receiver<Connectivity>) {
         self.backends.send_replace(Some(state));
+    }
+
+    /// Keeps `handle`, the manual resolver of the balancer channel, fed with
+    /// the balancer addresses the resolver finds (grpc-go's grpclb feeds its
+    /// balancer `ClientConn` the same way). Forwarding stops when the guard
+    /// is dropped.
+    ///
+    /// ```
+    /// use grpc_lb_grpclb::{Grpclb, GrpclbConfig};
+    /// use grpc_lb_resolve::{Endpoint, ManualResolver, Update};
+    /// use futures::StreamExt;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let balancer: std::net::SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    /// let marked = Endpoint::new(balancer).with_metadata(grpc_lb_grpclb::BALANCER_ADDRESS_KEY, "lb.example.");
+    /// let (resolver, handle) = ManualResolver::new("balancers");
+    /// let mut balancer_updates = resolver.stream(Default::default());
+    /// # let never = tower::service_fn(|_: http::Request<tonic::body::Body>| std::future::pending::<Result<http::Response<tonic::body::Body>, std::convert::Infallible>>());
+    /// let grpclb = Grpclb::new(
+    ///     GrpclbConfig::default(),
+    ///     "greeter.example",
+    ///     grpc_lb_resolve::static_list([marked]),
+    ///     never, // the balancer channel, built over `resolver`
+    /// );
+    /// let _forwarding = grpclb.forward_balancer_addresses(handle);
+    /// assert_eq!(balancer_updates.next().await.unwrap().unwrap(), Update::Reset(vec![Endpoint::new(balancer)]));
+    /// # }
+    /// ```
+    pub fn forward_balancer_addresses(&self, handle: ManualHandle) -> TaskGuard {
+        let mut resolved = self.resolved.clone();
+        TaskGuard::new(tokio::spawn(async move {
+            let mut last: Option<Vec<Address>> = None;
+            loop {
+                let (addresses, known) = {
+                    let now = resolved.borrow_and_update();
+                    let addresses: Vec<Address> =
+                        now.balancers.iter().map(|e| e.address.clone()).collect();
+                    (addresses, now.resolved)
+                };
+                if known && last.as_ref() != Some(&addresses) {
+                    handle.reset(addresses.iter().cloned().map(Endpoint::new));
+                    last = Some(addresses);
+                }
+                if resolved.changed().await.is_err() {
+                    return;
+                }
+            }
+        }))
     }
 
     /// What the balancer stream has said.
