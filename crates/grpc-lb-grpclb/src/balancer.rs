@@ -137,6 +137,9 @@ pub struct BalancerStatus {
     pub handshakes: u64,
     /// How many `ClientStats` were sent.
     pub reports_sent: u64,
+    /// How many open streams were lost (a count, so that a watcher that
+    /// looks only now and then sees every loss).
+    pub streams_lost: u64,
     /// Why the last stream ended.
     pub last_error: Option<SharedError>,
 }
@@ -200,6 +203,9 @@ where
             let (handshook, error) = self.one_stream(&status).await;
             tracing::debug!(name = %self.name, handshook, "grpclb: balancer stream ended: {error}");
             status.send_modify(|now| {
+                if now.connected {
+                    now.streams_lost += 1;
+                }
                 now.connected = false;
                 now.report_interval = None;
                 now.last_error = Some(Arc::from(error));
@@ -359,6 +365,10 @@ fn now() -> Timestamp {
         nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
     }
 }
+
+#[cfg(test)]
+#[path = "balancer_tests.rs"]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {

@@ -99,7 +99,7 @@ pub(crate) struct ModeMachine {
     backend_state: Option<watch::Receiver<Connectivity>>,
     seen_lists: u64,
     seen_fallbacks: u64,
-    was_connected: bool,
+    seen_losses: u64,
     current: Mode,
     emitted: Option<Vec<Endpoint>>,
     status_closed: bool,
@@ -139,7 +139,7 @@ impl ModeMachine {
             backend_state: None,
             seen_lists: 0,
             seen_fallbacks: 0,
-            was_connected: false,
+            seen_losses: 0,
             current: Mode::Waiting,
             emitted: None,
             status_closed: false,
@@ -209,8 +209,8 @@ impl ModeMachine {
                 self.mode.send_modify(|now| now.lists_used += 1);
             }
         }
-        let lost = self.was_connected && !status.connected;
-        self.was_connected = status.connected;
+        let lost = status.streams_lost != self.seen_losses;
+        self.seen_losses = status.streams_lost;
         // grpc-go enters fallback when the balancer is lost and the backends
         // are not READY: at the loss, and at any backend change while it
         // stays lost. Without a watch on the backends they are taken as
@@ -220,9 +220,12 @@ impl ModeMachine {
             .backend_state
             .as_mut()
             .is_none_or(|state| state.borrow_and_update().state == ConnectivityState::Ready);
-        if !status.connected && self.current != Mode::Fallback {
+        if self.current != Mode::Fallback {
+            // At a loss (even one already followed by a new stream), and
+            // for as long as the balancer stays away.
+            let away = lost || !status.connected;
             let waiting_lost = self.current == Mode::Waiting && lost;
-            let balancer_lost = self.current == Mode::Balancer && !backends_ready;
+            let balancer_lost = self.current == Mode::Balancer && away && !backends_ready;
             if waiting_lost || balancer_lost {
                 tracing::info!("grpclb: balancer lost and no backend ready; using the resolver's backends");
                 self.enter(Mode::Fallback);
@@ -283,3 +286,7 @@ async fn fire(timer: &mut Option<Pin<Box<Sleep>>>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "updates_tests.rs"]
+mod tests;
