@@ -87,7 +87,10 @@ impl ServerList {
                     }
                 };
                 let Ok(port) = u16::try_from(server.port) else {
-                    tracing::warn!(port = server.port, "grpclb: server entry with a bad port; skipped");
+                    tracing::warn!(
+                        port = server.port,
+                        "grpclb: server entry with a bad port; skipped"
+                    );
                     return None;
                 };
                 Some(ServerEntry::Backend {
@@ -232,7 +235,11 @@ where
         if requests.send(initial).await.is_err() {
             return (false, "the request stream closed".into());
         }
-        let response = match self.client.balance_load(ReceiverStream::new(outgoing)).await {
+        let response = match self
+            .client
+            .balance_load(ReceiverStream::new(outgoing))
+            .await
+        {
             Ok(response) => response,
             Err(status) => return (false, Box::new(status)),
         };
@@ -244,8 +251,18 @@ where
             })) => initial
                 .client_stats_report_interval
                 .and_then(positive_duration),
-            Ok(Some(_)) => return (false, "the balancer's first message was not an initial response".into()),
-            Ok(None) => return (false, "the balancer ended the stream before its initial response".into()),
+            Ok(Some(_)) => {
+                return (
+                    false,
+                    "the balancer's first message was not an initial response".into(),
+                )
+            }
+            Ok(None) => {
+                return (
+                    false,
+                    "the balancer ended the stream before its initial response".into(),
+                )
+            }
             Err(status) => return (false, Box::new(status)),
         };
         status.send_modify(|now| {
@@ -353,7 +370,10 @@ fn positive_duration(duration: proto::Duration) -> Option<Duration> {
         return None;
     }
     let nanos = u32::try_from(duration.nanos).ok()?;
-    Some(Duration::new(u64::try_from(duration.seconds).ok()?, nanos.min(999_999_999)))
+    Some(Duration::new(
+        u64::try_from(duration.seconds).ok()?,
+        nanos.min(999_999_999),
+    ))
 }
 
 fn now() -> Timestamp {

@@ -72,7 +72,12 @@ impl LoadBalancer for Recording {
     }
 }
 
-fn recording(fail_first: bool) -> (LoadBalancerServer<Recording>, mpsc::UnboundedReceiver<LoadBalanceRequest>) {
+fn recording(
+    fail_first: bool,
+) -> (
+    LoadBalancerServer<Recording>,
+    mpsc::UnboundedReceiver<LoadBalanceRequest>,
+) {
     let (requests, received) = mpsc::unbounded_channel();
     let balancer = Recording {
         interval: Duration::from_secs(1),
@@ -102,7 +107,10 @@ async fn reports_go_at_the_interval_and_repeated_empty_ones_are_quashed() {
         other => panic!("{other:?}"),
     }
     status.wait_for(|s| s.server_list.is_some()).await.unwrap();
-    assert_eq!(status.borrow().report_interval, Some(Duration::from_secs(1)));
+    assert_eq!(
+        status.borrow().report_interval,
+        Some(Duration::from_secs(1))
+    );
     let start = tokio::time::Instant::now();
     stats.call_started();
     stats.call_finished(CallOutcome::KnownReceived);
@@ -114,7 +122,11 @@ async fn reports_go_at_the_interval_and_repeated_empty_ones_are_quashed() {
     // One empty report, then none while nothing happens.
     let second = client_stats(received.recv().await.unwrap()).unwrap();
     assert_eq!(second.num_calls_started, 0);
-    assert!(tokio::time::timeout(Duration::from_secs(10), received.recv()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), received.recv())
+            .await
+            .is_err()
+    );
     // A drop wakes the reports again.
     stats.dropped("lb");
     let third = client_stats(received.recv().await.unwrap()).unwrap();
@@ -125,7 +137,12 @@ async fn reports_go_at_the_interval_and_repeated_empty_ones_are_quashed() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_lost_after_its_handshake_is_opened_again_at_once_keeping_the_list() {
     let (balancer, mut received) = recording(true);
-    let client = BalancerClient::new(balancer, "svc", ClientStatsRecorder::new(), BackoffConfig::default());
+    let client = BalancerClient::new(
+        balancer,
+        "svc",
+        ClientStatsRecorder::new(),
+        BackoffConfig::default(),
+    );
     let (mut status, _task) = client.spawn();
     let start = tokio::time::Instant::now();
     status.wait_for(|s| s.handshakes == 2).await.unwrap();
@@ -136,7 +153,12 @@ async fn a_stream_lost_after_its_handshake_is_opened_again_at_once_keeping_the_l
     assert!(now.server_list.is_some());
     assert_eq!(now.server_lists, 1, "the same list again is no new list");
     let initials = std::iter::from_fn(|| received.try_recv().ok())
-        .filter(|r| matches!(r.load_balance_request_type, Some(LoadBalanceRequestType::InitialRequest(_))))
+        .filter(|r| {
+            matches!(
+                r.load_balance_request_type,
+                Some(LoadBalanceRequestType::InitialRequest(_))
+            )
+        })
         .count();
     assert_eq!(initials, 2);
 }
@@ -145,7 +167,9 @@ async fn a_stream_lost_after_its_handshake_is_opened_again_at_once_keeping_the_l
 async fn a_stream_that_fails_before_its_handshake_waits_for_the_backoff() {
     // A balancer that refuses every stream.
     let refusing = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
-        Ok::<_, std::convert::Infallible>(Status::unavailable("no").into_http::<tonic::body::Body>())
+        Ok::<_, std::convert::Infallible>(
+            Status::unavailable("no").into_http::<tonic::body::Body>(),
+        )
     });
     let backoff = BackoffConfig::try_new(
         Duration::from_secs(1),

@@ -118,7 +118,9 @@ impl GrpclbConfig {
             Some(Value::Array(policies)) => {
                 for policy in policies {
                     let entry = policy.as_object().ok_or_else(|| {
-                        GrpclbConfigError::new(format!("a childPolicy entry is not an object: {policy}"))
+                        GrpclbConfigError::new(format!(
+                            "a childPolicy entry is not an object: {policy}"
+                        ))
                     })?;
                     // grpc-go's childIsPickFirst: the first of the two names
                     // wins; other policies are passed over.

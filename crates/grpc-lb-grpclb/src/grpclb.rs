@@ -42,7 +42,12 @@ impl Grpclb {
     /// balancer channel), and `balancer`, a gRPC service to the balancer.
     ///
     /// Must be called within a tokio runtime.
-    pub fn new<T>(config: GrpclbConfig, target_name: &str, updates: UpdateStream, balancer: T) -> Self
+    pub fn new<T>(
+        config: GrpclbConfig,
+        target_name: &str,
+        updates: UpdateStream,
+        balancer: T,
+    ) -> Self
     where
         T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
         T::Future: Send,
@@ -72,7 +77,10 @@ impl Grpclb {
     /// each backend address (a reconnecting subchannel, typically). The
     /// fallback timer starts now. Make one per `Grpclb`: they share the
     /// drop layer's list.
-    pub fn discover<S>(&self, make: impl FnMut(&Address) -> S + Send + 'static) -> GrpclbDiscover<S> {
+    pub fn discover<S>(
+        &self,
+        make: impl FnMut(&Address) -> S + Send + 'static,
+    ) -> GrpclbDiscover<S> {
         let machine = ModeMachine::new(
             self.status.clone(),
             self.resolved.clone(),

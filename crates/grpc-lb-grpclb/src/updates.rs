@@ -227,7 +227,9 @@ impl ModeMachine {
             let waiting_lost = self.current == Mode::Waiting && lost;
             let balancer_lost = self.current == Mode::Balancer && away && !backends_ready;
             if waiting_lost || balancer_lost {
-                tracing::info!("grpclb: balancer lost and no backend ready; using the resolver's backends");
+                tracing::info!(
+                    "grpclb: balancer lost and no backend ready; using the resolver's backends"
+                );
                 self.enter(Mode::Fallback);
             }
         }

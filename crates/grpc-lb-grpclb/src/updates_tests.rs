@@ -106,7 +106,9 @@ async fn next(harness: &mut Harness) -> Update {
 
 /// No update for an hour of paused time.
 async fn quiet(harness: &mut Harness) {
-    assert!(timeout(Duration::from_secs(3600), harness.updates.next()).await.is_err());
+    assert!(timeout(Duration::from_secs(3600), harness.updates.next())
+        .await
+        .is_err());
 }
 
 fn fallback_only() -> Vec<(String, Option<String>)> {
@@ -126,8 +128,13 @@ async fn without_a_list_the_fallback_starts_at_the_timeout() {
 
     // New fallback backends are followed while in fallback.
     let other = Endpoint::new("127.0.0.1:7001".parse::<std::net::SocketAddr>().unwrap());
-    harness.resolved.send_modify(|r| r.backends = Arc::from([other]));
-    assert_eq!(addresses(&next(&mut harness).await), [("127.0.0.1:7001".to_owned(), None)]);
+    harness
+        .resolved
+        .send_modify(|r| r.backends = Arc::from([other]));
+    assert_eq!(
+        addresses(&next(&mut harness).await),
+        [("127.0.0.1:7001".to_owned(), None)]
+    );
 
     // A list ends it.
     send_list(&harness, &[8000]);

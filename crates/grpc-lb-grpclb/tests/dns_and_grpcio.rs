@@ -26,7 +26,10 @@ use support::*;
 /// dnsmasq naming the balancer in `_grpclb._tcp.greeter.test` (as lb.test)
 /// and 127.0.0.1 as greeter.test.
 fn dns(balancer: SocketAddr) -> Dnsmasq {
-    let srv = format!("--srv-host=_grpclb._tcp.greeter.test,lb.test,{},0,0", balancer.port());
+    let srv = format!(
+        "--srv-host=_grpclb._tcp.greeter.test,lb.test,{},0,0",
+        balancer.port()
+    );
     Dnsmasq::start("127.0.0.1 greeter.test\n127.0.0.1 lb.test\n", &[&srv])
 }
 
@@ -38,7 +41,11 @@ async fn the_balancer_is_found_in_srv_records_and_the_a_records_are_the_fallback
     let mut lb = KillableServer::start(balancer.routes()).await;
     balancer.set_servers(vec![server(a.addr(), "tok-a")]);
     let dns = dns(lb.addr());
-    let target = format!("dns://{}/greeter.test:{}", dns.authority(), fallback.addr().port());
+    let target = format!(
+        "dns://{}/greeter.test:{}",
+        dns.authority(),
+        fallback.addr().port()
+    );
 
     let dns_config = DnsConfig::default()
         .grpclb_balancers(true)
@@ -66,7 +73,10 @@ async fn the_balancer_is_found_in_srv_records_and_the_a_records_are_the_fallback
     call_until(&mut stack, |r| r == "a tok-a").await;
     let resolved = grpclb.resolved().borrow().clone();
     assert_eq!(resolved.balancers.len(), 1);
-    assert_eq!(resolved.balancers[0].address.to_string(), lb.addr().to_string());
+    assert_eq!(
+        resolved.balancers[0].address.to_string(),
+        lb.addr().to_string()
+    );
     assert_eq!(resolved.backends.len(), 1);
     assert_eq!(balancer.received().borrow().names, [name]);
 
@@ -103,13 +113,25 @@ async fn grpcio_c_core_follows_the_tests_balancer() {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/grpclb_client.py");
     let mut child = tokio::process::Command::new(python())
         .arg(&script)
-        .args(["--target", &target, "--wait-for", "a tok-a", "--wait-for", "b tok-b"])
+        .args([
+            "--target",
+            &target,
+            "--wait-for",
+            "a tok-a",
+            "--wait-for",
+            "b tok-b",
+        ])
         .args(["--calls", "300"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}; run ./scripts/test to make target/test-venv", python().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e}; run ./scripts/test to make target/test-venv",
+                python().display()
+            )
+        });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
         .await
@@ -121,9 +143,23 @@ async fn grpcio_c_core_follows_the_tests_balancer() {
     assert!(report.get("error").is_none(), "{report}");
     let count = |map: &str, key: &str| report[map][key].as_u64().unwrap_or(0) as usize;
     let (to_a, to_b) = (count("replies", "a tok-a"), count("replies", "b tok-b"));
-    let replies: usize = report["replies"].as_object().unwrap().values().map(|v| v.as_u64().unwrap() as usize).sum();
-    assert_eq!(to_a + to_b, replies, "only the list's backends, each with its token: {report}");
-    let failures: usize = report["failures"].as_object().unwrap().values().map(|v| v.as_u64().unwrap() as usize).sum();
+    let replies: usize = report["replies"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(
+        to_a + to_b,
+        replies,
+        "only the list's backends, each with its token: {report}"
+    );
+    let failures: usize = report["failures"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .sum();
     assert_eq!(replies + failures, 300);
     let dropped = report["totals"]["dropped"].as_u64().unwrap();
     let counted_drops: usize = report["failures"]
@@ -134,8 +170,14 @@ async fn grpcio_c_core_follows_the_tests_balancer() {
         .map(|(_, v)| v.as_u64().unwrap() as usize)
         .sum();
     assert_eq!(counted_drops, failures, "every failure is a drop: {report}");
-    assert!((counted_drops as f64 / 300.0 - 1.0 / 3.0).abs() <= 0.05, "{report}");
-    assert!((to_a as f64 / replies as f64 - 0.5).abs() <= 0.10, "{report}");
+    assert!(
+        (counted_drops as f64 / 300.0 - 1.0 / 3.0).abs() <= 0.05,
+        "{report}"
+    );
+    assert!(
+        (to_a as f64 / replies as f64 - 0.5).abs() <= 0.10,
+        "{report}"
+    );
 
     // C-core reports its calls: the balancer hears of every drop.
     let calls = report["totals"]["calls"].as_u64().unwrap() as i64;
@@ -153,12 +195,15 @@ async fn grpcio_c_core_follows_the_tests_balancer() {
     );
     assert_eq!(received.dropped("lb-drop"), dropped as i64);
     assert_eq!(received.finished(), calls);
-    assert_eq!(received.names, [format!("greeter.test:1")]);
+    assert_eq!(received.names, ["greeter.test:1"]);
 
     let mut stdin = child.stdin.take().unwrap();
     stdin.shutdown().await.unwrap();
     drop(stdin);
-    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status}");
     drop(lb);
 }

@@ -566,7 +566,12 @@ fn with_balancers(
         Ok(found) => found
             .into_iter()
             .map(|balancer| {
-                let target = balancer.attributes.metadata.get(SRV_TARGET_KEY).cloned().unwrap_or_default();
+                let target = balancer
+                    .attributes
+                    .metadata
+                    .get(SRV_TARGET_KEY)
+                    .cloned()
+                    .unwrap_or_default();
                 balancer.with_metadata(GRPCLB_BALANCER_KEY, target)
             })
             .collect(),

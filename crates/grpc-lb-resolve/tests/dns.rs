@@ -379,7 +379,10 @@ async fn grpclb_balancers_alone_are_a_result() {
     );
     let target = format!("dns://{}/nobackends.test:50051", dns.authority());
     let mut updates = resolve(fast().grpclb_balancers(true), &target, &ResolveNow::new());
-    assert_eq!(next_reset(&mut updates).await, vec![balancer("127.0.0.9:9000")]);
+    assert_eq!(
+        next_reset(&mut updates).await,
+        vec![balancer("127.0.0.9:9000")]
+    );
 
     // Without the lookup the same name has no addresses: an error.
     let mut updates = resolve(fast(), &target, &ResolveNow::new());

@@ -145,7 +145,10 @@ pub(crate) struct TokenGreeter(pub(crate) String);
 
 #[tonic::async_trait]
 impl Greeter for TokenGreeter {
-    async fn say_hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
         let token = request
             .metadata()
             .get("lb-token")
@@ -192,7 +195,10 @@ impl Received {
         self.reports.iter().map(|r| r.num_calls_finished).sum()
     }
     pub(crate) fn known_received(&self) -> i64 {
-        self.reports.iter().map(|r| r.num_calls_finished_known_received).sum()
+        self.reports
+            .iter()
+            .map(|r| r.num_calls_finished_known_received)
+            .sum()
     }
     pub(crate) fn failed_to_send(&self) -> i64 {
         self.reports
@@ -219,7 +225,13 @@ pub(crate) struct TestBalancer {
 impl TestBalancer {
     pub(crate) fn new(interval: Option<Duration>) -> Self {
         TestBalancer {
-            script: Arc::new(watch::channel(Script { interval, ..Script::default() }).0),
+            script: Arc::new(
+                watch::channel(Script {
+                    interval,
+                    ..Script::default()
+                })
+                .0,
+            ),
             received: Arc::new(watch::channel(Received::default()).0),
         }
     }
@@ -274,14 +286,18 @@ impl LoadBalancer for TestBalancer {
             load_balance_request_type: Some(LoadBalanceRequestType::InitialRequest(initial)),
         }) = first
         else {
-            return Err(Status::invalid_argument("the first request is not an initial request"));
+            return Err(Status::invalid_argument(
+                "the first request is not an initial request",
+            ));
         };
         self.received.send_modify(|r| r.names.push(initial.name));
         // Record the client's reports for as long as the stream lasts.
         let received = self.received.clone();
         tokio::spawn(async move {
             while let Ok(Some(request)) = requests.message().await {
-                if let Some(LoadBalanceRequestType::ClientStats(stats)) = request.load_balance_request_type {
+                if let Some(LoadBalanceRequestType::ClientStats(stats)) =
+                    request.load_balance_request_type
+                {
                     received.send_modify(|r| r.reports.push(stats));
                 }
             }
@@ -309,7 +325,13 @@ impl LoadBalancer for TestBalancer {
                     // The list in force is not sent again: only a new one
                     // ends the fallback.
                     last = Some(servers.clone());
-                    if sender.send(response(LoadBalanceResponseType::FallbackResponse(proto::FallbackResponse {}))).await.is_err() {
+                    if sender
+                        .send(response(LoadBalanceResponseType::FallbackResponse(
+                            proto::FallbackResponse {},
+                        )))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -325,12 +347,16 @@ impl LoadBalancer for TestBalancer {
                 }
             }
         });
-        Ok(Response::new(Box::pin(futures::stream::iter([initial]).chain(updates))))
+        Ok(Response::new(Box::pin(
+            futures::stream::iter([initial]).chain(updates),
+        )))
     }
 }
 
 /// A stream fed by a task through a channel.
-fn async_stream<F, Fut>(body: F) -> impl Stream<Item = Result<proto::LoadBalanceResponse, Status>> + Send
+fn async_stream<F, Fut>(
+    body: F,
+) -> impl Stream<Item = Result<proto::LoadBalanceResponse, Status>> + Send
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<proto::LoadBalanceResponse, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -366,11 +392,16 @@ pub(crate) fn drop_entry(token: &str) -> proto::Server {
 pub(crate) type Body = tonic::body::Body;
 pub(crate) type Connector = Http2Connector<Body, AddressConnector>;
 pub(crate) type Backend = Reconnect<Connector, Address>;
-pub(crate) type Stack = GrpclbDrop<Balance<GrpclbDiscover<Backend>, http::Request<Body>, ByConnectivity, HttpCalls>>;
+pub(crate) type Stack =
+    GrpclbDrop<Balance<GrpclbDiscover<Backend>, http::Request<Body>, ByConnectivity, HttpCalls>>;
 
 /// The grpclb stack: a pick_first `grpc_lb::Channel` to the balancer, the
 /// backends under the config's child policy, drops on top.
-pub(crate) fn client(balancer: SocketAddr, fallback: &[SocketAddr], config: GrpclbConfig) -> (Grpclb, Stack) {
+pub(crate) fn client(
+    balancer: SocketAddr,
+    fallback: &[SocketAddr],
+    config: GrpclbConfig,
+) -> (Grpclb, Stack) {
     let balancer_channel = grpc_lb::Channel::builder(format!("ipv4:{balancer}"))
         .policy("pick_first")
         .backoff(fast_backoff())
@@ -403,10 +434,14 @@ pub(crate) fn stack_over(grpclb: &Grpclb) -> Stack {
 /// One call: the reply's "NAME TOKEN", or the status.
 pub(crate) async fn say_hello(stack: &mut Stack) -> Result<String, Status> {
     let mut client = GreeterClient::new(stack);
-    let request = HelloRequest { name: "test".into() };
+    let request = HelloRequest {
+        name: "test".into(),
+    };
     match timeout(LIMIT, client.say_hello(request)).await {
         Ok(reply) => reply.map(|r| r.into_inner().message),
-        Err(_) => Err(Status::deadline_exceeded("the call did not finish within the test's limit")),
+        Err(_) => Err(Status::deadline_exceeded(
+            "the call did not finish within the test's limit",
+        )),
     }
 }
 
@@ -421,13 +456,21 @@ pub(crate) async fn call_until(stack: &mut Stack, mut done: impl FnMut(&str) -> 
             }
         }
     };
-    timeout(LIMIT, reached).await.expect("a call reaches the backend in time")
+    timeout(LIMIT, reached)
+        .await
+        .expect("a call reaches the backend in time")
 }
 
 /// Waits until the mode satisfies `done`.
-pub(crate) async fn wait_mode(grpclb: &Grpclb, done: impl FnMut(&ModeStatus) -> bool) -> ModeStatus {
+pub(crate) async fn wait_mode(
+    grpclb: &Grpclb,
+    done: impl FnMut(&ModeStatus) -> bool,
+) -> ModeStatus {
     let mut mode = grpclb.mode();
-    let seen = *timeout(LIMIT, mode.wait_for(done)).await.expect("the mode is reached").unwrap();
+    let seen = *timeout(LIMIT, mode.wait_for(done))
+        .await
+        .expect("the mode is reached")
+        .unwrap();
     seen
 }
 
@@ -437,13 +480,23 @@ pub(crate) fn in_mode(mode: Mode) -> impl FnMut(&ModeStatus) -> bool {
 
 /// Counts `n` calls' replies by backend name (the part before the token),
 /// and the calls that failed, by status message.
-pub(crate) async fn spread(stack: &mut Stack, n: usize) -> (std::collections::BTreeMap<String, usize>, std::collections::BTreeMap<String, usize>) {
+pub(crate) async fn spread(
+    stack: &mut Stack,
+    n: usize,
+) -> (
+    std::collections::BTreeMap<String, usize>,
+    std::collections::BTreeMap<String, usize>,
+) {
     let mut replies = std::collections::BTreeMap::new();
     let mut failures = std::collections::BTreeMap::new();
     for _ in 0..n {
         match say_hello(stack).await {
             Ok(reply) => *replies.entry(reply).or_insert(0) += 1,
-            Err(status) => *failures.entry(format!("{:?}: {}", status.code(), status.message())).or_insert(0) += 1,
+            Err(status) => {
+                *failures
+                    .entry(format!("{:?}: {}", status.code(), status.message()))
+                    .or_insert(0) += 1
+            }
         }
     }
     (replies, failures)
