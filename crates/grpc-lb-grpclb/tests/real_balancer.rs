@@ -45,11 +45,12 @@ async fn traffic_follows_each_server_list_with_its_tokens() {
         "{replies:?}"
     );
 
-    // A third list, weighted by repetition in the drop order only: one backend.
-    balancer.set_servers(vec![server(c.addr(), "tok-c")]);
-    call_until(&mut stack, |r| r == "c tok-c").await;
+    // A third list, one backend with a new token: once a reply carries it,
+    // the list is in force (a Reset is applied whole, before the next pick).
+    balancer.set_servers(vec![server(c.addr(), "tok-c3")]);
+    call_until(&mut stack, |r| r == "c tok-c3").await;
     let (replies, _) = spread(&mut stack, 20).await;
-    assert_eq!(replies.get("c tok-c"), Some(&20), "{replies:?}");
+    assert_eq!(replies.get("c tok-c3"), Some(&20), "{replies:?}");
 
     let received = balancer.received().borrow().clone();
     assert_eq!(received.names, ["greeter.example"]);
