@@ -87,14 +87,13 @@ impl<S> GrpclbDrop<S> {
         &mut self.inner
     }
 
-    /// The token of the drop entry this call lands on, if it is one.
-    fn take_entry(&mut self) -> Option<Arc<[ServerEntry]>> {
+    /// Reads the list again if it changed; a new list starts over.
+    fn refresh(&mut self) {
         // `has_changed` reads the version only; the list is read on change.
         if self.active.has_changed().unwrap_or(false) {
             self.entries = drop_entries(&self.active.borrow_and_update());
             self.next = 0;
         }
-        self.entries.clone()
     }
 }
 
@@ -119,7 +118,8 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if let Some(entries) = self.take_entry() {
+        self.refresh();
+        if let Some(entries) = &self.entries {
             let index = self.next;
             self.next = (index + 1) % entries.len();
             if let ServerEntry::Drop { token } = &entries[index] {
