@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 use tower::discover::Change;
 
 use crate::backend::{LbToken, LB_TOKEN_KEY};
+use crate::balancer::TaskGuard;
 use crate::stats::ClientStatsRecorder;
 
 type MakeBackend<S> = Box<dyn FnMut(&Endpoint) -> LbToken<S> + Send>;
@@ -25,12 +27,16 @@ type MakeBackend<S> = Box<dyn FnMut(&Endpoint) -> LbToken<S> + Send>;
 /// fails.
 pub struct GrpclbDiscover<S> {
     inner: ResolverDiscover<UpdateStream, MakeBackend<S>, LbToken<S>>,
+    /// The balancer stream and resolver tasks live as long as the discover
+    /// does, even if the `Grpclb` that made it is dropped.
+    _tasks: Arc<[TaskGuard; 2]>,
 }
 
 impl<S> GrpclbDiscover<S> {
     pub(crate) fn new(
         updates: UpdateStream,
         stats: ClientStatsRecorder,
+        tasks: Arc<[TaskGuard; 2]>,
         mut make: impl FnMut(&Address) -> S + Send + 'static,
     ) -> Self {
         let make: MakeBackend<S> = Box::new(move |endpoint: &Endpoint| {
@@ -42,6 +48,7 @@ impl<S> GrpclbDiscover<S> {
         });
         GrpclbDiscover {
             inner: ResolverDiscover::new(updates, make),
+            _tasks: tasks,
         }
     }
 

@@ -20,8 +20,8 @@ use crate::updates::{split_resolver, ModeMachine, ModeStatus, Resolved};
 /// whole stack.
 ///
 /// [`Grpclb::new`] spawns two tasks (the balancer stream, and the reader of
-/// the resolver's updates), which end when the `Grpclb` and everything it
-/// handed out are dropped.
+/// the resolver's updates), which end when the `Grpclb`, its clones and the
+/// discovers it made are all dropped.
 #[derive(Debug, Clone)]
 pub struct Grpclb {
     config: GrpclbConfig,
@@ -89,7 +89,12 @@ impl Grpclb {
             self.mode.clone(),
             self.config.fallback_timeout(),
         );
-        GrpclbDiscover::new(machine.into_updates(), self.stats.clone(), make)
+        GrpclbDiscover::new(
+            machine.into_updates(),
+            self.stats.clone(),
+            self._tasks.clone(),
+            make,
+        )
     }
 
     /// The layer that applies the drop entries of the list in use, over the
