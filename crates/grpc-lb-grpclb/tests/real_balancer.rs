@@ -236,3 +236,31 @@ async fn a_fallback_response_switches_to_fallback_and_a_new_list_ends_it() {
     assert_eq!(replies.get("b tok-b"), Some(&10), "{replies:?}");
     assert_eq!(grpclb.mode().borrow().mode, Mode::Balancer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pick_first_as_the_child_policy_sticks_to_one_backend_until_it_goes() {
+    let mut a = backend("a").await;
+    let b = backend("b").await;
+    let balancer = TestBalancer::new(None);
+    let lb = KillableServer::start(balancer.routes()).await;
+    balancer.set_servers(vec![server(a.addr(), "tok-a"), server(b.addr(), "tok-b")]);
+    let config = GrpclbConfig::from_json(r#"{"childPolicy":[{"pick_first":{}}]}"#).unwrap();
+    let (_grpclb, mut stack) = client(lb.addr(), &[], config);
+    // pick_first takes the list's first backend, and only it.
+    let first = say_hello(&mut stack).await.unwrap();
+    assert_eq!(first, "a tok-a");
+    let (replies, failures) = spread(&mut stack, 20).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        replies.get("a tok-a"),
+        Some(&20),
+        "one backend only: {replies:?}"
+    );
+
+    // Its backend dies: pick_first moves to the next one of the list.
+    a.kill().await;
+    call_until(&mut stack, |r| r == "b tok-b").await;
+    let (replies, _) = spread(&mut stack, 10).await;
+    assert_eq!(replies.get("b tok-b"), Some(&10), "{replies:?}");
+    drop(lb);
+}
