@@ -23,23 +23,27 @@ pub const LB_TOKEN_KEY: &str = "lb-token";
 /// It forwards [`Subchannel`] to the service it wraps, so a balancer reads a
 /// reconnecting subchannel's state through it.
 ///
-/// Counting: a call is started when it is sent; it finishes when its
-/// response future does: with a response (any status) it is
-/// `known_received`, with an error `client_failed_to_send`.
+/// Counting: a call is started when it is sent. One whose response future
+/// fails is finished at once as `client_failed_to_send`; one with a response
+/// (any status) is finished as `known_received` when its response body ends
+/// or is dropped, which is the end of the RPC (grpc-go counts at the call's
+/// `Done`).
 ///
 /// ```
 /// use grpc_lb_grpclb::{ClientStatsRecorder, LbToken};
+/// use http_body_util::{BodyExt, Full};
 /// use tower::{Service, ServiceExt};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let echo_token = tower::service_fn(|request: http::Request<()>| async move {
 ///     let token = request.headers()["lb-token"].to_str().unwrap().to_owned();
-///     Ok::<_, std::convert::Infallible>(http::Response::new(token))
+///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(token))))
 /// });
 /// let stats = ClientStatsRecorder::new();
 /// let mut backend = LbToken::new(echo_token, Some("token-a"), Some(stats.clone()));
 /// let response = backend.ready().await.unwrap().call(http::Request::new(())).await.unwrap();
-/// assert_eq!(response.into_body(), "token-a");
+/// let body = response.into_body().collect().await.unwrap().to_bytes();
+/// assert_eq!(body, "token-a");
 /// let report = stats.take();
 /// assert_eq!((report.num_calls_started, report.num_calls_finished_known_received), (1, 1));
 /// # }
@@ -84,7 +88,7 @@ impl<S, B, RB> Service<http::Request<B>> for LbToken<S>
 where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
 {
-    type Response = S::Response;
+    type Response = http::Response<LbTokenBody<RB>>;
     type Error = S::Error;
     type Future = LbTokenFuture<S::Future>;
 
@@ -141,21 +145,78 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, T, E> Future for LbTokenFuture<F>
+impl<F, RB, E> Future for LbTokenFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<http::Response<RB>, E>>,
 {
-    type Output = Result<T, E>;
+    type Output = Result<http::Response<LbTokenBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
-        if let Some(stats) = this.stats.take() {
-            stats.call_finished(match &result {
-                Ok(_) => CallOutcome::KnownReceived,
-                Err(_) => CallOutcome::FailedToSend,
-            });
+        let stats = this.stats.take();
+        Poll::Ready(match result {
+            Ok(response) => Ok(response.map(|inner| LbTokenBody { inner, stats })),
+            Err(error) => {
+                if let Some(stats) = stats {
+                    stats.call_finished(CallOutcome::FailedToSend);
+                }
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of an [`LbToken`] call: the call is counted as
+    /// finished when the body ends, fails or is dropped ([`LbToken`]'s
+    /// example reads one).
+    #[derive(Debug)]
+    pub struct LbTokenBody<B> {
+        #[pin]
+        inner: B,
+        stats: Option<ClientStatsRecorder>,
+    }
+
+    impl<B> PinnedDrop for LbTokenBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(stats) = this.project().stats.take() {
+                stats.call_finished(CallOutcome::KnownReceived);
+            }
         }
-        Poll::Ready(result)
+    }
+}
+
+impl<B> LbTokenBody<B> {
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for LbTokenBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if matches!(frame, None | Some(Err(_))) {
+            if let Some(stats) = this.stats.take() {
+                stats.call_finished(CallOutcome::KnownReceived);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

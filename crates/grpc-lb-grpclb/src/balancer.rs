@@ -20,6 +20,14 @@ use crate::proto::{self, InitialLoadBalanceRequest, LoadBalanceRequest, Timestam
 use crate::stats::{is_zero, ClientStatsRecorder};
 
 /// One entry of a server list.
+///
+/// ```
+/// use grpc_lb_grpclb::{proto, ServerEntry, ServerList};
+///
+/// let drop = proto::Server { load_balance_token: "lb".into(), drop: true, ..Default::default() };
+/// let list = ServerList::from_proto(&proto::ServerList { servers: vec![drop] });
+/// assert_eq!(list.entries(), [ServerEntry::Drop { token: "lb".into() }]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerEntry {
     /// A backend, and the token its calls carry as `lb-token` metadata.
@@ -124,6 +132,13 @@ impl ServerList {
 }
 
 /// What the balancer stream has said so far.
+///
+/// ```
+/// use grpc_lb_grpclb::BalancerStatus;
+///
+/// let status = BalancerStatus::default(); // before any stream
+/// assert!(!status.connected && status.server_list.is_none() && status.handshakes == 0);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct BalancerStatus {
     /// A stream is open (its response headers came back).
@@ -161,6 +176,22 @@ pub struct BalancerStatus {
 /// `balancer` is any gRPC service to the balancer: a
 /// `grpc_lb::Channel` with pick_first over the balancer addresses (what
 /// grpc-go dials), or a single connection.
+///
+/// ```
+/// use grpc_lb_backoff::BackoffConfig;
+/// use grpc_lb_grpclb::{BalancerClient, ClientStatsRecorder};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // A "balancer" that refuses every stream: the client backs off and retries.
+/// let refusing = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
+///     Ok::<_, std::convert::Infallible>(tonic::Status::unavailable("down").into_http::<tonic::body::Body>())
+/// });
+/// let client = BalancerClient::new(refusing, "greeter.example", ClientStatsRecorder::new(), BackoffConfig::default());
+/// let (mut status, _guard) = client.spawn(); // dropping the guard stops it
+/// let failed = status.wait_for(|s| s.last_error.is_some()).await.unwrap();
+/// assert!(failed.last_error.as_ref().unwrap().to_string().contains("down"));
+/// # }
+/// ```
 pub struct BalancerClient<T> {
     client: LoadBalancerClient<T>,
     name: String,
@@ -348,7 +379,7 @@ impl<T> fmt::Debug for BalancerClient<T> {
     }
 }
 
-/// Stops a task when dropped.
+/// Stops a task when dropped (see [`BalancerClient::spawn`]'s example).
 #[derive(Debug)]
 pub struct TaskGuard(JoinHandle<()>);
 

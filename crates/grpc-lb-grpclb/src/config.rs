@@ -16,6 +16,13 @@ pub const DEFAULT_FALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The policy that runs the backends of a server list (grpclb's
 /// `childPolicy`).
+///
+/// ```
+/// use grpc_lb_grpclb::ChildPolicy;
+///
+/// assert_eq!(ChildPolicy::default().name(), "round_robin");
+/// assert_eq!(ChildPolicy::PickFirst.name(), "pick_first");
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ChildPolicy {
     /// `round_robin`, the default.

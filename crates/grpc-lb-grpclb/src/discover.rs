@@ -24,7 +24,31 @@ type MakeBackend<S> = Box<dyn FnMut(&Endpoint) -> LbToken<S> + Send>;
 ///
 /// A backend whose token changes is inserted again, with a new service: the
 /// balancer under it sees a new endpoint. The discovery never ends and never
-/// fails.
+/// fails. The [crate example](crate) runs one under `Balance`; here, alone:
+///
+/// ```
+/// use futures::StreamExt;
+/// use grpc_lb_grpclb::{Grpclb, GrpclbConfig};
+/// use grpc_lb_resolve::Endpoint;
+/// use tower::discover::Change;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let never = tower::service_fn(|_: http::Request<tonic::body::Body>| std::future::pending::<Result<http::Response<tonic::body::Body>, std::convert::Infallible>>());
+/// let fallback: std::net::SocketAddr = "127.0.0.1:7000".parse().unwrap();
+/// let config = GrpclbConfig::default().with_fallback_timeout(std::time::Duration::from_millis(10));
+/// // A balancer that never answers: after the fallback timeout the
+/// // resolver's backend is the one, without a token.
+/// let grpclb = Grpclb::new(config, "greeter", grpc_lb_resolve::static_list([Endpoint::new(fallback)]), never);
+/// let mut discover = grpclb.discover(|address| address.to_string());
+/// match discover.next().await {
+///     Some(Ok(Change::Insert(address, backend))) => {
+///         assert_eq!(address.to_string(), "127.0.0.1:7000");
+///         assert!(backend.token().is_none());
+///     }
+///     _ => unreachable!(),
+/// }
+/// # }
+/// ```
 pub struct GrpclbDiscover<S> {
     inner: ResolverDiscover<UpdateStream, MakeBackend<S>, LbToken<S>>,
     /// The balancer stream and resolver tasks live as long as the discover

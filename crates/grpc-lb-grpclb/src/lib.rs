@@ -116,7 +116,7 @@ pub mod proto;
 mod stats;
 mod updates;
 
-pub use crate::backend::{LbToken, LbTokenFuture, LB_TOKEN_KEY};
+pub use crate::backend::{LbToken, LbTokenBody, LbTokenFuture, LB_TOKEN_KEY};
 pub use crate::balancer::{BalancerClient, BalancerStatus, ServerEntry, ServerList, TaskGuard};
 pub use crate::config::{
     ChildPolicy, GrpclbConfig, GrpclbConfigError, DEFAULT_FALLBACK_TIMEOUT, POLICY_NAME,

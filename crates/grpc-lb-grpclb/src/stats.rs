@@ -8,6 +8,15 @@ use std::sync::{Arc, Mutex};
 use crate::proto::{ClientStats, ClientStatsPerToken};
 
 /// How a call to a backend of the server list ended, for the load report.
+///
+/// ```
+/// use grpc_lb_grpclb::{CallOutcome, ClientStatsRecorder};
+///
+/// let stats = ClientStatsRecorder::new();
+/// stats.call_started();
+/// stats.call_finished(CallOutcome::FailedToSend);
+/// assert_eq!(stats.take().num_calls_finished_with_client_failed_to_send, 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallOutcome {
     /// The call failed before a response came back: counted in

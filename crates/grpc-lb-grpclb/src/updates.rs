@@ -26,6 +26,13 @@ use crate::balancer::{BalancerStatus, ServerList};
 pub const BALANCER_ADDRESS_KEY: &str = grpc_lb_resolve::dns::GRPCLB_BALANCER_KEY;
 
 /// What the resolver says, split: balancer addresses and fallback backends.
+///
+/// ```
+/// use grpc_lb_grpclb::Resolved;
+///
+/// let nothing_yet = Resolved::default();
+/// assert!(!nothing_yet.resolved && nothing_yet.balancers.is_empty());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     /// Endpoints marked with [`BALANCER_ADDRESS_KEY`], in the resolver's order.
@@ -37,6 +44,13 @@ pub struct Resolved {
 }
 
 /// Which backends are in use.
+///
+/// ```
+/// use grpc_lb_grpclb::{Mode, ModeStatus};
+///
+/// // A policy starts waiting for its first server list.
+/// assert_eq!(ModeStatus::default().mode, Mode::Waiting);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
     /// No server list yet, not in fallback: there are no backends.
@@ -107,7 +121,8 @@ pub(crate) struct ModeMachine {
     backends_closed: bool,
 }
 
-/// The mode and how often fallback was entered, for observers and tests.
+/// The mode and how often fallback was entered, for observers and tests
+/// ([`Grpclb::mode`](crate::Grpclb::mode); see [`Mode`]'s example).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ModeStatus {
     /// The mode now.
