@@ -42,6 +42,14 @@
 //! weight, with the record's details in their metadata. Without SRV records it
 //! falls back to the A/AAAA lookup of `host`.
 //!
+//! With [`grpclb_balancers`](DnsConfig::grpclb_balancers) on (grpc-go's
+//! `EnableSRVLookups`), each resolution also looks up the SRV records
+//! `_grpclb._tcp.<host>`: their targets' addresses, with the records' ports,
+//! are added to the set, marked with [`GRPCLB_BALANCER_KEY`], for a grpclb
+//! policy to take as its balancers. As in grpc-go, a failed SRV lookup does
+//! not fail the resolution, and balancers alone (the host has no addresses)
+//! are a result.
+//!
 //! Everything the stream does happens inside it: dropping the stream stops all
 //! lookups. The only tasks involved are hickory's per-connection I/O tasks,
 //! which the stream's hickory resolver owns and which end with it.
@@ -119,6 +127,10 @@ pub const SRV_WEIGHT_KEY: &str = "srv.weight";
 pub const SRV_PORT_KEY: &str = "srv.port";
 /// Metadata key of an SRV-derived endpoint: the record's target name.
 pub const SRV_TARGET_KEY: &str = "srv.target";
+/// Metadata key that marks an endpoint as a grpclb balancer found in the SRV
+/// records `_grpclb._tcp.<host>` (see [`DnsConfig::grpclb_balancers`]); its
+/// value is the record's target name.
+pub const GRPCLB_BALANCER_KEY: &str = "grpclb.balancer";
 
 /// How the [`DnsResolver`] resolves and re-resolves.
 ///
@@ -147,6 +159,7 @@ pub struct DnsConfig {
     error_backoff: BackoffConfig,
     srv_service: Option<String>,
     service_config: bool,
+    grpclb_balancers: bool,
 }
 
 impl DnsConfig {
@@ -217,6 +230,23 @@ impl DnsConfig {
         self.service_config = enabled;
         self
     }
+
+    /// Whether each resolution also looks up grpclb balancers in the SRV
+    /// records `_grpclb._tcp.<host>` (default false, as grpc-go's
+    /// `EnableSRVLookups`). Their addresses join the set as endpoints with
+    /// [`GRPCLB_BALANCER_KEY`] metadata (the record's target name) besides
+    /// the `srv.*` keys; only a grpclb policy should be given such a set.
+    ///
+    /// ```
+    /// use grpc_lb_resolve::dns::DnsConfig;
+    ///
+    /// let config = DnsConfig::default().grpclb_balancers(true);
+    /// # drop(config);
+    /// ```
+    pub fn grpclb_balancers(mut self, enabled: bool) -> Self {
+        self.grpclb_balancers = enabled;
+        self
+    }
 }
 
 impl Default for DnsConfig {
@@ -228,6 +258,7 @@ impl Default for DnsConfig {
             error_backoff: BackoffConfig::default(),
             srv_service: None,
             service_config: true,
+            grpclb_balancers: false,
         }
     }
 }
@@ -445,12 +476,22 @@ impl Watcher {
         // a re-resolution always asks the server.
         resolver.clear_cache();
 
-        let endpoints = lookup_endpoints(
+        let backends = lookup_endpoints(
             resolver,
             self.config.srv_service.as_deref(),
             &self.host,
             self.port,
         );
+        let grpclb = self.config.grpclb_balancers;
+        let host = &self.host;
+        let endpoints = async move {
+            if !grpclb {
+                return backends.await;
+            }
+            let balancers = lookup_srv(resolver, GRPCLB_SRV_SERVICE, host);
+            let (backends, balancers) = future::join(backends, balancers).await;
+            with_balancers(backends, balancers)
+        };
         let config = async {
             Ok(if self.config.service_config {
                 lookup_service_config(resolver, &self.host, &self.selector).await
@@ -507,6 +548,48 @@ async fn lookup_endpoints(
     }
     if endpoints.is_empty() {
         return Err("no addresses".into());
+    }
+    Ok(endpoints)
+}
+
+/// The SRV service under which grpclb balancers are published.
+const GRPCLB_SRV_SERVICE: &str = "_grpclb._tcp";
+
+/// The backends and the grpclb balancers together, by grpc-go's rules: a
+/// failed balancer lookup is ignored, and balancers without backends are a
+/// result.
+fn with_balancers(
+    backends: Result<Vec<Endpoint>, BoxError>,
+    balancers: Result<Vec<Endpoint>, BoxError>,
+) -> Result<Vec<Endpoint>, BoxError> {
+    let balancers: Vec<Endpoint> = match balancers {
+        Ok(found) => found
+            .into_iter()
+            .map(|balancer| {
+                let target = balancer
+                    .attributes
+                    .metadata
+                    .get(SRV_TARGET_KEY)
+                    .cloned()
+                    .unwrap_or_default();
+                balancer.with_metadata(GRPCLB_BALANCER_KEY, target)
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!("grpclb balancer lookup failed: {error}");
+            Vec::new()
+        }
+    };
+    let mut endpoints = match backends {
+        Ok(found) => found,
+        Err(_) if !balancers.is_empty() => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    for balancer in balancers {
+        // An address that is both is kept as the backend.
+        if !endpoints.iter().any(|e| e.address == balancer.address) {
+            endpoints.push(balancer);
+        }
     }
     Ok(endpoints)
 }

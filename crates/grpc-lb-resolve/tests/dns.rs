@@ -343,3 +343,63 @@ async fn without_srv_records_the_host_is_used() {
         endpoints(&["127.0.0.2:8080", "127.0.0.3:8080"])
     );
 }
+
+const WITH_BALANCER: &str = "127.0.0.2 greeter.test\n127.0.0.3 greeter.test\n127.0.0.9 lb.test\n";
+const GRPCLB_SRV: &str = "--srv-host=_grpclb._tcp.greeter.test,lb.test,9000,0,0";
+
+fn balancer(addr: &str) -> Endpoint {
+    Endpoint::new(addr.parse::<SocketAddr>().unwrap())
+        .with_weight(1)
+        .with_metadata("srv.priority", "0")
+        .with_metadata("srv.weight", "0")
+        .with_metadata("srv.port", "9000")
+        .with_metadata("srv.target", "lb.test.")
+        .with_metadata(grpc_lb_resolve::dns::GRPCLB_BALANCER_KEY, "lb.test.")
+}
+
+#[tokio::test]
+async fn grpclb_srv_records_add_marked_balancers() {
+    let dns = Dnsmasq::start(WITH_BALANCER, &[GRPCLB_SRV]);
+    let target = format!("dns://{}/greeter.test:50051", dns.authority());
+    let config = fast().grpclb_balancers(true);
+    let mut updates = resolve(config, &target, &ResolveNow::new());
+    let mut expected = endpoints(&["127.0.0.2:50051", "127.0.0.3:50051"]);
+    expected.push(balancer("127.0.0.9:9000"));
+    assert_eq!(next_reset(&mut updates).await, expected);
+    assert!(dns.wait_for_log(|log| log
+        .iter()
+        .any(|line| line.contains("query[SRV] _grpclb._tcp.greeter.test"))));
+}
+
+#[tokio::test]
+async fn grpclb_balancers_alone_are_a_result() {
+    let dns = Dnsmasq::start(
+        "127.0.0.9 lb.test\n",
+        &["--srv-host=_grpclb._tcp.nobackends.test,lb.test,9000,0,0"],
+    );
+    let target = format!("dns://{}/nobackends.test:50051", dns.authority());
+    let mut updates = resolve(fast().grpclb_balancers(true), &target, &ResolveNow::new());
+    assert_eq!(
+        next_reset(&mut updates).await,
+        vec![balancer("127.0.0.9:9000")]
+    );
+
+    // Without the lookup the same name has no addresses: an error.
+    let mut updates = resolve(fast(), &target, &ResolveNow::new());
+    assert!(next(&mut updates).await.is_err());
+}
+
+#[tokio::test]
+async fn grpclb_srv_records_are_not_looked_up_unless_asked() {
+    let dns = Dnsmasq::start(WITH_BALANCER, &[GRPCLB_SRV]);
+    let target = format!("dns://{}/greeter.test:50051", dns.authority());
+    let mut updates = resolve(fast(), &target, &ResolveNow::new());
+    assert_eq!(
+        next_reset(&mut updates).await,
+        endpoints(&["127.0.0.2:50051", "127.0.0.3:50051"])
+    );
+    assert!(!dns
+        .log()
+        .iter()
+        .any(|line| line.contains("query[SRV] _grpclb._tcp")));
+}
