@@ -364,7 +364,9 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         requests: None,
         until: None,
         concurrency: 4,
-        rate: Some(args.rate),
+        schedule: crate::schedule::Schedule::Const { rate: args.rate },
+        skip_first: 0,
+        record_calls: false,
         timeout: Some(Duration::from_secs(1)),
         wait_for_ready: false,
         name: "demo".into(),
@@ -374,7 +376,9 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
     let traffic = {
         let channel = channel.clone();
         let live = live.clone();
-        tokio::spawn(async move { load::run(&channel, &plan, &live).await })
+        tokio::spawn(
+            async move { load::run(&channel, &plan, &live, tokio::time::Instant::now()).await },
+        )
     };
 
     let result = script(&channel, &resolver, &mut backends, &names, &live, &act).await;
