@@ -33,7 +33,10 @@ fn assert_never_ahead(windows: &[(f64, u64)], window_secs: f64, report: &Value) 
     for (target, requests) in windows {
         owed += target * window_secs;
         started += requests;
-        assert!(started as f64 <= owed + 1.0, "ahead of the schedule: {report}");
+        assert!(
+            started as f64 <= owed + 1.0,
+            "ahead of the schedule: {report}"
+        );
     }
 }
 
@@ -252,7 +255,10 @@ fn csv_has_a_row_per_reported_call_with_its_status_and_backend() {
         assert_eq!(row.len(), 5, "{row:?}");
         let start: f64 = row[0].parse().unwrap();
         let latency: f64 = row[1].parse().unwrap();
-        assert!(start >= last_start, "rows in the order calls started: {text}");
+        assert!(
+            start >= last_start,
+            "rows in the order calls started: {text}"
+        );
         last_start = start;
         assert!(latency > 0.0, "{row:?}");
         assert!(backends.contains(row[3]), "{row:?}");
