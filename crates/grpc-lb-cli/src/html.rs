@@ -290,10 +290,10 @@ fn histogram(report: &Report<'_>) -> String {
             );
         }
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<line class=\"axis\" x1=\"{LEFT}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\"/>\
-         <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">ms</text></svg>\n",
+         <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">ms</text></svg>",
         WIDTH - RIGHT,
         WIDTH - RIGHT,
         bottom + 26.0

@@ -58,7 +58,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Drive SayHello through a balanced channel and report what happened;
     /// or call any METHOD once, with a JSON body.
-    Call(call::CallArgs),
+    Call(Box<call::CallArgs>),
     /// List the services (or one service's methods) by server reflection,
     /// --proto or --protoset.
     List(describe::ListArgs),
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Call(args) => call::run(args).await,
+            Command::Call(args) => call::run(*args).await,
             Command::List(args) => describe::list(args).await,
             Command::Describe(args) => describe::describe(args).await,
             Command::Watch(args) => watch::run(args).await,

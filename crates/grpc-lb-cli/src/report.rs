@@ -157,7 +157,7 @@ impl Report<'_> {
                 json!({
                     "t_ms": t_ms(w.start),
                     "duration_ms": t_ms(w.length),
-                    "target_rps": w.target_rps.map(|r| ms(r)),
+                    "target_rps": w.target_rps.map(ms),
                     "requests": w.requests,
                     "rps": ms(w.rps()),
                 })
