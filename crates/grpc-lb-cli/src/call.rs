@@ -1,9 +1,10 @@
-//! `grpc-lb call`: drives `SayHello` through a [`grpc_lb::Channel`] on a
-//! load schedule ([`crate::schedule`]) and reports the calls per backend, the
+//! `grpc-lb call`: drives `SayHello` (or any METHOD, [`crate::rpc`])
+//! through a [`grpc_lb::Channel`] on a load schedule ([`crate::schedule`]) and reports the calls per backend, the
 //! count of each status code, latency percentiles, the rate achieved in each
 //! window of the schedule and the connectivity-state timelines, as a summary,
 //! JSON, CSV or an HTML page ([`crate::report`], [`crate::html`]). Given a
-//! METHOD (or `-d`), it makes that one call instead ([`crate::invoke`]).
+//! METHOD (or `-d`) and no load flag, it makes that one call instead
+//! ([`crate::invoke`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,35 +15,21 @@ use clap::Args;
 use tokio::time::Instant;
 
 use crate::in_force;
-use crate::invoke::{self, Invocation};
+use crate::invoke::{self, Invocation, Lookup};
 use crate::load::{self, Live, Plan};
 use crate::options::{Built, ChannelArgs};
 use crate::progress::Progress;
 use crate::report::Report;
-use crate::request::HeaderArgs;
+use crate::request::{self, HeaderArgs};
+use crate::rpc::{CallSettings, Rpc};
 use crate::schedule::{Schedule, ScheduleFlags};
 use crate::schema::SchemaArgs;
+use crate::stack::call_stack;
 use crate::timeline::Timeline;
 use crate::{CliError, CliResult};
 
 /// Calls made when neither --requests nor --duration is given.
 const DEFAULT_REQUESTS: u64 = 100;
-
-/// The flags of the SayHello load, which a single call of a METHOD refuses.
-const LOAD_FLAGS: [&str; 12] = [
-    "requests",
-    "duration",
-    "concurrency",
-    "rps",
-    "name",
-    "load_start",
-    "load_step",
-    "load_end",
-    "load_step_duration",
-    "skip_first",
-    "format",
-    "html",
-];
 
 /// What the load prints on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,16 +52,18 @@ pub(crate) struct CallArgs {
     /// The target: `ipv4:IP:PORT[,...]`, `dns:///host:port`, `host:port`, ...
     target: String,
 
-    /// Call this method once instead of the SayHello load:
-    /// `package.Service/Method`, its schema from server reflection, --proto
-    /// or --protoset. Responses print as JSON, one line each.
-    #[arg(value_name = "METHOD", conflicts_with_all = LOAD_FLAGS)]
+    /// Call this method (`package.Service/Method`, its schema from server
+    /// reflection, --proto or --protoset) instead of SayHello: once, its
+    /// responses printed as JSON, one line each; or as the load, when a load
+    /// flag (--requests, --duration, --concurrency, --rps, --load-*,
+    /// --skip-first, --format, --html) is given.
+    #[arg(value_name = "METHOD")]
     method: Option<String>,
 
-    /// The request body of the one call (default method: SayHello): JSON,
-    /// `@FILE`, or `@-` for stdin; a client-streaming method takes several
-    /// messages, concatenated or one per line.
-    #[arg(short = 'd', long = "data", value_name = "JSON", conflicts_with_all = LOAD_FLAGS)]
+    /// The request body (default method: SayHello): JSON, `@FILE`, or `@-`
+    /// for stdin; a client-streaming method takes several messages,
+    /// concatenated or one per line. A load sends it with every call.
+    #[arg(short = 'd', long = "data", value_name = "JSON")]
     data: Option<String>,
 
     #[command(flatten)]
@@ -96,10 +85,10 @@ pub(crate) struct CallArgs {
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     duration: Option<f64>,
 
-    /// Calls in flight at once.
-    #[arg(long, value_name = "C", default_value_t = 1,
+    /// Calls in flight at once (default 1).
+    #[arg(long, value_name = "C",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    concurrency: u32,
+    concurrency: Option<u32>,
 
     /// The const schedule's rate: calls started per second, open loop (on
     /// time whether or not earlier calls ended, up to --concurrency in
@@ -146,8 +135,9 @@ pub(crate) struct CallArgs {
     #[arg(long, value_name = "T", default_value_t = 5000)]
     timeout_ms: u64,
 
-    /// The name sent in each HelloRequest.
-    #[arg(long, default_value = "grpc-lb")]
+    /// The name sent in each HelloRequest of a SayHello load (a METHOD's
+    /// body is -d).
+    #[arg(long, default_value = "grpc-lb", conflicts_with_all = ["method", "data"])]
     name: String,
 
     /// What to print: summary, json (as --json), csv (one row per call) or
@@ -186,9 +176,29 @@ fn finite_number(value: &str) -> Result<f64, String> {
     }
 }
 
+impl CallArgs {
+    /// Whether a flag that only a load has was given: with a METHOD (or
+    /// `-d`), the method is then the load's call instead of a single call.
+    fn load_flags_given(&self) -> bool {
+        self.requests.is_some()
+            || self.duration.is_some()
+            || self.concurrency.is_some()
+            || self.rps.is_some()
+            || self.load_schedule != "const"
+            || self.load_start.is_some()
+            || self.load_step.is_some()
+            || self.load_end.is_some()
+            || self.load_step_duration.is_some()
+            || self.skip_first > 0
+            || self.format.is_some()
+            || self.html.is_some()
+    }
+}
+
 pub(crate) async fn run(args: CallArgs) -> CliResult {
     let timeout = (args.timeout_ms > 0).then(|| Duration::from_millis(args.timeout_ms));
-    if args.method.is_some() || args.data.is_some() {
+    let any_method = args.method.is_some() || args.data.is_some();
+    if any_method && !args.load_flags_given() {
         return invoke::run(Invocation {
             target: &args.target,
             method: args.method.as_deref(),
@@ -202,7 +212,7 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         })
         .await;
     }
-    if !args.schema.protos.is_empty() || !args.schema.protosets.is_empty() {
+    if !any_method && (!args.schema.protos.is_empty() || !args.schema.protosets.is_empty()) {
         return Err(CliError::usage(
             "--proto and --protoset need a METHOD or -d (the SayHello load has its schema built in)",
         ));
@@ -232,6 +242,7 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         (None, false) => Format::Summary,
     };
     let metadata = args.headers.metadata()?;
+    let body = args.data.as_deref().map(request::body_text).transpose()?;
     // An unwritable --html FILE is found before any call is made.
     let html_file = args
         .html
@@ -249,20 +260,38 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         stack,
     } = args.channel.build(&args.target, args.wait_for_ready)?;
     let timeline = Timeline::start(&channel, start);
+    let rpc = if any_method {
+        // The schema as a single call finds it, through the same stack.
+        let lookup = Lookup {
+            target: &args.target,
+            method: args.method.as_deref(),
+            schema: &args.schema,
+            timeout,
+        };
+        let method = invoke::resolve(&lookup, &call_stack(&channel, stack), &metadata).await?;
+        let messages = invoke::request_messages(&method, body.as_deref())?;
+        Rpc::method(&method, &messages)?
+    } else {
+        Rpc::SayHello {
+            name: args.name.clone(),
+        }
+    };
 
     let plan = Plan {
         requests,
         until: args
             .duration
             .map(|secs| start + Duration::from_secs_f64(secs)),
-        concurrency: args.concurrency as usize,
+        concurrency: args.concurrency.unwrap_or(1) as usize,
         schedule,
         skip_first: args.skip_first,
         record_calls: format == Format::Csv,
-        timeout,
-        wait_for_ready: args.wait_for_ready,
-        name: args.name.clone(),
-        metadata,
+        settings: CallSettings {
+            metadata,
+            timeout,
+            wait_for_ready: args.wait_for_ready,
+        },
+        rpc,
         stack,
     };
     let live = Arc::new(Live::default());
@@ -290,6 +319,7 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
 
     let report = Report {
         target: &args.target,
+        method: plan.rpc.name(),
         policy: &policy,
         elapsed,
         tally: &tally,

@@ -367,10 +367,14 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         schedule: crate::schedule::Schedule::Const { rate: args.rate },
         skip_first: 0,
         record_calls: false,
-        timeout: Some(Duration::from_secs(1)),
-        wait_for_ready: false,
-        name: "demo".into(),
-        metadata: tonic::metadata::MetadataMap::new(),
+        settings: crate::rpc::CallSettings {
+            metadata: tonic::metadata::MetadataMap::new(),
+            timeout: Some(Duration::from_secs(1)),
+            wait_for_ready: false,
+        },
+        rpc: crate::rpc::Rpc::SayHello {
+            name: "demo".into(),
+        },
         stack: Default::default(),
     };
     let traffic = {

@@ -63,6 +63,7 @@ pub(crate) fn render(report: &Report<'_>) -> String {
         target = escape(report.target)
     );
     let rows = [
+        ("method", report.method.to_owned()),
         ("policy", report.policy.to_owned()),
         (
             "requests",

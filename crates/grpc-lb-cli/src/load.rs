@@ -8,15 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use grpc_lb::WaitForReady;
-use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use crate::channel::{GrpcChannel, PeerSlot};
 use crate::options::StackSettings;
+use crate::rpc::{CallSettings, Caller, Rpc};
 use crate::schedule::Schedule;
-use crate::stack::{call_stack, CallStack};
+use crate::stack::call_stack;
 
 /// The width of the time series' buckets (backends over time, in the HTML
 /// report); the report merges them into wider ones for long runs.
@@ -42,14 +41,10 @@ pub(crate) struct Plan {
     pub(crate) skip_first: u64,
     /// Whether to keep a record of every call (for `--format csv`).
     pub(crate) record_calls: bool,
-    /// Each call's deadline (sent as `grpc-timeout`).
-    pub(crate) timeout: Option<Duration>,
-    /// Whether calls wait for ready.
-    pub(crate) wait_for_ready: bool,
-    /// The `name` in each `HelloRequest`.
-    pub(crate) name: String,
-    /// Sent with each call (`-H`).
-    pub(crate) metadata: tonic::metadata::MetadataMap,
+    /// Each call's metadata, deadline and wait-for-ready.
+    pub(crate) settings: CallSettings,
+    /// What each call sends.
+    pub(crate) rpc: Rpc,
     /// Retries and message sizes around the channel.
     pub(crate) stack: StackSettings,
 }
@@ -241,7 +236,7 @@ pub(crate) async fn run(
     let mut workers = tokio::task::JoinSet::new();
     let stack = call_stack(channel, plan.stack);
     for _ in 0..plan.concurrency.max(1) {
-        let client = GreeterClient::new(stack.clone());
+        let client = plan.rpc.caller(stack.clone());
         let plan = plan.clone();
         let live = live.clone();
         let issued = issued.clone();
@@ -258,7 +253,7 @@ pub(crate) async fn run(
 }
 
 async fn worker(
-    mut client: GreeterClient<CallStack>,
+    mut client: Caller,
     plan: Plan,
     live: Arc<Live>,
     issued: Arc<AtomicU64>,
@@ -283,25 +278,12 @@ async fn worker(
         {
             break;
         }
-        let mut request = tonic::Request::new(HelloRequest {
-            name: plan.name.clone(),
-        });
-        if !plan.metadata.is_empty() {
-            *request.metadata_mut() = plan.metadata.clone();
-        }
-        if let Some(timeout) = plan.timeout {
-            request.set_timeout(timeout);
-        }
-        if plan.wait_for_ready {
-            request.extensions_mut().insert(WaitForReady(true));
-        }
         let slot = PeerSlot::default();
-        request.extensions_mut().insert(slot.clone());
         let began = Instant::now();
         let offset = began - start;
         let window = (offset.as_micros() / plan.schedule.window().as_micros().max(1)) as u64;
         *tally.windows.entry(window).or_default() += 1;
-        let result = client.say_hello(request).await;
+        let result = client.call(&plan.settings, &slot).await;
         let latency = began.elapsed();
         let (code, message) = match &result {
             Ok(_) => (tonic::Code::Ok, String::new()),

@@ -15,6 +15,8 @@ use crate::timeline::{Seen, StateAt};
 /// Everything a report shows.
 pub(crate) struct Report<'a> {
     pub(crate) target: &'a str,
+    /// `package.Service/Method` of every call.
+    pub(crate) method: &'a str,
     pub(crate) policy: &'a str,
     /// From the start of the load to the end of its last call.
     pub(crate) elapsed: Duration,
@@ -167,6 +169,7 @@ impl Report<'_> {
         load["windows"] = json!(windows);
         json!({
             "target": self.target,
+            "method": self.method,
             "policy": self.policy,
             "requests": t.calls,
             "ok": t.ok,
@@ -199,6 +202,7 @@ impl Report<'_> {
         let t = self.tally;
         let mut out = String::new();
         let _ = writeln!(out, "target     {} ({})", self.target, self.policy);
+        let _ = writeln!(out, "method     {}", self.method);
         if let Some(config) = &self.service_config {
             let _ = writeln!(
                 out,
