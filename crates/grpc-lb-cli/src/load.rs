@@ -270,8 +270,12 @@ async fn worker(
         }
         if let Some(at) = plan.schedule.start_of(n) {
             // Open loop: on schedule, or at once when the call is late (every
-            // worker was busy at its time).
-            tokio::time::sleep_until(start + at).await;
+            // worker was busy at its time); never past the end of the run.
+            let at = start + at;
+            if plan.until.is_some_and(|until| at >= until) {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
         }
         if plan.until.is_some_and(|until| Instant::now() >= until)
             || live.stop.load(Ordering::Relaxed)

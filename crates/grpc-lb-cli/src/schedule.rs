@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+/// The shortest step of a step schedule, in seconds.
+const MIN_STEP_SECS: f64 = 0.001;
+
 /// How fast calls start.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Schedule {
@@ -118,6 +121,11 @@ impl Schedule {
                 let Some(secs) = flags.step_duration else {
                     return Err("--load-schedule step needs --load-step-duration".to_owned());
                 };
+                if secs < MIN_STEP_SECS {
+                    return Err(format!(
+                        "--load-step-duration {secs} is shorter than a millisecond"
+                    ));
+                }
                 Ok(Schedule::Step {
                     start,
                     step,
@@ -151,25 +159,7 @@ impl Schedule {
                 step,
                 end,
                 step_duration,
-            } => {
-                let width = step_duration.as_secs_f64();
-                let mut owed = 0.0;
-                let mut k = 0u64;
-                loop {
-                    let rate = step_rate(start, step, end, k);
-                    let in_step = rate * width;
-                    let clamped = end.is_some_and(|end| rate == end);
-                    if clamped {
-                        // The rate stays at `end` from here on.
-                        break k as f64 * width + (n - owed) / rate;
-                    }
-                    if owed + in_step > n {
-                        break k as f64 * width + (n - owed) / rate;
-                    }
-                    owed += in_step;
-                    k += 1;
-                }
-            }
+            } => step_start_of(start, step, end, step_duration.as_secs_f64(), n),
             Schedule::Line { start, step, end } => {
                 // Calls owed by t: start t + step t^2 / 2, until the rate
                 // reaches `end` at t_end; then end per second.
@@ -247,6 +237,41 @@ impl Schedule {
     }
 }
 
+/// When call `n` of a step schedule starts, in seconds: in the step `k`
+/// where the calls owed before it are at most `n`, found by bisection on
+/// the closed form of those owed calls (no walk over the steps).
+fn step_start_of(start: f64, step: f64, end: Option<f64>, width: f64, n: f64) -> f64 {
+    // The first step whose rate is clamped at `end`; none without one.
+    let clamped_from = end.map(|end| ((end - start) / step).ceil().max(0.0));
+    // Calls owed before step k (k at most `clamped_from`).
+    let owed_before = |k: f64| width * (k * start + step * k * (k - 1.0) / 2.0);
+    if let (Some(k), Some(end)) = (clamped_from, end) {
+        let owed = owed_before(k);
+        if n >= owed {
+            return k * width + (n - owed) / end;
+        }
+    }
+    // The largest k with owed_before(k) <= n, below `clamped_from`.
+    let mut high = clamped_from.unwrap_or(f64::INFINITY).min(1.0);
+    while owed_before(high) <= n && clamped_from.is_none_or(|c| high < c) {
+        high *= 2.0;
+    }
+    if let Some(c) = clamped_from {
+        high = high.min(c);
+    }
+    let mut low = 0.0;
+    // Invariant: owed_before(low) <= n < owed_before(high).
+    while high - low > 1.0 {
+        let mid = ((low + high) / 2.0).floor();
+        if owed_before(mid) <= n {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    low * width + (n - owed_before(low)) / step_rate(start, step, end, low as u64)
+}
+
 /// The rate of step `k`: `start + k * step`, clamped at `end`.
 fn step_rate(start: f64, step: f64, end: Option<f64>, k: u64) -> f64 {
     let rate = start + k as f64 * step;
@@ -311,6 +336,18 @@ mod tests {
         // 30 + 20 + 10 calls in the first three steps, then 5 a second.
         assert!((secs(down.start_of(60)) - 3.0).abs() < 1e-9);
         assert!((secs(down.start_of(65)) - 4.0).abs() < 1e-9);
+        // No end: 1, 2, 3, ... calls per 1 s step; call 5050 (after 100
+        // steps) starts at 100 s, and call 10^9 is found at once.
+        let rising = Schedule::Step {
+            start: 1.0,
+            step: 1.0,
+            end: None,
+            step_duration: Duration::from_secs(1),
+        };
+        assert!((secs(rising.start_of(5050)) - 100.0).abs() < 1e-6);
+        assert!((secs(rising.start_of(5049)) - 99.99).abs() < 1e-6);
+        let far = secs(rising.start_of(1_000_000_000));
+        assert!((44_720.0..44_722.0).contains(&far), "{far}");
     }
 
     #[test]
@@ -378,6 +415,11 @@ mod tests {
             ..ramp
         })
         .contains("non-zero"));
+        assert!(err(ScheduleFlags {
+            step_duration: Some(1e-300),
+            ..ramp
+        })
+        .contains("shorter than a millisecond"));
         assert!(err(ScheduleFlags {
             start: Some(1.0),
             ..flags("const")

@@ -341,3 +341,13 @@ fn connections_opens_more_connections_when_streams_run_out() {
     assert_eq!(report["options"]["max_connections_per_subchannel"], 1);
     assert_eq!(greeter.ports.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn a_call_due_after_the_duration_is_not_waited_for() {
+    // The second call is due at 100 s: the run ends at 0.5 s instead (a
+    // wait for it would outlast the harness' limit of a minute).
+    let serve = Serve::start(1, &[]);
+    let report = call_json(&[&serve.target(), "--rps", "0.01", "--duration", "0.5"]);
+    assert_eq!(report["requests"], 1, "{report}");
+    assert_eq!(report["load"]["rps"], 0.01);
+}
