@@ -364,17 +364,25 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         requests: None,
         until: None,
         concurrency: 4,
-        rate: Some(args.rate),
-        timeout: Some(Duration::from_secs(1)),
-        wait_for_ready: false,
-        name: "demo".into(),
-        metadata: tonic::metadata::MetadataMap::new(),
+        schedule: crate::schedule::Schedule::Const { rate: args.rate },
+        skip_first: 0,
+        record_calls: false,
+        settings: crate::rpc::CallSettings {
+            metadata: tonic::metadata::MetadataMap::new(),
+            timeout: Some(Duration::from_secs(1)),
+            wait_for_ready: false,
+        },
+        rpc: crate::rpc::Rpc::SayHello {
+            name: "demo".into(),
+        },
         stack: Default::default(),
     };
     let traffic = {
         let channel = channel.clone();
         let live = live.clone();
-        tokio::spawn(async move { load::run(&channel, &plan, &live).await })
+        tokio::spawn(
+            async move { load::run(&channel, &plan, &live, tokio::time::Instant::now()).await },
+        )
     };
 
     let result = script(&channel, &resolver, &mut backends, &names, &live, &act).await;

@@ -55,7 +55,17 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
         .channel
         .build(invocation.target, invocation.wait_for_ready)?;
     let stack = call_stack(&channel, stack);
-    let method = resolve(&invocation, &stack, &metadata).await?;
+    let method = resolve(
+        &Lookup {
+            target: invocation.target,
+            method: invocation.method,
+            schema: invocation.schema,
+            timeout: invocation.timeout,
+        },
+        &stack,
+        &metadata,
+    )
+    .await?;
     let messages = request_messages(&method, text.as_deref())?;
 
     let start = Instant::now();
@@ -110,9 +120,20 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
     }
 }
 
+/// Where to find a method's schema.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lookup<'a> {
+    pub(crate) target: &'a str,
+    /// `None`: helloworld's SayHello.
+    pub(crate) method: Option<&'a str>,
+    pub(crate) schema: &'a SchemaArgs,
+    /// The deadline of the reflection calls.
+    pub(crate) timeout: Option<Duration>,
+}
+
 /// The method to call, from the schema the flags name.
-async fn resolve(
-    invocation: &Invocation<'_>,
+pub(crate) async fn resolve(
+    invocation: &Lookup<'_>,
     stack: &CallStack,
     metadata: &MetadataMap,
 ) -> Result<MethodDescriptor, CliError> {
@@ -142,7 +163,7 @@ async fn resolve(
 /// The request messages `-d` holds; without `-d` a unary or
 /// server-streaming method gets one empty message and a client-streaming
 /// one none, as grpcurl sends them.
-fn request_messages(
+pub(crate) fn request_messages(
     method: &MethodDescriptor,
     text: Option<&str>,
 ) -> Result<Vec<DynamicMessage>, CliError> {

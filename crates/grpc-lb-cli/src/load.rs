@@ -1,20 +1,25 @@
 //! The traffic engine behind `call` and `demo`: workers sending `SayHello`
-//! through a channel, paced and bounded, each keeping its own tally (no lock
-//! per call), merged at the end.
+//! through a channel, paced by a [`Schedule`] and bounded by the
+//! concurrency, each keeping its own tally (no lock per call), merged at the
+//! end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use grpc_lb::WaitForReady;
-use grpc_lb_helloworld::proto::{GreeterClient, HelloRequest};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use crate::channel::{GrpcChannel, PeerSlot};
 use crate::options::StackSettings;
-use crate::stack::{call_stack, CallStack};
+use crate::rpc::{CallSettings, Caller, Rpc};
+use crate::schedule::Schedule;
+use crate::stack::call_stack;
+
+/// The width of the time series' buckets (backends over time, in the HTML
+/// report); the report merges them into wider ones for long runs.
+pub(crate) const BUCKET: Duration = Duration::from_millis(100);
 
 /// The key under which calls that no backend answered are counted per backend
 /// (no connection, a broken transport, a deadline while waiting).
@@ -29,16 +34,17 @@ pub(crate) struct Plan {
     pub(crate) until: Option<Instant>,
     /// Calls in flight at once.
     pub(crate) concurrency: usize,
-    /// Calls started per second, over all workers.
-    pub(crate) rate: Option<f64>,
-    /// Each call's deadline (sent as `grpc-timeout`).
-    pub(crate) timeout: Option<Duration>,
-    /// Whether calls wait for ready.
-    pub(crate) wait_for_ready: bool,
-    /// The `name` in each `HelloRequest`.
-    pub(crate) name: String,
-    /// Sent with each call (`-H`).
-    pub(crate) metadata: tonic::metadata::MetadataMap,
+    /// When each call starts (open loop), or unpaced.
+    pub(crate) schedule: Schedule,
+    /// The first calls (by the order they start) that are made but left out
+    /// of the tally (`--skip-first`).
+    pub(crate) skip_first: u64,
+    /// Whether to keep a record of every call (for `--format csv`).
+    pub(crate) record_calls: bool,
+    /// Each call's metadata, deadline and wait-for-ready.
+    pub(crate) settings: CallSettings,
+    /// What each call sends.
+    pub(crate) rpc: Rpc,
     /// Retries and message sizes around the channel.
     pub(crate) stack: StackSettings,
 }
@@ -65,11 +71,33 @@ impl Live {
     }
 }
 
+/// One call, as `--format csv` prints it.
+#[derive(Debug, Clone)]
+pub(crate) struct CallRecord {
+    /// When it started, from the start of the load.
+    pub(crate) start: Duration,
+    pub(crate) latency: Duration,
+    pub(crate) code: &'static str,
+    pub(crate) backend: Option<String>,
+    /// The status message of a failed call.
+    pub(crate) error: String,
+}
+
 /// What happened to the calls.
 #[derive(Debug)]
 pub(crate) struct Tally {
     pub(crate) calls: u64,
     pub(crate) ok: u64,
+    /// Calls made but not tallied (`--skip-first`).
+    pub(crate) skipped: u64,
+    /// Window of the schedule (by start time) to the calls started in it,
+    /// skipped ones included: the load the servers saw.
+    pub(crate) windows: HashMap<u64, u64>,
+    /// (bucket of [`BUCKET`] by end time, backend or [`NO_BACKEND`]) to
+    /// tallied calls.
+    pub(crate) series: HashMap<(u64, String), u64>,
+    /// Every tallied call, when the plan asks for them.
+    pub(crate) records: Vec<CallRecord>,
     /// Latency of every call (OK or not), in microseconds.
     pub(crate) latency_us: Histogram<u64>,
     pub(crate) codes: BTreeMap<&'static str, u64>,
@@ -84,6 +112,10 @@ impl Tally {
         Tally {
             calls: 0,
             ok: 0,
+            skipped: 0,
+            windows: HashMap::new(),
+            series: HashMap::new(),
+            records: Vec::new(),
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             codes: BTreeMap::new(),
@@ -110,9 +142,24 @@ impl Tally {
         self.latency_us.saturating_record(micros);
     }
 
+    /// Puts a tallied call in the time series (by when it ended).
+    fn record_at(&mut self, ended: Duration, peer: Option<&str>) {
+        let bucket = (ended.as_micros() / BUCKET.as_micros()) as u64;
+        let backend = peer.unwrap_or(NO_BACKEND).to_owned();
+        *self.series.entry((bucket, backend)).or_default() += 1;
+    }
+
     pub(crate) fn merge(&mut self, other: Tally) {
         self.calls += other.calls;
         self.ok += other.ok;
+        self.skipped += other.skipped;
+        for (k, v) in other.windows {
+            *self.windows.entry(k).or_default() += v;
+        }
+        for (k, v) in other.series {
+            *self.series.entry(k).or_default() += v;
+        }
+        self.records.extend(other.records);
         let _ = self.latency_us.add(&other.latency_us);
         for (k, v) in other.codes {
             *self.codes.entry(k).or_default() += v;
@@ -177,14 +224,19 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Sends the planned calls through `channel` and returns the merged tally.
-pub(crate) async fn run(channel: &GrpcChannel, plan: &Plan, live: &Arc<Live>) -> Tally {
-    let start = Instant::now();
+/// Sends the planned calls through `channel` and returns the merged tally;
+/// the schedule's time 0 is `start`.
+pub(crate) async fn run(
+    channel: &GrpcChannel,
+    plan: &Plan,
+    live: &Arc<Live>,
+    start: Instant,
+) -> Tally {
     let issued = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     let stack = call_stack(channel, plan.stack);
     for _ in 0..plan.concurrency.max(1) {
-        let client = GreeterClient::new(stack.clone());
+        let client = plan.rpc.caller(stack.clone());
         let plan = plan.clone();
         let live = live.clone();
         let issued = issued.clone();
@@ -196,11 +248,12 @@ pub(crate) async fn run(channel: &GrpcChannel, plan: &Plan, live: &Arc<Live>) ->
             tally.merge(part);
         }
     }
+    tally.records.sort_by_key(|r| r.start);
     tally
 }
 
 async fn worker(
-    mut client: GreeterClient<CallStack>,
+    mut client: Caller,
     plan: Plan,
     live: Arc<Live>,
     issued: Arc<AtomicU64>,
@@ -215,8 +268,13 @@ async fn worker(
         if plan.requests.is_some_and(|max| n >= max) {
             break;
         }
-        if let Some(rate) = plan.rate {
-            let at = start + Duration::from_secs_f64(n as f64 / rate);
+        if let Some(at) = plan.schedule.start_of(n) {
+            // Open loop: on schedule, or at once when the call is late (every
+            // worker was busy at its time); never past the end of the run.
+            let at = start + at;
+            if plan.until.is_some_and(|until| at >= until) {
+                break;
+            }
             tokio::time::sleep_until(at).await;
         }
         if plan.until.is_some_and(|until| Instant::now() >= until)
@@ -224,29 +282,33 @@ async fn worker(
         {
             break;
         }
-        let mut request = tonic::Request::new(HelloRequest {
-            name: plan.name.clone(),
-        });
-        if !plan.metadata.is_empty() {
-            *request.metadata_mut() = plan.metadata.clone();
-        }
-        if let Some(timeout) = plan.timeout {
-            request.set_timeout(timeout);
-        }
-        if plan.wait_for_ready {
-            request.extensions_mut().insert(WaitForReady(true));
-        }
         let slot = PeerSlot::default();
-        request.extensions_mut().insert(slot.clone());
         let began = Instant::now();
-        let result = client.say_hello(request).await;
+        let offset = began - start;
+        let window = (offset.as_micros() / plan.schedule.window().as_micros().max(1)) as u64;
+        *tally.windows.entry(window).or_default() += 1;
+        let result = client.call(&plan.settings, &slot).await;
         let latency = began.elapsed();
         let (code, message) = match &result {
             Ok(_) => (tonic::Code::Ok, String::new()),
             Err(status) => (status.code(), status.message().to_owned()),
         };
         let peer = slot.get().map(|p| p.address().to_string());
-        tally.record(latency, code, &message, peer.as_deref());
+        if n < plan.skip_first {
+            tally.skipped += 1;
+        } else {
+            tally.record(latency, code, &message, peer.as_deref());
+            tally.record_at(offset + latency, peer.as_deref());
+            if plan.record_calls {
+                tally.records.push(CallRecord {
+                    start: offset,
+                    latency,
+                    code: code_name(code),
+                    backend: peer.clone(),
+                    error: message,
+                });
+            }
+        }
         live.done.fetch_add(1, Ordering::Relaxed);
         if code == tonic::Code::Ok {
             live.ok.fetch_add(1, Ordering::Relaxed);

@@ -2,10 +2,13 @@
 //!
 //! - `serve`: helloworld Greeter servers that name the backend that answered,
 //!   with `grpc.health.v1` beside them;
-//! - `call`: drives `SayHello` through a [`grpc_lb::Channel`] and reports calls
-//!   per backend, status codes, latency percentiles and the channel's states;
-//!   or calls any method once, its JSON body parsed against a schema from
-//!   server reflection, `.proto` files or protosets;
+//! - `call`: drives `SayHello` (or any method) through a
+//!   [`grpc_lb::Channel`], open loop on a const, step or line schedule, and
+//!   reports calls per backend, status codes, latency percentiles, the rate
+//!   of each window and the channel's and subchannels' states, as a summary,
+//!   JSON, CSV or an HTML page; or calls any method once, its JSON body
+//!   parsed against a schema from server reflection, `.proto` files or
+//!   protosets;
 //! - `list`, `describe`: services, methods and messages, by server
 //!   reflection or from `.proto` files and protosets, as grpcurl shows them;
 //! - `watch`: the live connectivity state of a channel and its subchannels;
@@ -23,15 +26,21 @@ mod channel;
 mod codec;
 mod demo;
 mod describe;
+mod html;
 mod in_force;
 mod invoke;
 mod load;
 mod options;
+mod progress;
+mod report;
 mod request;
+mod rpc;
+mod schedule;
 mod schema;
 mod serve;
 mod stack;
 mod time;
+mod timeline;
 mod watch;
 
 use std::process::ExitCode;
@@ -51,9 +60,10 @@ struct Cli {
 enum Command {
     /// Serve helloworld Greeters whose replies name the backend that answered.
     Serve(serve::ServeArgs),
-    /// Drive SayHello through a balanced channel and report what happened;
-    /// or call any METHOD once, with a JSON body.
-    Call(call::CallArgs),
+    /// Drive SayHello (or any METHOD) through a balanced channel on a load
+    /// schedule and report what happened; or call any METHOD once, with a
+    /// JSON body.
+    Call(Box<call::CallArgs>),
     /// List the services (or one service's methods) by server reflection,
     /// --proto or --protoset.
     List(describe::ListArgs),
@@ -106,7 +116,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Call(args) => call::run(args).await,
+            Command::Call(args) => call::run(*args).await,
             Command::List(args) => describe::list(args).await,
             Command::Describe(args) => describe::describe(args).await,
             Command::Watch(args) => watch::run(args).await,

@@ -98,6 +98,13 @@ pub(crate) struct ChannelArgs {
     #[arg(long, value_name = "N", alias = "buffer-size", default_value_t = 1024)]
     pub(crate) max_waiting: usize,
 
+    /// Up to this many HTTP/2 connections per endpoint (gRFC A105): one
+    /// more opens when every one is at the server's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (1 to 10).
+    #[arg(long, value_name = "N", alias = "connections", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub(crate) max_connections_per_subchannel: u64,
+
     /// HTTP/2 stream-level flow-control window, in bytes (default: hyper's,
     /// 2 MiB).
     #[arg(long, value_name = "BYTES")]
@@ -325,6 +332,7 @@ impl ChannelArgs {
             .keepalive(keepalive)
             .idle_timeout(Duration::from_millis(self.idle_timeout_ms))
             .max_waiting(self.max_waiting)
+            .max_connections_per_subchannel(self.max_connections_per_subchannel as usize)
             .initial_stream_window_size(self.initial_stream_window_size)
             .initial_connection_window_size(self.initial_connection_window_size)
             .http2_adaptive_window(self.http2_adaptive_window)
@@ -400,6 +408,7 @@ impl ChannelArgs {
             "health_check": self.health_check,
             "outlier_detection": outlier.map(outlier_json),
             "max_waiting": self.max_waiting,
+            "max_connections_per_subchannel": self.max_connections_per_subchannel,
             "initial_stream_window_size": self.initial_stream_window_size,
             "initial_connection_window_size": self.initial_connection_window_size,
             "http2_adaptive_window": self.http2_adaptive_window,

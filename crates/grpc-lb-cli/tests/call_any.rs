@@ -431,8 +431,8 @@ fn mistakes_are_one_line_with_the_right_exit_code() {
             "-H \"novalue\"",
         ),
         (
-            &["call", &target, describe, "--requests", "3"],
-            "cannot be used with",
+            &["call", &target, describe, "--name", "x"],
+            "the argument '[METHOD]' cannot be used with '--name <NAME>'",
         ),
         (
             &["call", &target, "--proto", "x.proto"],
