@@ -15,12 +15,13 @@ use tower_service::Service;
 use super::calls::{Calls, HttpCalls, PlainCalls};
 use super::error::{DiscoverClosed, Dropped};
 use super::future::ResponseFuture;
+use super::handle::{PickHandle, Publish, Publisher};
 use super::probe::{ByConnectivity, ByReadiness, Probe};
 use super::timers::Timers;
 use super::wakers::{EndpointWaker, Woken};
 use crate::tree::{
-    Endpoint, EndpointAttributes, EndpointId, GracefulSwitch, Helper, OnDone, PickInfo, PickResult,
-    Policy, SubchannelId, TimerId,
+    Endpoint, EndpointAttributes, EndpointId, FixedPicker, GracefulSwitch, Helper, OnDone,
+    PickInfo, PickResult, Picker, Policy, SubchannelId, TimerId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a
@@ -83,12 +84,19 @@ struct Core<K, S, St> {
     state: watch::Sender<Connectivity>,
     resolve_now: Option<ResolveNow>,
     describe: Option<Describe<K>>,
+    /// The root policy's latest picker, which `poll_ready` picks from.
+    picker: Arc<dyn Picker>,
+    /// Where the picker and the endpoints' services are published for
+    /// [`PickHandle`]s, once one was asked for.
+    published: Option<Box<dyn Publish<S> + Send>>,
+    /// The picker or the endpoints changed since they were last published.
+    unpublished: bool,
 }
 
 /// Names an endpoint by its key, for the policies that hash or weigh them.
 type Describe<K> = Arc<dyn Fn(&K) -> EndpointAttributes + Send + Sync>;
 
-fn index_of(id: SubchannelId) -> u32 {
+pub(super) fn index_of(id: SubchannelId) -> u32 {
     id.raw() as u32
 }
 
@@ -102,6 +110,18 @@ impl<K, S, St> Core<K, S, St> {
 
     fn queue(&mut self, index: u32) {
         self.local.push(index);
+    }
+
+    /// Publishes the latest picker (and services) to the handles, if they
+    /// changed since last time: once per batch of events, however many
+    /// pickers the policy reported in it.
+    fn flush(&mut self) {
+        if !std::mem::take(&mut self.unpublished) {
+            return;
+        }
+        if let Some(published) = &mut self.published {
+            published.publish(&self.picker, self.state.borrow().state);
+        }
     }
 }
 
@@ -138,11 +158,31 @@ impl<K, S, St> Helper for RootHelper<'_, K, S, St> {
         }
     }
 
-    fn update_state(&mut self, state: ConnectivityState, error: Option<SharedError>) {
-        tracing::debug!(%state, "balancer state");
-        self.core.state.send_replace(Connectivity {
-            state,
-            last_error: error,
+    fn update_state(
+        &mut self,
+        state: ConnectivityState,
+        error: Option<SharedError>,
+        picker: Arc<dyn Picker>,
+    ) {
+        self.core.picker = picker;
+        self.core.unpublished = true;
+        // A new picker in the same state with the same error is no news to
+        // the state's watchers.
+        self.core.state.send_if_modified(|current| {
+            let same_error = match (&current.last_error, &error) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if current.state == state && same_error {
+                return false;
+            }
+            tracing::debug!(%state, "balancer state");
+            *current = Connectivity {
+                state,
+                last_error: error,
+            };
+            true
         });
     }
 
@@ -216,6 +256,9 @@ where
                 state,
                 resolve_now: None,
                 describe: None,
+                picker: FixedPicker::queue(),
+                published: None,
+                unpublished: false,
             },
             reserved: None,
             _marker: PhantomData,
@@ -290,6 +333,9 @@ where
             state: std::mem::replace(&mut core.state, placeholder),
             resolve_now: core.resolve_now.take(),
             describe: core.describe.take(),
+            picker: core.picker.clone(),
+            published: core.published.take(),
+            unpublished: true,
         };
         Balance {
             discover: self.discover,
@@ -409,6 +455,42 @@ where
     pub fn switch_policy(&mut self, policy: impl Policy) {
         let (root, mut helper) = self.helper();
         root.switch_to(Box::new(policy), &mut helper);
+        self.core.flush();
+    }
+
+    /// A clonable handle that picks from this balancer's latest picker, from
+    /// any task or thread, without a lock: the piece a clonable channel
+    /// stands on. See [`PickHandle`].
+    ///
+    /// The balancer must keep running (a task polling
+    /// [`poll_events`](Self::poll_events) whenever it is woken, or calls
+    /// through [`Service`]): it publishes the root's picker and the
+    /// endpoints' services once per batch of events, and hears of the
+    /// handles' queued picks (to exit idle) when it runs.
+    pub fn handle(&mut self) -> PickHandle<D::Service, X>
+    where
+        D::Service: Clone + Send + Sync + 'static,
+    {
+        if self.core.published.is_none() {
+            let mut publisher = Publisher::new(self.core.woken.clone());
+            for slot in self.core.slots.iter().flatten() {
+                publisher.insert(index_of(slot.id), slot.id, &slot.service);
+            }
+            self.core.published = Some(Box::new(publisher));
+            self.core.unpublished = true;
+            if self.discover_ended && self.core.by_key.is_empty() {
+                self.close_handles();
+            }
+        }
+        self.core.flush();
+        let published = self.core.published.as_ref().expect("set above");
+        PickHandle::from_any(published.shared())
+    }
+
+    fn close_handles(&mut self) {
+        if let Some(published) = &mut self.core.published {
+            published.close(|| DiscoverClosed::new().into());
+        }
     }
 
     /// Handles every pending event: discovery changes, endpoints that woke,
@@ -421,10 +503,21 @@ where
     /// polls this whenever it is woken; tower's own balancer moves only when
     /// asked for readiness.
     pub fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let result = self.poll_events_unpublished(cx);
+        self.core.flush();
+        result
+    }
+
+    fn poll_events_unpublished(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.core.woken.register(cx.waker());
         let mut events = 0;
         loop {
             let mut progressed = self.poll_discover(cx);
+            if self.core.woken.take_pick_queued() {
+                // A handle's pick queued: as for our own queued pick.
+                self.pick_queued();
+                progressed = true;
+            }
             progressed |= self.poll_endpoints(&mut events);
             while let Some(timer) = self.core.timers.poll_expired(cx) {
                 let (policy, mut helper) = self.helper();
@@ -441,9 +534,23 @@ where
             }
         }
         if self.discover_ended && self.core.by_key.is_empty() {
+            self.close_handles();
             return Poll::Ready(Err(DiscoverClosed::new().into()));
         }
         Poll::Pending
+    }
+
+    /// A pick queued: an IDLE policy exits idle, any other hears of it.
+    /// True if it was IDLE.
+    fn pick_queued(&mut self) -> bool {
+        let idle = self.state() == ConnectivityState::Idle;
+        let (policy, mut helper) = self.helper();
+        if idle {
+            policy.exit_idle(&mut helper);
+        } else {
+            policy.pick_queued(&mut helper);
+        }
+        idle
     }
 
     fn poll_discover(&mut self, cx: &mut Context<'_>) -> bool {
@@ -490,6 +597,10 @@ where
         let generation = core.generations[index as usize];
         let id = SubchannelId::from_raw(((generation as u64) << 32) | index as u64);
         let waker = EndpointWaker::new(index, core.woken.clone());
+        if let Some(published) = &mut core.published {
+            published.insert(index, id, &service);
+            core.unpublished = true;
+        }
         core.slots[index as usize] = Some(Slot {
             id,
             service,
@@ -524,6 +635,10 @@ where
         let generations = &mut self.core.generations[index as usize];
         *generations = generations.wrapping_add(1);
         self.core.free.push(index);
+        if let Some(published) = &mut self.core.published {
+            published.remove(index);
+            self.core.unpublished = true;
+        }
         let (policy, mut helper) = self.helper();
         policy.remove_endpoint(EndpointId::from_raw(slot.id.raw()), &mut helper);
         drop(slot);
@@ -573,7 +688,7 @@ where
     }
 
     fn try_pick(&mut self, info: &PickInfo<'_>) -> Option<Poll<()>> {
-        match self.policy.pick(info) {
+        match self.core.picker.pick(info) {
             PickResult::Pick(pick) => {
                 let index = index_of(pick.subchannel());
                 if self.core.slot_mut(pick.subchannel()).is_none() {
@@ -599,13 +714,10 @@ where
                 }
             }
             PickResult::Queue => {
-                let idle = self.state() == ConnectivityState::Idle;
-                let (policy, mut helper) = self.helper();
-                if idle {
-                    policy.exit_idle(&mut helper);
+                if self.pick_queued() {
+                    // It left IDLE: pick from its new picker.
                     return None;
                 }
-                policy.pick_queued(&mut helper);
                 Some(Poll::Pending)
             }
             // Waits for ready: a fail-fast layer above reads the state.
@@ -633,8 +745,31 @@ where
     type Future = ResponseFuture<<D::Service as Service<Req>>::Future, X, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let ready = self.poll_ready_unpublished(cx);
+        self.core.flush();
+        ready
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let future = self.call_unpublished(request);
+        self.core.flush();
+        future
+    }
+}
+
+impl<D, Req, P, X> Balance<D, Req, P, X>
+where
+    D: Discover + Unpin,
+    D::Key: Hash + Eq + Clone,
+    D::Error: Into<BoxError>,
+    D::Service: Service<Req>,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    P: Probe<D::Service, Req>,
+    X: Calls<Req, <D::Service as Service<Req>>::Response>,
+{
+    fn poll_ready_unpublished(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         for _ in 0..PICK_ATTEMPTS {
-            if let Poll::Ready(Err(error)) = self.poll_events(cx) {
+            if let Poll::Ready(Err(error)) = self.poll_events_unpublished(cx) {
                 return Poll::Ready(Err(error));
             }
             // A reservation stands while its endpoint can still take the call.
@@ -659,7 +794,10 @@ where
         Poll::Pending
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call_unpublished(
+        &mut self,
+        request: Req,
+    ) -> ResponseFuture<<D::Service as Service<Req>>::Future, X, Req> {
         let reserved = self
             .reserved
             .take()
@@ -669,7 +807,8 @@ where
             Reserved::Endpoint { index, done } => (index, done),
         };
         if self.policy.uses_pick_info() {
-            match self.policy.pick(&X::pick_info(&request)) {
+            let picked = self.core.picker.pick(&X::pick_info(&request));
+            match picked {
                 PickResult::Pick(pick) => {
                     let chosen = index_of(pick.subchannel());
                     let known = self.core.slot_mut(pick.subchannel()).is_some();
@@ -722,5 +861,8 @@ impl<K, S, St> Drop for Core<K, S, St> {
     fn drop(&mut self) {
         self.state
             .send_replace(Connectivity::new(ConnectivityState::Shutdown));
+        if let Some(published) = &mut self.published {
+            published.close(|| super::error::Closed::new().into());
+        }
     }
 }

@@ -78,6 +78,7 @@ mod balance;
 mod calls;
 pub mod error;
 pub mod future;
+mod handle;
 mod layer;
 mod probe;
 mod timers;
@@ -85,6 +86,7 @@ mod wakers;
 
 pub use self::balance::Balance;
 pub use self::calls::{Calls, DoneBody, HttpCalls, PlainCalls};
+pub use self::handle::{PickFuture, PickHandle, Picked};
 pub use self::layer::BalanceLayer;
 pub use self::probe::{ByConnectivity, ByReadiness, Probe, ReadinessState};
 
