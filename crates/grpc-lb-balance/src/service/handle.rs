@@ -16,10 +16,10 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 use tower_service::Service;
 
-use super::balance::index_of;
 use super::calls::{Calls, PlainCalls};
 use super::error::{Dropped, Unavailable};
 use super::future::ResponseFuture;
+use super::root::index_of;
 use super::wakers::Woken;
 use crate::tree::cow::ChunkedVec;
 use crate::tree::{FixedPicker, OnDone, PickInfo, PickResult, Picker, SubchannelId};
@@ -236,13 +236,30 @@ impl<S: Clone, X> PickHandle<S, X> {
     /// picker queues. Fail-fast unless
     /// [`wait_for_ready`](PickFuture::wait_for_ready) is set.
     pub fn pick<'a>(&'a self, info: PickInfo<'a>) -> PickFuture<'a, S, X> {
-        PickFuture {
-            shared: &self.shared,
-            info,
-            wait_for_ready: false,
-            waiting: None,
-            _calls: PhantomData,
-        }
+        PickFuture::new(Holder::Borrowed(&self.shared), info)
+    }
+
+    /// As [`pick`](Self::pick), from a handle the future owns: with
+    /// [`PickInfo::none`] the future is `'static`, for a service that keeps
+    /// it across `poll_ready` calls.
+    ///
+    /// ```
+    /// use grpc_lb_balance::service::{Balance, PickFuture};
+    /// use grpc_lb_balance::tree::{PickInfo, RoundRobin};
+    /// use tower::discover::ServiceList;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let backend = tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(()) });
+    /// let mut balance = Balance::new(ServiceList::new([backend]), RoundRobin::new());
+    /// let handle = balance.handle();
+    /// tokio::spawn(std::future::poll_fn(move |cx| balance.poll_events(cx)));
+    /// // Kept in a struct field, polled from poll_ready, or spawned.
+    /// let pick = tokio::spawn(handle.clone().into_pick(PickInfo::none()));
+    /// assert!(pick.await.unwrap().is_ok());
+    /// # }
+    /// ```
+    pub fn into_pick(self, info: PickInfo<'_>) -> PickFuture<'_, S, X> {
+        PickFuture::new(Holder::Owned(self.shared), info)
     }
 
     /// The state of the balancer's root policy in the latest snapshot.
@@ -282,7 +299,7 @@ enum Attempt<T> {
 /// # }
 /// ```
 pub struct PickFuture<'a, S, X = PlainCalls> {
-    shared: &'a Shared<S>,
+    shared: Holder<'a, S>,
     info: PickInfo<'a>,
     wait_for_ready: bool,
     /// Registered for the next publish, once a pick had to wait.
@@ -300,7 +317,33 @@ impl<S, X> fmt::Debug for PickFuture<'_, S, X> {
     }
 }
 
+/// The shared snapshot, borrowed from a handle or owned with one.
+enum Holder<'a, S> {
+    Borrowed(&'a Arc<Shared<S>>),
+    Owned(Arc<Shared<S>>),
+}
+
+impl<S> std::ops::Deref for Holder<'_, S> {
+    type Target = Shared<S>;
+    fn deref(&self) -> &Shared<S> {
+        match self {
+            Holder::Borrowed(shared) => shared,
+            Holder::Owned(shared) => shared,
+        }
+    }
+}
+
 impl<'a, S: Clone, X> PickFuture<'a, S, X> {
+    fn new(shared: Holder<'a, S>, info: PickInfo<'a>) -> Self {
+        PickFuture {
+            shared,
+            info,
+            wait_for_ready: false,
+            waiting: None,
+            _calls: PhantomData,
+        }
+    }
+
     /// A call that waits for ready keeps waiting while the picker fails
     /// (TRANSIENT_FAILURE), instead of failing with [`Unavailable`].
     pub fn wait_for_ready(mut self, wait: bool) -> Self {

@@ -142,6 +142,51 @@ async fn clones_pick_concurrently_from_threads_while_discovery_changes() {
     assert!(all.iter().all(|id| *id <= 5), "{all:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn clones_pick_from_tasks_while_endpoints_come_and_go() {
+    let (feed, discover) = fed();
+    feed.send(Ok(Change::Insert(0, Backend(0)))).unwrap();
+    let mut balance = Balance::new(discover, RoundRobin::new());
+    let handle = balance.handle();
+    run(balance);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let mut seen = HashSet::new();
+                for _ in 0..200 {
+                    let picked = handle
+                        .clone()
+                        .into_pick(PickInfo::none())
+                        .wait_for_ready(true)
+                        .await
+                        .unwrap();
+                    seen.insert(picked.service().0);
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        })
+        .collect();
+    // Endpoints come and go between the tasks' picks.
+    for id in 1..=3 {
+        tokio::task::yield_now().await;
+        feed.send(Ok(Change::Insert(id, Backend(id)))).unwrap();
+    }
+    tokio::task::yield_now().await;
+    feed.send(Ok(Change::Remove(0))).unwrap();
+    let mut all = HashSet::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert_eq!(all, HashSet::from([0, 1, 2, 3]), "every endpoint served");
+    // Once 0's removal is published, no pick returns it.
+    for _ in 0..50 {
+        let picked = handle.pick(PickInfo::none()).await.unwrap();
+        assert_ne!(picked.service().0, 0);
+    }
+}
+
 /// A backend whose readiness the test switches, waking the balancer.
 #[derive(Clone, Debug, Default)]
 struct Switched {

@@ -90,6 +90,7 @@ pub mod future;
 mod handle;
 mod layer;
 mod probe;
+mod root;
 mod timers;
 mod wakers;
 
