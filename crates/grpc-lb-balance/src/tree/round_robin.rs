@@ -123,6 +123,10 @@ impl<X: Clone + Send + Sync + 'static> Sharded<X> {
         extra: X,
         helper: &mut dyn Helper,
     ) {
+        if self.extras.contains_key(&endpoint.id) {
+            // Added again: the old child (and its picker) leaves first.
+            self.remove_endpoint(endpoint.id, helper);
+        }
         self.extras.insert(endpoint.id, extra);
         let update = self.children.add(endpoint, helper);
         self.apply(update, helper);

@@ -393,3 +393,18 @@ fn graceful_switch_publishes_the_pending_picker_when_it_takes_over() {
     let seen: std::collections::HashSet<_> = (0..10).map(|_| picked(&helper)).collect();
     assert_eq!(seen.len(), 2, "round_robin picks both: {seen:?}");
 }
+
+#[test]
+fn round_robin_endpoint_added_again_drops_the_old_childs_picker() {
+    let (a, a2) = (sc(1), sc(2));
+    let mut helper = Recorder::default();
+    let mut policy = RoundRobin::new();
+    policy.add_endpoint(endpoint(1, &[a]), &mut helper);
+    policy.subchannel_state(a, &state(Ready), &mut helper);
+    assert_eq!(picked(&helper), Some(a));
+    // The same endpoint with another address: a is no longer picked.
+    policy.add_endpoint(endpoint(1, &[a2]), &mut helper);
+    assert!(matches!(helper.pick(), PickResult::Queue));
+    policy.subchannel_state(a2, &state(Ready), &mut helper);
+    assert!((0..4).all(|_| picked(&helper) == Some(a2)));
+}
