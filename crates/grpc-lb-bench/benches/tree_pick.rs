@@ -15,13 +15,21 @@
 //!   --toggle-collect='*pick_once*' target/release/deps/tree_pick-<hash>
 //! ```
 //!
-//! (divide `Collected` by 100,000).
+//! (divide `Collected` by 100,000). `handle_pick` is the same round_robin
+//! pick made through a running `Balance`'s `PickHandle`: the snapshot's load,
+//! the pick, and the clone of the picked service (`TREE_PICK_CALLGRIND=
+//! handle:<endpoints>`).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
+use grpc_lb::balance::service::{Balance, PickHandle, Picked};
 use grpc_lb::balance::tree::{
     Endpoint, EndpointAttributes, EndpointId, Helper, LeastRequest, PickInfo, PickResult, Picker,
     Policy, RingHash, RingHashConfig, RoundRobin, SubchannelId, TimerId, WeightedRoundRobin,
@@ -29,6 +37,8 @@ use grpc_lb::balance::tree::{
 };
 use grpc_lb::{Connectivity, ConnectivityState};
 use grpc_lb_orca::OrcaLoadReport;
+use tower::discover::ServiceList;
+use tower_service::Service;
 
 type SharedError = Arc<dyn std::error::Error + Send + Sync>;
 
@@ -187,10 +197,19 @@ fn tree_pick(c: &mut Criterion) {
 }
 
 /// `TREE_PICK_CALLGRIND=<policy>:<endpoints>`: 100,000 picks and nothing
-/// else inside `pick_once`.
+/// else inside `pick_once` (or `handle_pick_once` for `handle`).
 fn callgrind(spec: &str) {
     let (policy, n) = spec.split_once(':').expect("<policy>:<endpoints>");
-    let picker = picker(policy, n.parse().expect("a number of endpoints"));
+    let n: u64 = n.parse().expect("a number of endpoints");
+    if policy == "handle" {
+        let (handle, _balance) = handle(n);
+        for _ in 0..100_000 {
+            black_box(handle_pick_once(&handle, &PickInfo::none()));
+        }
+        println!("handle at {n} endpoints: 100000 picks");
+        return;
+    }
+    let picker = picker(policy, n);
     let headers = headers();
     let info = PickInfo::new(None, Some(&headers));
     let mut picked = 0u64;
@@ -204,7 +223,64 @@ fn callgrind(spec: &str) {
     println!("{policy} at {n} endpoints: 100000 picks");
 }
 
-criterion_group!(benches, tree_pick);
+/// A backend that is always ready.
+#[derive(Clone, Debug)]
+struct Backend(u64);
+
+impl Service<()> for Backend {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<u64, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, (): ()) -> Self::Future {
+        std::future::ready(Ok(self.0))
+    }
+}
+
+/// A handle over a round_robin `Balance` of `n` READY backends; the balancer
+/// is returned too, since dropping it closes the handle.
+fn handle(n: u64) -> (PickHandle<Backend>, impl Sized) {
+    let backends = ServiceList::new((0..n).map(Backend).collect::<Vec<_>>());
+    let mut balance = Balance::new(backends, RoundRobin::new());
+    let handle = balance.handle();
+    let mut cx = Context::from_waker(Waker::noop());
+    while balance
+        .endpoints()
+        .filter(|(_, state)| *state == ConnectivityState::Ready)
+        .count()
+        < n as usize
+    {
+        let _ = balance.poll_events(&mut cx);
+    }
+    let _ = balance.poll_events(&mut cx);
+    (handle, balance)
+}
+
+/// One pick through the handle: ready at the first poll.
+#[inline(never)]
+fn handle_pick_once(handle: &PickHandle<Backend>, info: &PickInfo<'_>) -> Picked<Backend> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(handle.pick(*info)).poll(&mut cx) {
+        Poll::Ready(Ok(picked)) => picked,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn handle_pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("handle_pick");
+    let info = PickInfo::none();
+    for n in sizes() {
+        let (handle, _balance) = handle(n);
+        group.bench_function(BenchmarkId::new("round_robin", n), |b| {
+            b.iter(|| black_box(handle_pick_once(&handle, &info)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tree_pick, handle_pick);
 
 fn main() {
     if let Ok(spec) = std::env::var("TREE_PICK_CALLGRIND") {
