@@ -21,8 +21,13 @@
 //!
 //! [`service::Balance`] is the balancer as a tower `Service` over any
 //! `Discover`, driven by per-endpoint events and run by a public policy tree
-//! ([`tree`]): pick_first, round_robin and least_request are written on it, and
-//! users compose their own. The Channel moves onto it in a later step.
+//! ([`tree`]): pick_first, round_robin, least_request, ring_hash,
+//! weighted_round_robin, outlier detection and the graceful switch are written
+//! on it, and users compose their own. Each policy reports an immutable
+//! [`tree::Picker`] with its state (grpc-go's `UpdateState(state, picker)`);
+//! `Balance::poll_ready` picks from the root's, and
+//! [`service::PickHandle`], a clonable handle, picks from it on any task
+//! without a lock. The Channel moves onto it in a later step.
 //!
 //! # Examples
 //!

@@ -1,4 +1,4 @@
-//! One pick of a tree policy alone (`Policy::pick`, no balancer around it)
+//! One pick of a tree policy's picker alone (`Picker::pick`, no balancer around it)
 //! at 10 and 10,000 READY endpoints: round_robin beside ring_hash (a keyed
 //! pick from a header) and weighted_round_robin (weights known, the static
 //! stride scheduler). `cargo bench -p grpc-lb-bench --bench policies`; under
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use grpc_lb::balance::tree::{
-    Endpoint, EndpointAttributes, EndpointId, Helper, PickInfo, PickResult, Policy, RingHash,
-    RingHashConfig, RoundRobin, SubchannelId, TimerId, WeightedRoundRobin, WrrConfig,
+    Endpoint, EndpointAttributes, EndpointId, Helper, PickInfo, PickResult, Picker, Policy,
+    RingHash, RingHashConfig, RoundRobin, SubchannelId, TimerId, WeightedRoundRobin, WrrConfig,
 };
 use grpc_lb::{Connectivity, ConnectivityState};
 
@@ -31,6 +31,7 @@ fn sizes() -> Vec<u64> {
 struct Driver {
     connects: Vec<SubchannelId>,
     timers: u64,
+    picker: Option<std::sync::Arc<dyn Picker>>,
 }
 
 impl Helper for Driver {
@@ -38,7 +39,14 @@ impl Helper for Driver {
         self.connects.push(id);
     }
     fn disconnect(&mut self, _: SubchannelId) {}
-    fn update_state(&mut self, _: ConnectivityState, _: Option<SharedError>) {}
+    fn update_state(
+        &mut self,
+        _: ConnectivityState,
+        _: Option<SharedError>,
+        picker: std::sync::Arc<dyn Picker>,
+    ) {
+        self.picker = Some(picker);
+    }
     fn set_timer(&mut self, _: Duration) -> TimerId {
         self.timers += 1;
         TimerId::from_raw(self.timers)
@@ -89,7 +97,7 @@ fn policy_pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy_pick");
     for n in sizes() {
         let mut round_robin = RoundRobin::new();
-        all_ready(&mut round_robin, n);
+        let round_robin = all_ready(&mut round_robin, n).picker.unwrap();
         group.bench_function(BenchmarkId::new("round_robin", n), |b| {
             b.iter(|| black_box(round_robin.pick(&PickInfo::none())))
         });
@@ -99,7 +107,7 @@ fn policy_pick(c: &mut Criterion) {
             .validate()
             .unwrap();
         let mut ring_hash = RingHash::new(config);
-        all_ready(&mut ring_hash, n);
+        let ring_hash = all_ready(&mut ring_hash, n).picker.unwrap();
         let mut headers = http::HeaderMap::new();
         headers.insert("x-key", "user-1234".parse().unwrap());
         let info = PickInfo::new(None, Some(&headers));
@@ -113,7 +121,7 @@ fn policy_pick(c: &mut Criterion) {
             ..WrrConfig::default()
         };
         let mut wrr = WeightedRoundRobin::new(config.validate().unwrap());
-        all_ready(&mut wrr, n);
+        let mut driver = all_ready(&mut wrr, n);
         for i in 0..n {
             let report = OrcaLoadReport {
                 application_utilization: 0.1 + (i % 10) as f64 / 10.0,
@@ -122,9 +130,12 @@ fn policy_pick(c: &mut Criterion) {
             };
             wrr.record_report(EndpointId::from_raw(i), &report);
         }
-        // The update timer rebuilds the scheduler with the weights.
-        let mut driver = Driver::default();
-        wrr.timer_fired(TimerId::from_raw(1), &mut driver);
+        // The update timer (one of those set) rebuilds the scheduler with
+        // the weights; the children ignore theirs once connected.
+        for timer in 1..=driver.timers {
+            wrr.timer_fired(TimerId::from_raw(timer), &mut driver);
+        }
+        let wrr = driver.picker.unwrap();
         assert!(matches!(wrr.pick(&PickInfo::none()), PickResult::Pick(_)));
         group.bench_function(BenchmarkId::new("weighted_round_robin", n), |b| {
             b.iter(|| black_box(wrr.pick(&PickInfo::none())))

@@ -5,7 +5,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, ResolveNow, SharedError};
 use tokio::sync::watch;
@@ -15,12 +14,14 @@ use tower_service::Service;
 use super::calls::{Calls, HttpCalls, PlainCalls};
 use super::error::{DiscoverClosed, Dropped};
 use super::future::ResponseFuture;
+use super::handle::{PickHandle, Publish, Publisher};
 use super::probe::{ByConnectivity, ByReadiness, Probe};
+use super::root::{index_of, Core, PolicyAndHelper, RootHelper, Slot};
 use super::timers::Timers;
-use super::wakers::{EndpointWaker, Woken};
+use super::wakers::EndpointWaker;
 use crate::tree::{
-    Endpoint, EndpointAttributes, EndpointId, GracefulSwitch, Helper, OnDone, PickInfo, PickResult,
-    Policy, SubchannelId, TimerId,
+    Endpoint, EndpointAttributes, EndpointId, FixedPicker, GracefulSwitch, OnDone, PickInfo,
+    PickResult, Policy, SubchannelId,
 };
 
 /// Discovery changes taken per poll before the balancer yields, so that a
@@ -53,123 +54,6 @@ enum Reserved {
         done: Option<Arc<dyn OnDone>>,
     },
     Drop(SharedError),
-}
-
-struct Slot<S, St> {
-    id: SubchannelId,
-    service: S,
-    probe: St,
-    waker: Arc<EndpointWaker>,
-    /// `waker` as a `Waker`, made once.
-    task_waker: Waker,
-    wanted: bool,
-    /// The state last told to the policy.
-    reported: ConnectivityState,
-    /// What [`Balance::describe_endpoints`] said about it.
-    attributes: Option<EndpointAttributes>,
-}
-
-/// Everything but the policy, so that it can be the policy's [`Helper`].
-struct Core<K, S, St> {
-    slots: Vec<Option<Slot<S, St>>>,
-    generations: Vec<u32>,
-    free: Vec<u32>,
-    by_key: HashMap<K, u32>,
-    woken: Arc<Woken>,
-    /// Endpoints to poll that this task queued itself (no lock needed).
-    local: Vec<u32>,
-    batch: Vec<u32>,
-    timers: Timers,
-    state: watch::Sender<Connectivity>,
-    resolve_now: Option<ResolveNow>,
-    describe: Option<Describe<K>>,
-}
-
-/// Names an endpoint by its key, for the policies that hash or weigh them.
-type Describe<K> = Arc<dyn Fn(&K) -> EndpointAttributes + Send + Sync>;
-
-fn index_of(id: SubchannelId) -> u32 {
-    id.raw() as u32
-}
-
-impl<K, S, St> Core<K, S, St> {
-    fn slot_mut(&mut self, id: SubchannelId) -> Option<&mut Slot<S, St>> {
-        self.slots
-            .get_mut(index_of(id) as usize)?
-            .as_mut()
-            .filter(|slot| slot.id == id)
-    }
-
-    fn queue(&mut self, index: u32) {
-        self.local.push(index);
-    }
-}
-
-/// The root policy and its helper, borrowed together.
-type PolicyAndHelper<'a, K, S, St> = (&'a mut GracefulSwitch, RootHelper<'a, K, S, St>);
-
-/// The helper of the root policy. `P` is named by the caller through
-/// `connect`'s probe function.
-struct RootHelper<'a, K, S, St> {
-    core: &'a mut Core<K, S, St>,
-    connect: fn(&mut S, &mut St),
-    disconnect: fn(&mut S, &mut St),
-    request_resolution: fn(&S),
-}
-
-impl<K, S, St> Helper for RootHelper<'_, K, S, St> {
-    fn connect(&mut self, subchannel: SubchannelId) {
-        let connect = self.connect;
-        if let Some(slot) = self.core.slot_mut(subchannel) {
-            slot.wanted = true;
-            connect(&mut slot.service, &mut slot.probe);
-            let index = index_of(subchannel);
-            self.core.queue(index);
-        }
-    }
-
-    fn disconnect(&mut self, subchannel: SubchannelId) {
-        let disconnect = self.disconnect;
-        if let Some(slot) = self.core.slot_mut(subchannel) {
-            slot.wanted = false;
-            disconnect(&mut slot.service, &mut slot.probe);
-            let index = index_of(subchannel);
-            self.core.queue(index);
-        }
-    }
-
-    fn update_state(&mut self, state: ConnectivityState, error: Option<SharedError>) {
-        tracing::debug!(%state, "balancer state");
-        self.core.state.send_replace(Connectivity {
-            state,
-            last_error: error,
-        });
-    }
-
-    fn set_timer(&mut self, after: Duration) -> TimerId {
-        self.core.timers.set(after)
-    }
-
-    fn cancel_timer(&mut self, timer: TimerId) {
-        self.core.timers.cancel(timer)
-    }
-
-    fn endpoint_attributes(&self, endpoint: EndpointId) -> Option<EndpointAttributes> {
-        let id = SubchannelId::from_raw(endpoint.raw());
-        let slot = self.core.slots.get(index_of(id) as usize)?.as_ref()?;
-        slot.attributes.clone().filter(|_| slot.id == id)
-    }
-
-    fn resolve_now(&mut self) {
-        if let Some(signal) = &self.core.resolve_now {
-            return signal.request();
-        }
-        // Through any subchannel: those of one resolver share its signal.
-        let any = self.core.slots.iter().flatten().next();
-        if let Some(slot) = any {
-            (self.request_resolution)(&slot.service);
-        }
-    }
 }
 
 // ===== impl Balance =====
@@ -216,6 +100,9 @@ where
                 state,
                 resolve_now: None,
                 describe: None,
+                picker: FixedPicker::queue(),
+                published: None,
+                unpublished: false,
             },
             reserved: None,
             _marker: PhantomData,
@@ -290,6 +177,9 @@ where
             state: std::mem::replace(&mut core.state, placeholder),
             resolve_now: core.resolve_now.take(),
             describe: core.describe.take(),
+            picker: core.picker.clone(),
+            published: core.published.take(),
+            unpublished: true,
         };
         Balance {
             discover: self.discover,
@@ -409,6 +299,42 @@ where
     pub fn switch_policy(&mut self, policy: impl Policy) {
         let (root, mut helper) = self.helper();
         root.switch_to(Box::new(policy), &mut helper);
+        self.core.flush();
+    }
+
+    /// A clonable handle that picks from this balancer's latest picker, from
+    /// any task or thread, without a lock: the piece a clonable channel
+    /// stands on. See [`PickHandle`].
+    ///
+    /// The balancer must keep running (a task polling
+    /// [`poll_events`](Self::poll_events) whenever it is woken, or calls
+    /// through [`Service`]): it publishes the root's picker and the
+    /// endpoints' services once per batch of events, and hears of the
+    /// handles' queued picks (to exit idle) when it runs.
+    pub fn handle(&mut self) -> PickHandle<D::Service, X>
+    where
+        D::Service: Clone + Send + Sync + 'static,
+    {
+        if self.core.published.is_none() {
+            let mut publisher = Publisher::new(self.core.woken.clone());
+            for slot in self.core.slots.iter().flatten() {
+                publisher.insert(index_of(slot.id), slot.id, &slot.service);
+            }
+            self.core.published = Some(Box::new(publisher));
+            self.core.unpublished = true;
+            if self.discover_ended && self.core.by_key.is_empty() {
+                self.close_handles();
+            }
+        }
+        self.core.flush();
+        let published = self.core.published.as_ref().expect("set above");
+        PickHandle::from_any(published.shared())
+    }
+
+    fn close_handles(&mut self) {
+        if let Some(published) = &mut self.core.published {
+            published.close(|| DiscoverClosed::new().into());
+        }
     }
 
     /// Handles every pending event: discovery changes, endpoints that woke,
@@ -421,10 +347,21 @@ where
     /// polls this whenever it is woken; tower's own balancer moves only when
     /// asked for readiness.
     pub fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let result = self.poll_events_unpublished(cx);
+        self.core.flush();
+        result
+    }
+
+    fn poll_events_unpublished(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.core.woken.register(cx.waker());
         let mut events = 0;
         loop {
             let mut progressed = self.poll_discover(cx);
+            if self.core.woken.take_pick_queued() {
+                // A handle's pick queued: as for our own queued pick.
+                self.pick_queued();
+                progressed = true;
+            }
             progressed |= self.poll_endpoints(&mut events);
             while let Some(timer) = self.core.timers.poll_expired(cx) {
                 let (policy, mut helper) = self.helper();
@@ -441,9 +378,23 @@ where
             }
         }
         if self.discover_ended && self.core.by_key.is_empty() {
+            self.close_handles();
             return Poll::Ready(Err(DiscoverClosed::new().into()));
         }
         Poll::Pending
+    }
+
+    /// A pick queued: an IDLE policy exits idle, any other hears of it.
+    /// True if it was IDLE.
+    fn pick_queued(&mut self) -> bool {
+        let idle = self.state() == ConnectivityState::Idle;
+        let (policy, mut helper) = self.helper();
+        if idle {
+            policy.exit_idle(&mut helper);
+        } else {
+            policy.pick_queued(&mut helper);
+        }
+        idle
     }
 
     fn poll_discover(&mut self, cx: &mut Context<'_>) -> bool {
@@ -490,6 +441,10 @@ where
         let generation = core.generations[index as usize];
         let id = SubchannelId::from_raw(((generation as u64) << 32) | index as u64);
         let waker = EndpointWaker::new(index, core.woken.clone());
+        if let Some(published) = &mut core.published {
+            published.insert(index, id, &service);
+            core.unpublished = true;
+        }
         core.slots[index as usize] = Some(Slot {
             id,
             service,
@@ -524,6 +479,10 @@ where
         let generations = &mut self.core.generations[index as usize];
         *generations = generations.wrapping_add(1);
         self.core.free.push(index);
+        if let Some(published) = &mut self.core.published {
+            published.remove(index);
+            self.core.unpublished = true;
+        }
         let (policy, mut helper) = self.helper();
         policy.remove_endpoint(EndpointId::from_raw(slot.id.raw()), &mut helper);
         drop(slot);
@@ -573,7 +532,7 @@ where
     }
 
     fn try_pick(&mut self, info: &PickInfo<'_>) -> Option<Poll<()>> {
-        match self.policy.pick(info) {
+        match self.core.picker.pick(info) {
             PickResult::Pick(pick) => {
                 let index = index_of(pick.subchannel());
                 if self.core.slot_mut(pick.subchannel()).is_none() {
@@ -599,13 +558,10 @@ where
                 }
             }
             PickResult::Queue => {
-                let idle = self.state() == ConnectivityState::Idle;
-                let (policy, mut helper) = self.helper();
-                if idle {
-                    policy.exit_idle(&mut helper);
+                if self.pick_queued() {
+                    // It left IDLE: pick from its new picker.
                     return None;
                 }
-                policy.pick_queued(&mut helper);
                 Some(Poll::Pending)
             }
             // Waits for ready: a fail-fast layer above reads the state.
@@ -633,8 +589,31 @@ where
     type Future = ResponseFuture<<D::Service as Service<Req>>::Future, X, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let ready = self.poll_ready_unpublished(cx);
+        self.core.flush();
+        ready
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let future = self.call_unpublished(request);
+        self.core.flush();
+        future
+    }
+}
+
+impl<D, Req, P, X> Balance<D, Req, P, X>
+where
+    D: Discover + Unpin,
+    D::Key: Hash + Eq + Clone,
+    D::Error: Into<BoxError>,
+    D::Service: Service<Req>,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    P: Probe<D::Service, Req>,
+    X: Calls<Req, <D::Service as Service<Req>>::Response>,
+{
+    fn poll_ready_unpublished(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         for _ in 0..PICK_ATTEMPTS {
-            if let Poll::Ready(Err(error)) = self.poll_events(cx) {
+            if let Poll::Ready(Err(error)) = self.poll_events_unpublished(cx) {
                 return Poll::Ready(Err(error));
             }
             // A reservation stands while its endpoint can still take the call.
@@ -659,7 +638,10 @@ where
         Poll::Pending
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call_unpublished(
+        &mut self,
+        request: Req,
+    ) -> ResponseFuture<<D::Service as Service<Req>>::Future, X, Req> {
         let reserved = self
             .reserved
             .take()
@@ -669,7 +651,8 @@ where
             Reserved::Endpoint { index, done } => (index, done),
         };
         if self.policy.uses_pick_info() {
-            match self.policy.pick(&X::pick_info(&request)) {
+            let picked = self.core.picker.pick(&X::pick_info(&request));
+            match picked {
                 PickResult::Pick(pick) => {
                     let chosen = index_of(pick.subchannel());
                     let known = self.core.slot_mut(pick.subchannel()).is_some();
@@ -715,12 +698,5 @@ where
             .field("state", &self.core.state.borrow().state)
             .field("discover_ended", &self.discover_ended)
             .finish()
-    }
-}
-
-impl<K, S, St> Drop for Core<K, S, St> {
-    fn drop(&mut self) {
-        self.state
-            .send_replace(Connectivity::new(ConnectivityState::Shutdown));
     }
 }

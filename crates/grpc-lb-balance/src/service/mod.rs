@@ -29,6 +29,15 @@
 //! [`Balance::poll_events`] whenever it is woken keeps discovery and
 //! reconnection going with no calls at all (the Channel's worker does this).
 //!
+//! # The picker, and picking from many tasks
+//!
+//! The root policy reports an immutable [`Picker`](crate::tree::Picker) with
+//! each state; `poll_ready` picks from the latest. [`Balance::handle`] gives a
+//! clonable [`PickHandle`] for callers on other tasks or threads (a clonable
+//! channel): the balancer publishes its picker together with its endpoints'
+//! services once per batch of events, and each handle picks from that snapshot
+//! without a lock and answers a clone of the picked service.
+//!
 //! # Discovery errors and the end of discovery
 //!
 //! A discovery error is told to the policy as a resolver error (grpc-go's
@@ -78,15 +87,20 @@ mod balance;
 mod calls;
 pub mod error;
 pub mod future;
+mod handle;
 mod layer;
 mod probe;
+mod root;
 mod timers;
 mod wakers;
 
 pub use self::balance::Balance;
 pub use self::calls::{Calls, DoneBody, HttpCalls, PlainCalls};
+pub use self::handle::{PickFuture, PickHandle, Picked};
 pub use self::layer::BalanceLayer;
 pub use self::probe::{ByConnectivity, ByReadiness, Probe, ReadinessState};
 
+#[cfg(test)]
+mod handle_tests;
 #[cfg(test)]
 mod tests;

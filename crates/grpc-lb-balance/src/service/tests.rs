@@ -228,15 +228,50 @@ impl crate::tree::OnDone for Outcomes {
     }
 }
 
+/// The child's picker, handing every pick the recording callback.
+#[derive(Debug)]
+struct RecordingPicker {
+    child: Arc<dyn crate::tree::Picker>,
+    done: Arc<Outcomes>,
+}
+
+impl crate::tree::Picker for RecordingPicker {
+    fn pick(&self, info: &crate::tree::PickInfo<'_>) -> crate::tree::PickResult {
+        match self.child.pick(info) {
+            crate::tree::PickResult::Pick(pick) => crate::tree::PickResult::Pick(
+                crate::tree::Pick::with_done(pick.subchannel(), self.done.clone()),
+            ),
+            other => other,
+        }
+    }
+}
+
+impl Recording {
+    fn on_inner(
+        &mut self,
+        h: &mut dyn crate::tree::Helper,
+        event: impl FnOnce(&mut RoundRobin, &mut dyn crate::tree::Helper),
+    ) {
+        let done = self.done.clone();
+        let mut h = crate::tree::WrappingHelper::new(h, move |_, child| {
+            Arc::new(RecordingPicker {
+                child,
+                done: done.clone(),
+            }) as Arc<dyn crate::tree::Picker>
+        });
+        event(&mut self.inner, &mut h)
+    }
+}
+
 impl crate::tree::Policy for Recording {
     fn name(&self) -> &str {
         "recording"
     }
     fn add_endpoint(&mut self, e: crate::tree::Endpoint<'_>, h: &mut dyn crate::tree::Helper) {
-        self.inner.add_endpoint(e, h)
+        self.on_inner(h, |inner, h| inner.add_endpoint(e, h))
     }
     fn remove_endpoint(&mut self, e: crate::tree::EndpointId, h: &mut dyn crate::tree::Helper) {
-        self.inner.remove_endpoint(e, h)
+        self.on_inner(h, |inner, h| inner.remove_endpoint(e, h))
     }
     fn subchannel_state(
         &mut self,
@@ -244,18 +279,10 @@ impl crate::tree::Policy for Recording {
         state: &grpc_lb_core::Connectivity,
         h: &mut dyn crate::tree::Helper,
     ) {
-        self.inner.subchannel_state(id, state, h)
+        self.on_inner(h, |inner, h| inner.subchannel_state(id, state, h))
     }
     fn exit_idle(&mut self, h: &mut dyn crate::tree::Helper) {
-        self.inner.exit_idle(h)
-    }
-    fn pick(&mut self, info: &crate::tree::PickInfo<'_>) -> crate::tree::PickResult {
-        match self.inner.pick(info) {
-            crate::tree::PickResult::Pick(pick) => crate::tree::PickResult::Pick(
-                crate::tree::Pick::with_done(pick.subchannel(), self.done.clone()),
-            ),
-            other => other,
-        }
+        self.on_inner(h, |inner, h| inner.exit_idle(h))
     }
 }
 
@@ -360,9 +387,6 @@ impl crate::tree::Policy for Log {
     }
     fn exit_idle(&mut self, h: &mut dyn crate::tree::Helper) {
         self.inner.exit_idle(h)
-    }
-    fn pick(&mut self, info: &crate::tree::PickInfo<'_>) -> crate::tree::PickResult {
-        self.inner.pick(info)
     }
 }
 

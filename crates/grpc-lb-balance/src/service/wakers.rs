@@ -14,12 +14,27 @@ pub(crate) struct Woken {
     /// True while `indices` may be non-empty, so that an idle balancer checks
     /// an atomic instead of taking the lock.
     pending: AtomicBool,
+    /// A pick from a [`PickHandle`](super::PickHandle) queued: the policy
+    /// hears of it (exit idle, `pick_queued`) on the balancer's task.
+    pick_queued: AtomicBool,
     task: AtomicWaker,
 }
 
 impl Woken {
     pub(crate) fn register(&self, waker: &Waker) {
         self.task.register(waker);
+    }
+
+    /// A handle's pick queued: wakes the balancer's task, once until it looks.
+    pub(crate) fn pick_queued(&self) {
+        if !self.pick_queued.swap(true, Ordering::AcqRel) {
+            self.task.wake();
+        }
+    }
+
+    /// True if a handle's pick queued since the last call.
+    pub(crate) fn take_pick_queued(&self) -> bool {
+        self.pick_queued.load(Ordering::Acquire) && self.pick_queued.swap(false, Ordering::AcqRel)
     }
 
     /// Moves the woken indices into `into` (cleared first). The lock is held

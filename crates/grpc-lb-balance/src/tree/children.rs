@@ -1,10 +1,11 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
-use super::{Endpoint, EndpointId, Helper, PickInfo, PickResult, Policy, SubchannelId, TimerId};
+use super::{Endpoint, EndpointId, FixedPicker, Helper, Picker, Policy, SubchannelId, TimerId};
 
 /// A set of child policies, one per endpoint, each with its own helper
 /// (grpc-go's `endpointsharding`, with the `ClientConn` it gives each child).
@@ -13,7 +14,8 @@ use super::{Endpoint, EndpointId, Helper, PickInfo, PickResult, Policy, Subchann
 /// the subchannel or timer (hash lookups, no scan), lets the child act through
 /// a [`ChildHelper`], and returns a [`ChildUpdate`] when the child reported a
 /// state. The aggregate state is kept by counting children per state, so
-/// reading it costs nothing either.
+/// reading it costs nothing either. Each child's latest picker is kept, for the
+/// owner to build its own picker from.
 ///
 /// With [`auto_exit_idle`](Self::auto_exit_idle), a child that reports IDLE is
 /// told to exit idle at once, as round_robin's children are in grpc-go.
@@ -27,7 +29,7 @@ use super::{Endpoint, EndpointId, Helper, PickInfo, PickResult, Policy, Subchann
 /// # impl Helper for Recorder {
 /// #     fn connect(&mut self, id: SubchannelId) { self.connects.push(id) }
 /// #     fn disconnect(&mut self, _: SubchannelId) {}
-/// #     fn update_state(&mut self, _: ConnectivityState, _: Option<grpc_lb_core::SharedError>) {}
+/// #     fn update_state(&mut self, _: ConnectivityState, _: Option<grpc_lb_core::SharedError>, _: std::sync::Arc<dyn grpc_lb_balance::tree::Picker>) {}
 /// #     fn set_timer(&mut self, _: std::time::Duration) -> TimerId { self.timers += 1; TimerId::from_raw(self.timers) }
 /// #     fn cancel_timer(&mut self, _: TimerId) {}
 /// #     fn resolve_now(&mut self) {}
@@ -46,6 +48,10 @@ use super::{Endpoint, EndpointId, Helper, PickInfo, PickResult, Policy, Subchann
 ///     .unwrap();
 /// assert_eq!(update.new, ConnectivityState::Ready);
 /// assert_eq!(children.aggregate(), ConnectivityState::Ready);
+/// // The child's picker picks its READY subchannel.
+/// use grpc_lb_balance::tree::{PickInfo, PickResult};
+/// let picker = children.picker(EndpointId::from_raw(1)).unwrap();
+/// assert!(matches!(picker.pick(&PickInfo::none()), PickResult::Pick(p) if p.subchannel() == a));
 /// ```
 pub struct ChildSet<P> {
     make: Box<dyn FnMut(EndpointId) -> P + Send>,
@@ -61,6 +67,7 @@ struct Child<P> {
     policy: P,
     state: ConnectivityState,
     error: Option<SharedError>,
+    picker: Arc<dyn Picker>,
     subchannels: Box<[SubchannelId]>,
 }
 
@@ -75,6 +82,8 @@ pub struct ChildUpdate {
     pub new: ConnectivityState,
     /// The error it reported with the state.
     pub error: Option<SharedError>,
+    /// The picker it reported (a queueing one when it was removed).
+    pub picker: Arc<dyn Picker>,
 }
 
 const fn state_index(state: ConnectivityState) -> usize {
@@ -147,9 +156,9 @@ impl<P: Policy> ChildSet<P> {
         self.children.get(&child)?.error.as_ref()
     }
 
-    /// Asks a child to pick.
-    pub fn pick(&mut self, child: EndpointId, info: &PickInfo<'_>) -> Option<PickResult> {
-        Some(self.children.get_mut(&child)?.policy.pick(info))
+    /// A child's latest picker.
+    pub fn picker(&self, child: EndpointId) -> Option<&Arc<dyn Picker>> {
+        self.children.get(&child).map(|c| &c.picker)
     }
 
     /// A child's policy.
@@ -174,6 +183,7 @@ impl<P: Policy> ChildSet<P> {
                 policy,
                 state: ConnectivityState::Idle,
                 error: None,
+                picker: FixedPicker::queue(),
                 subchannels: endpoint.subchannels.into(),
             },
         );
@@ -187,6 +197,7 @@ impl<P: Policy> ChildSet<P> {
             old: ConnectivityState::Idle,
             new: ConnectivityState::Idle,
             error: None,
+            picker: FixedPicker::queue(),
         }))
     }
 
@@ -207,6 +218,7 @@ impl<P: Policy> ChildSet<P> {
             old: child.state,
             new: ConnectivityState::Shutdown,
             error: None,
+            picker: FixedPicker::queue(),
         })
     }
 
@@ -250,16 +262,16 @@ impl<P: Policy> ChildSet<P> {
         let mut child_helper = ChildHelper::new(helper, &mut self.timer_owner, id);
         event(&mut child.policy, &mut child_helper);
         let mut reported = false;
-        if let Some((state, error)) = child_helper.reported.take() {
-            (child.state, child.error, reported) = (state, error, true);
+        if let Some((state, error, picker)) = child_helper.reported.take() {
+            (child.state, child.error, child.picker, reported) = (state, error, picker, true);
         }
         // A child that went IDLE is told to exit idle; once is enough, since
         // pick_first leaves IDLE on exit_idle whenever it has addresses.
         if self.auto_exit_idle && reported && child.state == ConnectivityState::Idle {
             let mut child_helper = ChildHelper::new(helper, &mut self.timer_owner, id);
             child.policy.exit_idle(&mut child_helper);
-            if let Some((state, error)) = child_helper.reported.take() {
-                (child.state, child.error) = (state, error);
+            if let Some((state, error, picker)) = child_helper.reported.take() {
+                (child.state, child.error, child.picker) = (state, error, picker);
             }
         }
         if !reported {
@@ -272,6 +284,7 @@ impl<P: Policy> ChildSet<P> {
             old: original,
             new: child.state,
             error: child.error.clone(),
+            picker: child.picker.clone(),
         })
     }
 }
@@ -287,14 +300,17 @@ impl<P> fmt::Debug for ChildSet<P> {
 }
 
 /// The helper a [`ChildSet`] gives each child: forwards to the parent's helper,
-/// remembers which timers the child set, and keeps the state the child
-/// reports instead of passing it up.
+/// remembers which timers the child set, and keeps the state and picker the
+/// child reports instead of passing them up.
 pub struct ChildHelper<'a> {
     parent: &'a mut dyn Helper,
     timer_owner: &'a mut HashMap<TimerId, EndpointId>,
     child: EndpointId,
-    reported: Option<(ConnectivityState, Option<SharedError>)>,
+    reported: Option<Reported>,
 }
+
+/// What a child reported: its state, its error and its picker.
+type Reported = (ConnectivityState, Option<SharedError>, Arc<dyn Picker>);
 
 impl<'a> ChildHelper<'a> {
     fn new(
@@ -329,8 +345,13 @@ impl Helper for ChildHelper<'_> {
         self.parent.disconnect(subchannel)
     }
 
-    fn update_state(&mut self, state: ConnectivityState, error: Option<SharedError>) {
-        self.reported = Some((state, error));
+    fn update_state(
+        &mut self,
+        state: ConnectivityState,
+        error: Option<SharedError>,
+        picker: Arc<dyn Picker>,
+    ) {
+        self.reported = Some((state, error, picker));
     }
 
     fn set_timer(&mut self, after: Duration) -> TimerId {

@@ -1,16 +1,22 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
-use super::{Endpoint, EndpointId, Helper, PickInfo, PickResult, Policy, SubchannelId, TimerId};
+use super::{Endpoint, EndpointId, Helper, Picker, Policy, SubchannelId, TimerId};
 
 /// Switches from one policy to another without dropping calls (grpc-go's
 /// `gracefulswitch`): the new policy learns every endpoint and subchannel
 /// state and connects what it wants while the current one keeps serving; it
 /// takes over once it leaves CONNECTING, or at once if the current one is not
 /// READY.
+///
+/// The current policy's state and picker pass straight up; the pending one's
+/// are kept, and published when it takes over (grpc-go's rule). A current
+/// policy that leaves READY while a pending one has reported hands over at
+/// once, without publishing its own non-READY picker.
 ///
 /// Both policies work the same subchannels, which the balancer owns, so each
 /// one's wants are kept apart: a subchannel is disconnected only when neither
@@ -32,7 +38,7 @@ pub struct GracefulSwitch {
     pending: Option<Box<dyn Policy>>,
     /// What each policy asked to be connected: `[current, pending]`.
     wants: [HashSet<SubchannelId>; 2],
-    reported: [Option<(ConnectivityState, Option<SharedError>)>; 2],
+    reported: [Option<Reported>; 2],
     timers: HashMap<TimerId, usize>,
     /// The endpoints in discovery order, to replay to a new policy.
     order: BTreeMap<u64, EndpointId>,
@@ -40,6 +46,9 @@ pub struct GracefulSwitch {
     next_seq: u64,
     states: HashMap<SubchannelId, Connectivity>,
 }
+
+/// A policy's last report: its state, error and picker.
+type Reported = (ConnectivityState, Option<SharedError>, Arc<dyn Picker>);
 
 const CURRENT: usize = 0;
 const PENDING: usize = 1;
@@ -50,7 +59,7 @@ struct SwitchHelper<'a> {
     which: usize,
     wants: &'a mut [HashSet<SubchannelId>; 2],
     timers: &'a mut HashMap<TimerId, usize>,
-    reported: Option<(ConnectivityState, Option<SharedError>)>,
+    reported: Option<Reported>,
 }
 
 impl Helper for SwitchHelper<'_> {
@@ -66,8 +75,13 @@ impl Helper for SwitchHelper<'_> {
         }
     }
 
-    fn update_state(&mut self, state: ConnectivityState, error: Option<SharedError>) {
-        self.reported = Some((state, error));
+    fn update_state(
+        &mut self,
+        state: ConnectivityState,
+        error: Option<SharedError>,
+        picker: Arc<dyn Picker>,
+    ) {
+        self.reported = Some((state, error, picker));
     }
 
     fn set_timer(&mut self, after: Duration) -> TimerId {
@@ -174,11 +188,18 @@ impl GracefulSwitch {
             reported: None,
         };
         event(policy, &mut switch_helper);
-        if let Some((state, error)) = switch_helper.reported {
-            if which == CURRENT {
-                helper.update_state(state, error.clone());
+        if let Some(reported) = switch_helper.reported {
+            // grpc-go: a current policy leaving READY while the pending one
+            // has a state swaps at once (in `swap_if_ready`), publishing the
+            // pending one's picker instead.
+            let handing_over = self.pending.is_some()
+                && self.reported[PENDING].is_some()
+                && reported.0 != ConnectivityState::Ready;
+            if which == CURRENT && !handing_over {
+                let (state, error, picker) = &reported;
+                helper.update_state(*state, error.clone(), picker.clone());
             }
-            self.reported[which] = Some((state, error));
+            self.reported[which] = Some(reported);
         }
     }
 
@@ -196,10 +217,10 @@ impl GracefulSwitch {
     /// grpc-go: the pending policy takes over once it is not CONNECTING, or
     /// whenever the current one is not READY.
     fn swap_if_ready(&mut self, helper: &mut dyn Helper) {
-        let Some((pending_state, _)) = &self.reported[PENDING] else {
+        let Some((pending_state, ..)) = &self.reported[PENDING] else {
             return;
         };
-        let current_ready = matches!(self.reported[CURRENT], Some((ConnectivityState::Ready, _)));
+        let current_ready = matches!(self.reported[CURRENT], Some((ConnectivityState::Ready, ..)));
         if *pending_state == ConnectivityState::Connecting && current_ready {
             return;
         }
@@ -228,8 +249,8 @@ impl GracefulSwitch {
             self.timers.remove(&timer);
             helper.cancel_timer(timer);
         }
-        if let Some((state, error)) = &self.reported[CURRENT] {
-            helper.update_state(*state, error.clone());
+        if let Some((state, error, picker)) = &self.reported[CURRENT] {
+            helper.update_state(*state, error.clone(), picker.clone());
         }
     }
 
@@ -316,10 +337,6 @@ impl Policy for GracefulSwitch {
     fn exit_idle(&mut self, helper: &mut dyn Helper) {
         self.on(CURRENT, helper, |policy, helper| policy.exit_idle(helper));
         self.swap_if_ready(helper);
-    }
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        self.current.pick(info)
     }
 
     fn uses_pick_info(&self) -> bool {

@@ -1,13 +1,13 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use grpc_lb_core::{Connectivity, SharedError};
 
-use super::round_robin::Sharded;
+use super::picker::{random_below, with_outer_done};
+use super::round_robin::{ReadyList, Sharded};
 use super::{
-    DoneInfo, Endpoint, EndpointId, Helper, OnDone, Pick, PickInfo, PickResult, Policy,
+    DoneInfo, Endpoint, EndpointId, Helper, OnDone, PickInfo, PickResult, Picker, Policy,
     SubchannelId, TimerId,
 };
 
@@ -17,7 +17,9 @@ use super::{
 ///
 /// A call counts as in flight from the moment it is sent until its
 /// [`OnDone`] callback sees its final status: for an HTTP response, its
-/// trailers or the end of its body, not its headers.
+/// trailers or the end of its body, not its headers. The counters are atomics
+/// shared by the policy and every picker it built, so that calls started
+/// from an older picker still count; a pick reads `choice_count` of them.
 ///
 /// ```
 /// use grpc_lb_balance::tree::{LeastRequest, Policy};
@@ -27,15 +29,13 @@ use super::{
 /// assert_eq!(LeastRequest::new(50).choice_count(), 10); // A48 clamps to 2..=10
 /// ```
 pub struct LeastRequest {
-    sharded: Sharded,
+    sharded: Sharded<Arc<InFlight>>,
     choice_count: usize,
-    in_flight: HashMap<EndpointId, Arc<InFlight>>,
-    rng: u64,
 }
 
 /// Calls in flight on one endpoint.
 #[derive(Debug, Default)]
-struct InFlight(AtomicUsize);
+pub(crate) struct InFlight(AtomicUsize);
 
 impl OnDone for InFlight {
     fn on_start(&self) {
@@ -47,17 +47,52 @@ impl OnDone for InFlight {
     }
 }
 
+/// least_request's picker: the READY children with their counters.
+#[derive(Debug)]
+struct LeastRequestPicker {
+    ready: ReadyList<Arc<InFlight>>,
+    choice_count: usize,
+}
+
+impl Picker for LeastRequestPicker {
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        let n = self.ready.len();
+        let candidate = |_| self.ready.get(random_below(n));
+        let Some(mut best) = candidate(0) else {
+            return PickResult::Queue;
+        };
+        let mut best_load = best.extra.0.load(Ordering::Relaxed);
+        for drawn in (1..self.choice_count).filter_map(candidate) {
+            let load = drawn.extra.0.load(Ordering::Relaxed);
+            if load < best_load {
+                (best, best_load) = (drawn, load);
+            }
+        }
+        match best.picker.pick(info) {
+            PickResult::Pick(pick) => {
+                let counter: Arc<dyn OnDone> = best.extra.clone();
+                PickResult::Pick(with_outer_done(pick, &counter))
+            }
+            other => other,
+        }
+    }
+}
+
 impl LeastRequest {
     /// A48's default `choice_count`.
     pub const DEFAULT_CHOICE_COUNT: usize = 2;
 
     /// `choice_count` is clamped to A48's range, 2 to 10.
     pub fn new(choice_count: usize) -> Self {
+        let choice_count = choice_count.clamp(2, 10);
         LeastRequest {
-            sharded: Sharded::new(),
-            choice_count: choice_count.clamp(2, 10),
-            in_flight: HashMap::new(),
-            rng: rand::random::<u64>() | 1,
+            sharded: Sharded::new(Box::new(move |ready| {
+                Arc::new(LeastRequestPicker {
+                    ready: ready.clone(),
+                    choice_count,
+                })
+            })),
+            choice_count,
         }
     }
 
@@ -68,15 +103,13 @@ impl LeastRequest {
 
     /// Calls in flight on an endpoint, as counted through the done callbacks.
     pub fn in_flight(&self, endpoint: EndpointId) -> Option<usize> {
-        Some(self.in_flight.get(&endpoint)?.0.load(Ordering::Relaxed))
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        // xorshift64: picks need spread, not secrecy.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        ((self.rng as u128 * n as u128) >> 64) as usize
+        Some(
+            self.sharded
+                .extras
+                .get(&endpoint)?
+                .0
+                .load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -101,12 +134,10 @@ impl Policy for LeastRequest {
     }
 
     fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
-        self.in_flight.insert(endpoint.id, Arc::default());
-        self.sharded.add_endpoint(endpoint, helper)
+        self.sharded.add_endpoint(endpoint, Arc::default(), helper)
     }
 
     fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
-        self.in_flight.remove(&endpoint);
         self.sharded.remove_endpoint(endpoint, helper)
     }
 
@@ -128,38 +159,4 @@ impl Policy for LeastRequest {
     }
 
     fn exit_idle(&mut self, _helper: &mut dyn Helper) {}
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        let n = self.sharded.ready.len();
-        if n == 0 {
-            return self.sharded.no_pick();
-        }
-        let load = |lr: &Self, child: EndpointId| {
-            lr.in_flight
-                .get(&child)
-                .map_or(0, |c| c.0.load(Ordering::Relaxed))
-        };
-        let first = self.below(n);
-        let mut best = self.sharded.ready[first];
-        let mut best_load = load(self, best);
-        for _ in 1..self.choice_count {
-            let drawn = self.below(n);
-            let candidate = self.sharded.ready[drawn];
-            let candidate_load = load(self, candidate);
-            if candidate_load < best_load {
-                (best, best_load) = (candidate, candidate_load);
-            }
-        }
-        match self.sharded.children.pick(best, info) {
-            Some(PickResult::Pick(pick)) => match self.in_flight.get(&best) {
-                Some(counter) => {
-                    let counter: Arc<dyn OnDone> = counter.clone();
-                    PickResult::Pick(Pick::with_done(pick.subchannel(), counter))
-                }
-                None => PickResult::Pick(pick),
-            },
-            Some(other) => other,
-            None => PickResult::Queue,
-        }
-    }
 }

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
+use super::cow::SubchannelMap;
+use super::picker::with_outer_done;
 use super::{
-    DoneInfo, Endpoint, EndpointId, Helper, OnDone, Pick, PickInfo, PickResult, Policy,
-    SubchannelId, TimerId,
+    DoneInfo, Endpoint, EndpointId, Helper, OnDone, PickInfo, PickResult, Picker, Policy,
+    SubchannelId, TimerId, WrappingHelper,
 };
 use crate::outlier::{CallCounter, OutlierDetectionConfig, OutlierDetector};
 
@@ -15,8 +17,10 @@ use crate::outlier::{CallCounter, OutlierDetectionConfig, OutlierDetector};
 /// runs A50's algorithms every `interval` on a timer, and shows an ejected
 /// endpoint's subchannels to its child as TRANSIENT_FAILURE, so that the child
 /// stops picking them; when the ejection ends the child sees their real state
-/// again. The counting and the ejection bookkeeping are
-/// [`OutlierDetector`]'s.
+/// again. Its picker wraps the child's: each pick gets the picked endpoint's
+/// counter as its done callback (beside the child's own), found through a
+/// copy-on-write map from subchannel to counter that the pickers share. The
+/// counting and the ejection bookkeeping are [`OutlierDetector`]'s.
 ///
 /// ```
 /// use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct OutlierDetection<P> {
     child: P,
     detector: OutlierDetector<EndpointId>,
     counters: HashMap<EndpointId, Arc<Counting>>,
+    /// Each subchannel's endpoint counter, shared with the pickers.
+    by_subchannel: Arc<SubchannelMap<Arc<dyn OnDone>>>,
     subchannels: HashMap<SubchannelId, Member>,
     members: HashMap<EndpointId, Box<[SubchannelId]>>,
     ejected: HashSet<EndpointId>,
@@ -58,22 +64,36 @@ impl OnDone for Counting {
     }
 }
 
-/// Counts for one endpoint and tells the child's own callback too.
+/// The child's picker, with each pick counted for its endpoint.
 #[derive(Debug)]
-struct Chained {
-    counting: Arc<Counting>,
-    inner: Arc<dyn OnDone>,
+struct OutlierPicker {
+    child: Arc<dyn Picker>,
+    counters: Arc<SubchannelMap<Arc<dyn OnDone>>>,
 }
 
-impl OnDone for Chained {
-    fn on_start(&self) {
-        self.inner.on_start();
+impl Picker for OutlierPicker {
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        match self.child.pick(info) {
+            PickResult::Pick(pick) => match self.counters.get(pick.subchannel()) {
+                Some(counter) => PickResult::Pick(with_outer_done(pick, counter)),
+                None => PickResult::Pick(pick),
+            },
+            other => other,
+        }
     }
+}
 
-    fn on_done(&self, info: &DoneInfo<'_>) {
-        self.counting.on_done(info);
-        self.inner.on_done(info);
-    }
+/// The helper the child acts through: its pickers are wrapped.
+fn wrapping<'a>(
+    counters: &'a Arc<SubchannelMap<Arc<dyn OnDone>>>,
+    helper: &'a mut dyn Helper,
+) -> WrappingHelper<'a, impl FnMut(ConnectivityState, Arc<dyn Picker>) -> Arc<dyn Picker> + 'a> {
+    WrappingHelper::new(helper, move |_, child| {
+        Arc::new(OutlierPicker {
+            child,
+            counters: counters.clone(),
+        }) as Arc<dyn Picker>
+    })
 }
 
 impl<P: Policy> OutlierDetection<P> {
@@ -83,6 +103,7 @@ impl<P: Policy> OutlierDetection<P> {
             child,
             detector: OutlierDetector::new(config),
             counters: HashMap::new(),
+            by_subchannel: Arc::default(),
             subchannels: HashMap::new(),
             members: HashMap::new(),
             ejected: HashSet::new(),
@@ -129,7 +150,8 @@ impl<P: Policy> OutlierDetection<P> {
             let members = self.members.get(&endpoint).cloned().unwrap_or_default();
             for &id in members.iter() {
                 let seen = self.what_child_sees(&self.subchannels[&id]);
-                self.child.subchannel_state(id, &seen, helper);
+                let mut helper = wrapping(&self.by_subchannel, helper);
+                self.child.subchannel_state(id, &seen, &mut helper);
             }
         }
     }
@@ -151,8 +173,12 @@ impl<P: Policy> Policy for OutlierDetection<P> {
 
     fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
         let counter = self.detector.add(endpoint.id);
-        self.counters
-            .insert(endpoint.id, Arc::new(Counting { counter }));
+        let counting = Arc::new(Counting { counter });
+        self.counters.insert(endpoint.id, counting.clone());
+        let by_subchannel = Arc::make_mut(&mut self.by_subchannel);
+        for id in endpoint.subchannels {
+            by_subchannel.insert(*id, counting.clone());
+        }
         for id in endpoint.subchannels {
             self.subchannels.insert(
                 *id,
@@ -167,17 +193,22 @@ impl<P: Policy> Policy for OutlierDetection<P> {
         if self.timer.is_none() {
             self.timer = Some(helper.set_timer(self.detector.config().interval));
         }
-        self.child.add_endpoint(endpoint, helper);
+        let mut helper = wrapping(&self.by_subchannel, helper);
+        self.child.add_endpoint(endpoint, &mut helper);
     }
 
     fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
         self.detector.remove(&endpoint);
         self.counters.remove(&endpoint);
         self.ejected.remove(&endpoint);
-        for id in self.members.remove(&endpoint).unwrap_or_default().iter() {
+        let members = self.members.remove(&endpoint).unwrap_or_default();
+        let by_subchannel = Arc::make_mut(&mut self.by_subchannel);
+        for id in members.iter() {
             self.subchannels.remove(id);
+            by_subchannel.remove(*id);
         }
-        self.child.remove_endpoint(endpoint, helper);
+        let mut helper = wrapping(&self.by_subchannel, helper);
+        self.child.remove_endpoint(endpoint, &mut helper);
     }
 
     fn subchannel_state(
@@ -191,11 +222,13 @@ impl<P: Policy> Policy for OutlierDetection<P> {
         };
         member.real = state.clone();
         let seen = self.what_child_sees(&self.subchannels[&id]);
-        self.child.subchannel_state(id, &seen, helper);
+        let mut helper = wrapping(&self.by_subchannel, helper);
+        self.child.subchannel_state(id, &seen, &mut helper);
     }
 
     fn resolver_error(&mut self, error: &SharedError, helper: &mut dyn Helper) {
-        self.child.resolver_error(error, helper)
+        let mut helper = wrapping(&self.by_subchannel, helper);
+        self.child.resolver_error(error, &mut helper)
     }
 
     fn timer_fired(&mut self, timer: TimerId, helper: &mut dyn Helper) {
@@ -203,35 +236,14 @@ impl<P: Policy> Policy for OutlierDetection<P> {
             self.evaluate(helper);
             self.timer = Some(helper.set_timer(self.detector.config().interval));
         } else {
-            self.child.timer_fired(timer, helper);
+            let mut helper = wrapping(&self.by_subchannel, helper);
+            self.child.timer_fired(timer, &mut helper);
         }
     }
 
     fn exit_idle(&mut self, helper: &mut dyn Helper) {
-        self.child.exit_idle(helper)
-    }
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        let pick = match self.child.pick(info) {
-            PickResult::Pick(pick) => pick,
-            other => return other,
-        };
-        let Some(member) = self.subchannels.get(&pick.subchannel()) else {
-            return PickResult::Pick(pick);
-        };
-        let Some(counting) = self.counters.get(&member.endpoint) else {
-            return PickResult::Pick(pick);
-        };
-        let subchannel = pick.subchannel();
-        let done: Arc<dyn OnDone> = match pick.into_done() {
-            // One allocation per call only when the child has a callback too.
-            Some(inner) => Arc::new(Chained {
-                counting: counting.clone(),
-                inner,
-            }),
-            None => counting.clone(),
-        };
-        PickResult::Pick(Pick::with_done(subchannel, done))
+        let mut helper = wrapping(&self.by_subchannel, helper);
+        self.child.exit_idle(&mut helper)
     }
 
     fn uses_pick_info(&self) -> bool {
@@ -239,7 +251,8 @@ impl<P: Policy> Policy for OutlierDetection<P> {
     }
 
     fn pick_queued(&mut self, helper: &mut dyn Helper) {
-        self.child.pick_queued(helper)
+        let mut helper = wrapping(&self.by_subchannel, helper);
+        self.child.pick_queued(&mut helper)
     }
 }
 

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
-use super::{
-    Endpoint, EndpointId, Helper, Pick, PickInfo, PickResult, Policy, SubchannelId, TimerId,
-};
+use super::{Endpoint, EndpointId, FixedPicker, Helper, Picker, Policy, SubchannelId, TimerId};
 
 /// gRFC A61's Connection Attempt Delay (Happy Eyeballs).
 const CONNECTION_DELAY: Duration = Duration::from_millis(250);
@@ -26,16 +24,22 @@ const CONNECTION_DELAY: Duration = Duration::from_millis(250);
 /// As the root it serves every endpoint's subchannels in discovery order; as a
 /// child of [`RoundRobin`](super::RoundRobin) it serves one endpoint.
 ///
+/// Its picker picks the one READY subchannel; it queues while connecting and
+/// fails with the last error in TRANSIENT_FAILURE.
+///
 /// ```
-/// use grpc_lb_balance::tree::{Endpoint, EndpointId, Helper, PickFirst, PickInfo, PickResult, Policy, SubchannelId, TimerId};
+/// use std::sync::Arc;
+/// use grpc_lb_balance::tree::{Endpoint, EndpointId, Helper, PickFirst, PickInfo, PickResult, Picker, Policy, SubchannelId, TimerId};
 /// use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 ///
 /// #[derive(Default)]
-/// struct Recorder { connects: Vec<SubchannelId>, state: Option<ConnectivityState> }
+/// struct Recorder { connects: Vec<SubchannelId>, state: Option<ConnectivityState>, picker: Option<Arc<dyn Picker>> }
 /// impl Helper for Recorder {
 ///     fn connect(&mut self, id: SubchannelId) { self.connects.push(id) }
 ///     fn disconnect(&mut self, _: SubchannelId) {}
-///     fn update_state(&mut self, state: ConnectivityState, _: Option<SharedError>) { self.state = Some(state) }
+///     fn update_state(&mut self, state: ConnectivityState, _: Option<SharedError>, picker: Arc<dyn Picker>) {
+///         (self.state, self.picker) = (Some(state), Some(picker));
+///     }
 ///     fn set_timer(&mut self, _: std::time::Duration) -> TimerId { TimerId::from_raw(1) }
 ///     fn cancel_timer(&mut self, _: TimerId) {}
 ///     fn resolve_now(&mut self) {}
@@ -50,7 +54,7 @@ const CONNECTION_DELAY: Duration = Duration::from_millis(250);
 ///
 /// policy.subchannel_state(a, &Connectivity::new(ConnectivityState::Ready), &mut helper);
 /// assert_eq!(helper.state, Some(ConnectivityState::Ready));
-/// match policy.pick(&PickInfo::none()) {
+/// match helper.picker.unwrap().pick(&PickInfo::none()) {
 ///     PickResult::Pick(pick) => assert_eq!(pick.subchannel(), a),
 ///     other => panic!("{other:?}"),
 /// }
@@ -62,7 +66,6 @@ pub struct PickFirst {
     endpoints: HashMap<EndpointId, Box<[SubchannelId]>>,
     phase: Phase,
     selected: Option<SubchannelId>,
-    reported: Option<ConnectivityState>,
     last_error: Option<SharedError>,
     /// Failures since the first pass ended, to re-report TF every n.
     failures_after_pass: usize,
@@ -107,8 +110,14 @@ impl PickFirst {
             ConnectivityState::TransientFailure => self.last_error.clone(),
             _ => None,
         };
-        self.reported = Some(state);
-        helper.update_state(state, error);
+        let picker: Arc<dyn Picker> = match (state, self.selected) {
+            (ConnectivityState::Ready, Some(id)) => FixedPicker::subchannel(id),
+            (ConnectivityState::TransientFailure, _) => {
+                FixedPicker::fail(error.clone().unwrap_or_else(|| Arc::new(NoAddresses)))
+            }
+            _ => FixedPicker::queue(),
+        };
+        helper.update_state(state, error, picker);
     }
 
     fn start_pass(&mut self, helper: &mut dyn Helper) {
@@ -393,18 +402,6 @@ impl Policy for PickFirst {
         if self.phase == Phase::Idle {
             self.report(ConnectivityState::Connecting, helper);
             self.start_pass(helper);
-        }
-    }
-
-    fn pick(&mut self, _info: &PickInfo<'_>) -> PickResult {
-        match (self.reported, self.selected) {
-            (Some(ConnectivityState::Ready), Some(id)) => PickResult::Pick(Pick::new(id)),
-            (Some(ConnectivityState::TransientFailure), _) => PickResult::Fail(
-                self.last_error
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(NoAddresses)),
-            ),
-            _ => PickResult::Queue,
         }
     }
 }

@@ -1,14 +1,17 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 use xxhash_rust::xxh64::{xxh64, Xxh64};
 
+use super::cow::ChunkedVec;
+use super::picker::fast_random;
 use super::round_robin::NoEndpoints;
 use super::{
-    ChildSet, ChildUpdate, Endpoint, EndpointId, Helper, PickFirst, PickInfo, PickResult, Policy,
-    RingHashConfig, SubchannelId, TimerId,
+    ChildSet, ChildUpdate, Endpoint, EndpointId, FixedPicker, Helper, PickFirst, PickInfo,
+    PickResult, Picker, Policy, RingHashConfig, SubchannelId, TimerId,
 };
 
 /// What discovery says about one endpoint, for policies that need more than
@@ -102,7 +105,7 @@ impl Policy for Lazy {
 
     fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
         self.pending = Some((endpoint.id, endpoint.subchannels.into()));
-        helper.update_state(ConnectivityState::Idle, None);
+        helper.update_state(ConnectivityState::Idle, None, FixedPicker::queue());
     }
 
     fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
@@ -144,10 +147,6 @@ impl Policy for Lazy {
             }
             None => self.inner.exit_idle(helper),
         }
-    }
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        self.inner.pick(info)
     }
 }
 
@@ -202,6 +201,121 @@ pub(crate) fn ring_lookup(ring: &[Entry], hash: u64) -> usize {
     }
 }
 
+/// One endpoint as ring_hash's picker sees it.
+#[derive(Clone, Debug)]
+struct Slot {
+    endpoint: EndpointId,
+    state: ConnectivityState,
+    error: Option<SharedError>,
+    picker: Arc<dyn Picker>,
+}
+
+/// No endpoint is wanted (see [`RingHash::pick_queued`]).
+const NONE_WANTED: u64 = u64::MAX;
+
+/// ring_hash's picker: the ring (positions into `slots`) and each endpoint's
+/// state and picker when it was built.
+#[derive(Debug)]
+struct RingPicker {
+    ring: Arc<[(u64, u32)]>,
+    slots: ChunkedVec<Slot>,
+    header: Option<http::HeaderName>,
+    /// Where a pick leaves the endpoint it wants connected; shared with the
+    /// policy, which connects it in `pick_queued` on the balancer's task.
+    wanted: Arc<AtomicU64>,
+    fallback_error: SharedError,
+}
+
+impl RingPicker {
+    /// The call's hash, and whether it is random (A76).
+    fn request_hash(&self, info: &PickInfo<'_>) -> (u64, bool) {
+        if let Some(header) = &self.header {
+            let Some(headers) = info.headers() else {
+                return (fast_random(), true);
+            };
+            let mut values = headers.get_all(header).iter();
+            let Some(first) = values.next() else {
+                return (fast_random(), true);
+            };
+            let mut hasher = Xxh64::new(0);
+            hasher.update(first.as_bytes());
+            for value in values {
+                hasher.update(b",");
+                hasher.update(value.as_bytes());
+            }
+            return (hasher.digest(), false);
+        }
+        match info.extensions().and_then(|e| e.get::<RequestHash>()) {
+            Some(hash) => (hash.0, false),
+            None => (fast_random(), true),
+        }
+    }
+
+    fn slot(&self, step: usize, start: usize) -> Option<&Slot> {
+        let (_, position) = self.ring[(start + step) % self.ring.len()];
+        self.slots.get(position as usize)
+    }
+
+    fn want(&self, endpoint: EndpointId) {
+        self.wanted.store(endpoint.raw(), Ordering::Relaxed);
+    }
+}
+
+impl Picker for RingPicker {
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        use ConnectivityState::*;
+        if self.ring.is_empty() {
+            return PickResult::Fail(self.fallback_error.clone());
+        }
+        let (hash, random) = self.request_hash(info);
+        let start = ring_lookup_positions(&self.ring, hash);
+        let mut first_idle = None;
+        let mut connecting = false;
+        // The walk ends at the first usable endpoint: one step while the
+        // ring is healthy; it goes on only past failed endpoints (A61).
+        for step in 0..self.ring.len() {
+            let Some(slot) = self.slot(step, start) else {
+                continue;
+            };
+            match slot.state {
+                Ready => return slot.picker.pick(info),
+                Connecting if !random => return PickResult::Queue,
+                Idle if !random => {
+                    self.want(slot.endpoint);
+                    return PickResult::Queue;
+                }
+                Connecting => connecting = true,
+                Idle => {
+                    first_idle.get_or_insert(slot.endpoint);
+                }
+                _ => {}
+            }
+        }
+        if random && (connecting || first_idle.is_some()) {
+            if let (false, Some(idle)) = (connecting, first_idle) {
+                self.want(idle);
+            }
+            return PickResult::Queue;
+        }
+        // Every endpoint failed: the first entry's error.
+        let error = self
+            .slot(0, start)
+            .and_then(|slot| slot.error.clone())
+            .unwrap_or_else(|| self.fallback_error.clone());
+        PickResult::Fail(error)
+    }
+}
+
+/// [`ring_lookup`] over a ring of positions.
+fn ring_lookup_positions(ring: &[(u64, u32)], hash: u64) -> usize {
+    let at = ring.partition_point(|entry| entry.0 < hash);
+    if at == ring.len() {
+        0
+    } else {
+        at
+    }
+}
+
 /// ring_hash on the policy tree (gRFC A42 with A61's and A76's changes; grpc-go
 /// `balancer/ringhash`, `ring_hash_experimental`).
 ///
@@ -221,8 +335,10 @@ pub(crate) fn ring_lookup(ring: &[Entry], hash: u64) -> usize {
 /// IDLE. While it is TRANSIENT_FAILURE or CONNECTING with nothing connecting,
 /// one IDLE endpoint is connected per update (A61).
 ///
-/// The ring is rebuilt when the set of endpoints changes, at the next event
-/// or pick, so a burst of discovery builds it once.
+/// Its picker holds the ring and every endpoint's state and picker; a new
+/// one is reported whenever a child changes (sharing the ring, and the table of
+/// endpoints copy-on-write). The ring is rebuilt when the set of endpoints
+/// changes.
 ///
 /// ```
 /// use grpc_lb_balance::tree::{Policy, RingHash, RingHashConfig};
@@ -238,12 +354,15 @@ pub struct RingHash {
     children: ChildSet<Lazy>,
     keys: HashMap<EndpointId, (Arc<str>, u32)>,
     ring: Vec<Entry>,
+    /// The ring as positions into `slots`, for the pickers.
+    ring_positions: Arc<[(u64, u32)]>,
+    slots: ChunkedVec<Slot>,
+    position: HashMap<EndpointId, usize>,
     stale: bool,
-    /// An endpoint a pick wants connected; connected in `pick_queued`.
-    wanted: Option<EndpointId>,
+    /// An endpoint a picker wants connected; connected in `pick_queued`.
+    wanted: Arc<AtomicU64>,
     reported: Option<ConnectivityState>,
     last_error: Option<SharedError>,
-    rng: u64,
 }
 
 impl RingHash {
@@ -259,11 +378,13 @@ impl RingHash {
             children: ChildSet::new(|_| Lazy::default()),
             keys: HashMap::new(),
             ring: Vec::new(),
+            ring_positions: Arc::new([]),
+            slots: ChunkedVec::default(),
+            position: HashMap::new(),
             stale: false,
-            wanted: None,
+            wanted: Arc::new(AtomicU64::new(NONE_WANTED)),
             reported: None,
             last_error: None,
-            rng: rand::random::<u64>() | 1,
         }
     }
 
@@ -302,38 +423,11 @@ impl RingHash {
             self.config.min_ring_size,
             self.config.max_ring_size,
         );
-    }
-
-    fn random(&mut self) -> u64 {
-        // xorshift64: a random hash needs spread, not secrecy.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    /// The call's hash, and whether it is random (A76).
-    fn request_hash(&mut self, info: &PickInfo<'_>) -> (u64, bool) {
-        if let Some(header) = &self.header {
-            let Some(headers) = info.headers() else {
-                return (self.random(), true);
-            };
-            let mut values = headers.get_all(header).iter();
-            let Some(first) = values.next() else {
-                return (self.random(), true);
-            };
-            let mut hasher = Xxh64::new(0);
-            hasher.update(first.as_bytes());
-            for value in values {
-                hasher.update(b",");
-                hasher.update(value.as_bytes());
-            }
-            return (hasher.digest(), false);
-        }
-        match info.extensions().and_then(|e| e.get::<RequestHash>()) {
-            Some(hash) => (hash.0, false),
-            None => (self.random(), true),
-        }
+        self.ring_positions = self
+            .ring
+            .iter()
+            .filter_map(|(hash, id)| Some((*hash, *self.position.get(id)? as u32)))
+            .collect();
     }
 
     fn aggregate(&self) -> ConnectivityState {
@@ -354,37 +448,66 @@ impl RingHash {
         }
     }
 
+    /// Keeps what a child reported in the pickers' table.
+    fn absorb(&mut self, update: &ChildUpdate) {
+        if update.new == ConnectivityState::TransientFailure {
+            if let Some(error) = &update.error {
+                self.last_error = Some(error.clone());
+            }
+        }
+        if let Some(&at) = self.position.get(&update.child) {
+            self.slots.set(
+                at,
+                Slot {
+                    endpoint: update.child,
+                    state: update.new,
+                    error: update.error.clone(),
+                    picker: update.picker.clone(),
+                },
+            );
+        }
+    }
+
     fn apply(&mut self, update: Option<ChildUpdate>, helper: &mut dyn Helper) {
         let Some(update) = update else {
             return;
         };
-        if update.new == ConnectivityState::TransientFailure {
-            if let Some(error) = update.error {
-                self.last_error = Some(error);
-            }
-        }
+        self.absorb(&update);
         self.report(helper);
     }
 
-    fn report(&mut self, helper: &mut dyn Helper) {
+    fn fallback_error(&self) -> SharedError {
+        self.last_error
+            .clone()
+            .unwrap_or_else(|| Arc::new(NoEndpoints))
+    }
+
+    /// Reports the aggregate state with a new picker.
+    fn publish(&mut self, helper: &mut dyn Helper) {
+        self.rebuild_if_stale();
         let state = self.aggregate();
-        if self.reported != Some(state) || state == ConnectivityState::TransientFailure {
-            self.reported = Some(state);
-            let error = match state {
-                ConnectivityState::TransientFailure => Some(
-                    self.last_error
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(NoEndpoints)),
-                ),
-                _ => None,
-            };
-            helper.update_state(state, error);
-        }
+        self.reported = Some(state);
+        let error = match state {
+            ConnectivityState::TransientFailure => Some(self.fallback_error()),
+            _ => None,
+        };
+        let picker = Arc::new(RingPicker {
+            ring: self.ring_positions.clone(),
+            slots: self.slots.clone(),
+            header: self.header.clone(),
+            wanted: self.wanted.clone(),
+            fallback_error: self.fallback_error(),
+        });
+        helper.update_state(state, error, picker);
+    }
+
+    fn report(&mut self, helper: &mut dyn Helper) {
+        self.publish(helper);
         // A61: with nothing connecting in a failing ring, one IDLE endpoint
         // is connected, so that the ring recovers without picks.
         let failing = matches!(
-            state,
-            ConnectivityState::TransientFailure | ConnectivityState::Connecting
+            self.reported,
+            Some(ConnectivityState::TransientFailure | ConnectivityState::Connecting)
         );
         if failing && self.children.count(ConnectivityState::Connecting) == 0 {
             self.connect_one_idle(None, helper);
@@ -393,6 +516,7 @@ impl RingHash {
 
     /// Connects `wanted` if IDLE, else the first IDLE endpoint on the ring.
     fn connect_one_idle(&mut self, wanted: Option<EndpointId>, helper: &mut dyn Helper) {
+        self.rebuild_if_stale();
         let idle = |id: &EndpointId| self.children.state(*id) == Some(ConnectivityState::Idle);
         let chosen = wanted
             .filter(idle)
@@ -402,34 +526,21 @@ impl RingHash {
         }
     }
 
-    /// Tells one IDLE child to connect and reports the new aggregate (not
+    /// Tells one IDLE child to connect and reports the new picker (not
     /// through `report`, which could start another).
     fn start(&mut self, id: EndpointId, helper: &mut dyn Helper) {
         let Some(update) = self.children.exit_idle(id, helper) else {
             return;
         };
-        if update.new == ConnectivityState::TransientFailure {
-            if let Some(error) = update.error {
-                self.last_error = Some(error);
-            }
-        }
-        let state = self.aggregate();
-        if self.reported != Some(state) {
-            self.reported = Some(state);
-            let error = match state {
-                ConnectivityState::TransientFailure => self.last_error.clone(),
-                _ => None,
-            };
-            helper.update_state(state, error);
-        }
+        self.absorb(&update);
+        self.publish(helper);
     }
 
-    fn child_error(&self, id: EndpointId) -> SharedError {
-        self.children
-            .error(id)
-            .cloned()
-            .or_else(|| self.last_error.clone())
-            .unwrap_or_else(|| Arc::new(NoEndpoints))
+    fn take_wanted(&self) -> Option<EndpointId> {
+        match self.wanted.swap(NONE_WANTED, Ordering::Relaxed) {
+            NONE_WANTED => None,
+            raw => Some(EndpointId::from_raw(raw)),
+        }
     }
 }
 
@@ -456,24 +567,32 @@ impl Policy for RingHash {
             None => (Arc::from(endpoint.id.raw().to_string()), 1),
         };
         self.keys.insert(endpoint.id, (key, weight));
+        if let Some(&at) = self.position.get(&endpoint.id) {
+            // Re-added: ChildSet replaces the child; its slot is reused.
+            self.slots.set(at, idle_slot(endpoint.id));
+        } else {
+            self.position.insert(endpoint.id, self.slots.len());
+            self.slots.push(idle_slot(endpoint.id));
+        }
         self.stale = true;
         let update = self.children.add(endpoint, helper);
-        self.rebuild_if_stale();
         self.apply(update, helper);
     }
 
     fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
         self.keys.remove(&endpoint);
-        self.stale = true;
-        if self.wanted == Some(endpoint) {
-            self.wanted = None;
+        if let Some(at) = self.position.remove(&endpoint) {
+            self.slots.swap_remove(at);
+            if let Some(moved) = self.slots.get(at) {
+                self.position.insert(moved.endpoint, at);
+            }
         }
-        let update = self.children.remove(endpoint, helper);
-        self.rebuild_if_stale();
+        self.stale = true;
+        self.children.remove(endpoint, helper);
         if self.children.is_empty() {
             self.last_error = Some(Arc::new(NoEndpoints));
         }
-        self.apply(update, helper);
+        self.report(helper);
     }
 
     fn subchannel_state(
@@ -499,48 +618,8 @@ impl Policy for RingHash {
     }
 
     fn exit_idle(&mut self, helper: &mut dyn Helper) {
-        self.rebuild_if_stale();
-        let wanted = self.wanted.take();
+        let wanted = self.take_wanted();
         self.connect_one_idle(wanted, helper);
-    }
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        use ConnectivityState::*;
-        self.rebuild_if_stale();
-        if self.ring.is_empty() {
-            return PickResult::Fail(self.child_error(EndpointId::from_raw(u64::MAX)));
-        }
-        let (hash, random) = self.request_hash(info);
-        let start = ring_lookup(&self.ring, hash);
-        let len = self.ring.len();
-        let mut first_idle = None;
-        let mut connecting = false;
-        for step in 0..len {
-            let id = self.ring[(start + step) % len].1;
-            match self.children.state(id) {
-                Some(Ready) => {
-                    return self.children.pick(id, info).unwrap_or(PickResult::Queue);
-                }
-                Some(Connecting) if !random => return PickResult::Queue,
-                Some(Idle) if !random => {
-                    self.wanted = Some(id);
-                    return PickResult::Queue;
-                }
-                Some(Connecting) => connecting = true,
-                Some(Idle) => {
-                    first_idle.get_or_insert(id);
-                }
-                _ => {}
-            }
-        }
-        if random && (connecting || first_idle.is_some()) {
-            if !connecting {
-                self.wanted = first_idle;
-            }
-            return PickResult::Queue;
-        }
-        // Every endpoint failed: the first entry's error.
-        PickResult::Fail(self.child_error(self.ring[start].1))
     }
 
     fn uses_pick_info(&self) -> bool {
@@ -548,11 +627,20 @@ impl Policy for RingHash {
     }
 
     fn pick_queued(&mut self, helper: &mut dyn Helper) {
-        if let Some(wanted) = self.wanted.take() {
+        if let Some(wanted) = self.take_wanted() {
             if self.children.state(wanted) == Some(ConnectivityState::Idle) {
                 self.start(wanted, helper);
             }
         }
+    }
+}
+
+fn idle_slot(endpoint: EndpointId) -> Slot {
+    Slot {
+        endpoint,
+        state: ConnectivityState::Idle,
+        error: None,
+        picker: FixedPicker::queue(),
     }
 }
 

@@ -6,7 +6,7 @@ use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
 use super::*;
 use crate::tree::{
-    Endpoint, EndpointId, Helper, PickInfo, PickResult, Policy, SubchannelId, TimerId,
+    Endpoint, EndpointId, Helper, PickInfo, PickResult, Picker, Policy, SubchannelId, TimerId,
 };
 use ConnectivityState::*;
 
@@ -16,6 +16,7 @@ struct Recorder {
     states: Vec<ConnectivityState>,
     names: HashMap<EndpointId, EndpointAttributes>,
     next_timer: u64,
+    picker: Option<Arc<dyn Picker>>,
 }
 
 impl Helper for Recorder {
@@ -23,7 +24,13 @@ impl Helper for Recorder {
         self.connects.push(id);
     }
     fn disconnect(&mut self, _: SubchannelId) {}
-    fn update_state(&mut self, state: ConnectivityState, _: Option<SharedError>) {
+    fn update_state(
+        &mut self,
+        state: ConnectivityState,
+        _: Option<SharedError>,
+        picker: Arc<dyn Picker>,
+    ) {
+        self.picker = Some(picker);
         self.states.push(state);
     }
     fn set_timer(&mut self, _: Duration) -> TimerId {
@@ -82,8 +89,15 @@ fn keyed(key: &str) -> http::HeaderMap {
     headers
 }
 
-fn pick(policy: &mut RingHash, headers: &http::HeaderMap) -> PickResult {
-    policy.pick(&PickInfo::new(None, Some(headers)))
+fn pick(helper: &Recorder, headers: &http::HeaderMap) -> PickResult {
+    helper.pick(&PickInfo::new(None, Some(headers)))
+}
+
+impl Recorder {
+    /// A pick from the latest picker reported.
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        self.picker.as_ref().expect("a picker").pick(info)
+    }
 }
 
 #[test]
@@ -186,14 +200,14 @@ fn picks_connect_idle_endpoints_on_demand_and_walk_past_failed_ones() {
     let headers = keyed("alice");
     let target = policy.endpoint_for(RequestHash::of("alice").0).unwrap();
     let target_sc = SubchannelId::from_raw(target.raw());
-    assert!(matches!(pick(&mut policy, &headers), PickResult::Queue));
+    assert!(matches!(pick(&helper, &headers), PickResult::Queue));
     policy.pick_queued(&mut helper);
     assert_eq!(helper.connects, [target_sc], "the key's endpoint connects");
     assert_eq!(helper.states.last(), Some(&Connecting));
     policy.subchannel_state(target_sc, &Connectivity::new(Ready), &mut helper);
     assert_eq!(helper.states.last(), Some(&Ready));
     for _ in 0..100 {
-        match pick(&mut policy, &headers) {
+        match pick(&helper, &headers) {
             PickResult::Pick(p) => assert_eq!(p.subchannel(), target_sc),
             other => panic!("{other:?}"),
         }
@@ -211,16 +225,16 @@ fn picks_connect_idle_endpoints_on_demand_and_walk_past_failed_ones() {
     // Its connection is lost (IDLE): the next pick reconnects it, and the
     // attempt fails.
     policy.subchannel_state(target_sc, &Connectivity::new(Idle), &mut helper);
-    assert!(matches!(pick(&mut policy, &headers), PickResult::Queue));
+    assert!(matches!(pick(&helper, &headers), PickResult::Queue));
     policy.pick_queued(&mut helper);
     assert_eq!(helper.connects, [target_sc, target_sc]);
     policy.subchannel_state(target_sc, &Connectivity::new(Connecting), &mut helper);
     policy.subchannel_state(target_sc, &failed(), &mut helper);
-    assert!(matches!(pick(&mut policy, &headers), PickResult::Queue));
+    assert!(matches!(pick(&helper, &headers), PickResult::Queue));
     policy.pick_queued(&mut helper);
     assert!(helper.connects.contains(&next), "{:?}", helper.connects);
     policy.subchannel_state(next, &Connectivity::new(Ready), &mut helper);
-    match pick(&mut policy, &headers) {
+    match pick(&helper, &headers) {
         PickResult::Pick(p) => assert_eq!(p.subchannel(), next),
         other => panic!("{other:?}"),
     }
@@ -248,10 +262,7 @@ fn aggregate_state_follows_a42() {
     // Every endpoint failed: a keyed pick fails.
     let third = helper.connects[2];
     policy.subchannel_state(third, &failed(), &mut helper);
-    assert!(matches!(
-        pick(&mut policy, &keyed("bob")),
-        PickResult::Fail(_)
-    ));
+    assert!(matches!(pick(&helper, &keyed("bob")), PickResult::Fail(_)));
     // Any READY: READY.
     policy.subchannel_state(sc(2), &Connectivity::new(Ready), &mut helper);
     assert_eq!(helper.states.last(), Some(&Ready));
@@ -263,16 +274,16 @@ fn random_hash_takes_the_first_ready_endpoint() {
     let mut policy = ring_of(5, &mut helper);
     // No header: random hash; with nothing connecting, one IDLE endpoint
     // is connected and the call queues.
-    assert!(matches!(policy.pick(&PickInfo::none()), PickResult::Queue));
+    assert!(matches!(helper.pick(&PickInfo::none()), PickResult::Queue));
     policy.pick_queued(&mut helper);
     assert_eq!(helper.connects.len(), 1);
     let only = helper.connects[0];
-    assert!(matches!(policy.pick(&PickInfo::none()), PickResult::Queue));
+    assert!(matches!(helper.pick(&PickInfo::none()), PickResult::Queue));
     policy.pick_queued(&mut helper);
     assert_eq!(helper.connects.len(), 1, "one is connecting: no more");
     policy.subchannel_state(only, &Connectivity::new(Ready), &mut helper);
     for _ in 0..50 {
-        match policy.pick(&PickInfo::none()) {
+        match helper.pick(&PickInfo::none()) {
             PickResult::Pick(p) => assert_eq!(p.subchannel(), only),
             other => panic!("{other:?}"),
         }
@@ -295,7 +306,7 @@ fn request_hash_extension_is_used_without_a_header() {
     extensions.insert(hash);
     let info = PickInfo::none().with_extensions(&extensions);
     for _ in 0..20 {
-        match policy.pick(&info) {
+        match helper.pick(&info) {
             PickResult::Pick(p) => assert_eq!(p.subchannel(), want),
             other => panic!("{other:?}"),
         }

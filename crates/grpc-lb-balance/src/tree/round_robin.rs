@@ -1,53 +1,87 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 
+use super::cow::ChunkedVec;
 use super::{
-    ChildSet, ChildUpdate, Endpoint, EndpointId, Helper, PickFirst, PickInfo, PickResult, Policy,
-    SubchannelId, TimerId,
+    ChildSet, ChildUpdate, Endpoint, EndpointId, FixedPicker, Helper, PickFirst, PickInfo,
+    PickResult, Picker, Policy, SubchannelId, TimerId,
 };
 
+/// One READY child as its parent's picker sees it: its picker and what the
+/// parent keeps beside it (least_request's counter, WRR's weight).
+#[derive(Clone, Debug)]
+pub(crate) struct ReadyChild<X> {
+    pub(crate) endpoint: EndpointId,
+    pub(crate) picker: Arc<dyn Picker>,
+    pub(crate) extra: X,
+}
+
+/// The READY children, in a list their pickers share copy-on-write.
+pub(crate) type ReadyList<X> = ChunkedVec<ReadyChild<X>>;
+
+/// Builds the parent's picker over its READY children (never empty).
+pub(crate) type BuildPicker<X> = Box<dyn Fn(&ReadyList<X>) -> Arc<dyn Picker> + Send>;
+
 /// One pick_first child per endpoint and the READY children in a list that
-/// is kept up to date per event: the part round_robin and least_request share.
-pub(crate) struct Sharded {
+/// is kept up to date per event: the part round_robin, least_request and
+/// weighted_round_robin share. Whenever the READY list, a READY child's picker
+/// or the aggregate state changes, it reports the aggregate with a new picker
+/// from `build`.
+pub(crate) struct Sharded<X> {
     pub(crate) children: ChildSet<PickFirst>,
-    pub(crate) ready: Vec<EndpointId>,
+    pub(crate) ready: ReadyList<X>,
     ready_at: HashMap<EndpointId, usize>,
-    reported: Option<(ConnectivityState, bool)>,
+    pub(crate) extras: HashMap<EndpointId, X>,
+    build: BuildPicker<X>,
+    reported: Option<ConnectivityState>,
     last_error: Option<SharedError>,
 }
 
-impl Sharded {
-    pub(crate) fn new() -> Self {
+impl<X: Clone + Send + Sync + 'static> Sharded<X> {
+    pub(crate) fn new(build: BuildPicker<X>) -> Self {
         Sharded {
             children: ChildSet::new(|_| PickFirst::new()).auto_exit_idle(true),
-            ready: Vec::new(),
+            ready: ChunkedVec::default(),
             ready_at: HashMap::new(),
+            extras: HashMap::new(),
+            build,
             reported: None,
             last_error: None,
         }
     }
 
-    /// Applies a child's update to the ready list and reports the aggregate
-    /// if it changed. O(1).
+    /// Applies a child's update to the ready list and reports if anything a
+    /// pick would see changed. O(1) but for the parent's own `build`.
     pub(crate) fn apply(&mut self, update: Option<ChildUpdate>, helper: &mut dyn Helper) {
         let Some(update) = update else {
             return;
         };
         let was_ready = update.old == ConnectivityState::Ready;
         let is_ready = update.new == ConnectivityState::Ready;
-        if was_ready && !is_ready {
+        let mut picker_changed = false;
+        if was_ready {
             if let Some(at) = self.ready_at.remove(&update.child) {
                 self.ready.swap_remove(at);
                 if let Some(moved) = self.ready.get(at) {
-                    self.ready_at.insert(*moved, at);
+                    self.ready_at.insert(moved.endpoint, at);
                 }
+                picker_changed = true;
             }
-        } else if is_ready && !was_ready {
-            self.ready_at.insert(update.child, self.ready.len());
-            self.ready.push(update.child);
+        }
+        if is_ready {
+            if let Some(extra) = self.extras.get(&update.child) {
+                self.ready_at.insert(update.child, self.ready.len());
+                self.ready.push(ReadyChild {
+                    endpoint: update.child,
+                    picker: update.picker.clone(),
+                    extra: extra.clone(),
+                });
+                picker_changed = true;
+            }
         }
         let mut new_error = false;
         if update.new == ConnectivityState::TransientFailure {
@@ -56,25 +90,44 @@ impl Sharded {
                 new_error = true;
             }
         }
-        self.report(new_error, helper);
+        self.report(picker_changed, new_error, helper);
     }
 
-    fn report(&mut self, new_error: bool, helper: &mut dyn Helper) {
+    /// Reports the aggregate with a new picker: at once if `force`, else when
+    /// the state changed or a TRANSIENT_FAILURE has a fresh error (so that a
+    /// fail-fast caller sees the latest cause).
+    pub(crate) fn report(&mut self, force: bool, new_error: bool, helper: &mut dyn Helper) {
         let state = self.children.aggregate();
-        let changed = self.reported.map(|(s, _)| s) != Some(state);
-        // A TRANSIENT_FAILURE with a fresh error is re-reported, so that a
-        // fail-fast caller sees the latest cause.
-        if changed || (state == ConnectivityState::TransientFailure && new_error) {
-            self.reported = Some((state, true));
-            let error = match state {
-                ConnectivityState::TransientFailure => self.last_error.clone(),
-                _ => None,
-            };
-            helper.update_state(state, error);
+        let changed = self.reported != Some(state);
+        if !(force || changed || (state == ConnectivityState::TransientFailure && new_error)) {
+            return;
         }
+        self.reported = Some(state);
+        let (error, picker) = match state {
+            _ if !self.ready.is_empty() => (None, (self.build)(&self.ready)),
+            ConnectivityState::TransientFailure => {
+                let error = self
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(NoEndpoints));
+                (Some(error.clone()), FixedPicker::fail(error))
+            }
+            _ => (None, FixedPicker::queue()),
+        };
+        helper.update_state(state, error, picker);
     }
 
-    pub(crate) fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
+    pub(crate) fn add_endpoint(
+        &mut self,
+        endpoint: Endpoint<'_>,
+        extra: X,
+        helper: &mut dyn Helper,
+    ) {
+        if self.extras.contains_key(&endpoint.id) {
+            // Added again: the old child (and its picker) leaves first.
+            self.remove_endpoint(endpoint.id, helper);
+        }
+        self.extras.insert(endpoint.id, extra);
         let update = self.children.add(endpoint, helper);
         self.apply(update, helper);
     }
@@ -82,9 +135,10 @@ impl Sharded {
     pub(crate) fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
         let update = self.children.remove(endpoint, helper);
         self.apply(update, helper);
+        self.extras.remove(&endpoint);
         if self.children.is_empty() {
             self.last_error = Some(Arc::new(NoEndpoints));
-            self.report(true, helper);
+            self.report(false, true, helper);
         }
     }
 
@@ -103,7 +157,7 @@ impl Sharded {
         // is the reason for TRANSIENT_FAILURE.
         if self.children.is_empty() {
             self.last_error = Some(error.clone());
-            self.report(true, helper);
+            self.report(false, true, helper);
         }
     }
 
@@ -111,15 +165,23 @@ impl Sharded {
         let update = self.children.timer_fired(timer, helper);
         self.apply(update, helper);
     }
+}
 
-    pub(crate) fn no_pick(&self) -> PickResult {
-        match self.children.aggregate() {
-            ConnectivityState::TransientFailure => PickResult::Fail(
-                self.last_error
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(NoEndpoints)),
-            ),
-            _ => PickResult::Queue,
+/// round_robin's picker: the READY children's pickers, in turn.
+#[derive(Debug)]
+struct RoundRobinPicker {
+    ready: ReadyList<()>,
+    /// Shared by every picker of the policy, so that a new picker goes on
+    /// where the last one was instead of starting over.
+    next: Arc<AtomicUsize>,
+}
+
+impl Picker for RoundRobinPicker {
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.ready.len();
+        match self.ready.get(turn) {
+            Some(child) => child.picker.pick(info),
+            None => PickResult::Queue,
         }
     }
 }
@@ -129,8 +191,12 @@ impl Sharded {
 ///
 /// Every endpoint's child connects at once and reconnects when it goes IDLE;
 /// a child in TRANSIENT_FAILURE stays there until it is READY again (pick_first
-/// is sticky). Calls go to the READY children in turn. Each event costs O(1):
-/// the READY list is updated in place, never rebuilt.
+/// is sticky). Its picker takes the READY children's pickers in turn, from a
+/// random start, as grpc-go's does; unlike grpc-go's, each new picker goes on
+/// from its predecessor's cursor (an atomic they share), so that services
+/// whose readiness flips with every call still take turns. Each event costs O(1) but for a new
+/// picker, which shares the READY list copy-on-write (one pointer per 128
+/// children, and the chunk that changed).
 ///
 /// ```
 /// use grpc_lb_balance::tree::{Policy, RoundRobin};
@@ -139,16 +205,20 @@ impl Sharded {
 /// assert_eq!(policy.name(), "round_robin");
 /// ```
 pub struct RoundRobin {
-    sharded: Sharded,
-    next: usize,
+    sharded: Sharded<()>,
 }
 
 impl RoundRobin {
     /// A round_robin policy with no endpoints.
     pub fn new() -> Self {
+        let next = Arc::new(AtomicUsize::new(rand::random::<u32>() as usize));
         RoundRobin {
-            sharded: Sharded::new(),
-            next: rand::random::<u32>() as usize,
+            sharded: Sharded::new(Box::new(move |ready| {
+                Arc::new(RoundRobinPicker {
+                    ready: ready.clone(),
+                    next: next.clone(),
+                })
+            })),
         }
     }
 }
@@ -173,7 +243,7 @@ impl Policy for RoundRobin {
     }
 
     fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
-        self.sharded.add_endpoint(endpoint, helper)
+        self.sharded.add_endpoint(endpoint, (), helper)
     }
 
     fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
@@ -199,19 +269,6 @@ impl Policy for RoundRobin {
 
     fn exit_idle(&mut self, _helper: &mut dyn Helper) {
         // Children exit idle by themselves.
-    }
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        let ready = &self.sharded.ready;
-        if ready.is_empty() {
-            return self.sharded.no_pick();
-        }
-        let child = ready[self.next % ready.len()];
-        self.next = self.next.wrapping_add(1);
-        self.sharded
-            .children
-            .pick(child, info)
-            .unwrap_or(PickResult::Queue)
     }
 }
 

@@ -1,16 +1,18 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 use grpc_lb_orca::OrcaLoadReport;
 use tokio::time::Instant;
 
-use super::round_robin::Sharded;
+use super::picker::with_outer_done;
+use super::round_robin::{ReadyList, Sharded};
 use super::wrr_scheduler::Scheduler;
 use super::{
-    DoneInfo, Endpoint, EndpointId, Helper, OnDone, Pick, PickInfo, PickResult, Policy,
+    DoneInfo, Endpoint, EndpointId, Helper, OnDone, PickInfo, PickResult, Picker, Policy,
     SubchannelId, TimerId,
 };
 
@@ -119,23 +121,41 @@ impl fmt::Display for WrrConfigError {
 
 impl std::error::Error for WrrConfigError {}
 
-/// One endpoint's weight, written by the done callbacks of its calls.
+/// One endpoint's weight, written by the done callbacks of its calls (in
+/// atomics: calls end on any thread, while a picker may be rebuilt).
 #[derive(Debug)]
 struct Weight {
     penalty: f64,
-    state: Mutex<WeightState>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct WeightState {
-    weight: f64,
-    /// When the weight first became non-zero since the last reset; `None` while
-    /// no report counts (A58's `non_empty_since`).
-    non_empty_since: Option<Instant>,
-    last_updated: Option<Instant>,
+    /// The instants below are nanoseconds since this one, plus one (0: none).
+    base: Instant,
+    weight: AtomicU64,
+    /// When the weight first became non-zero since the last reset (A58's
+    /// `non_empty_since`).
+    non_empty_since: AtomicU64,
+    last_updated: AtomicU64,
 }
 
 impl Weight {
+    fn new(penalty: f64) -> Self {
+        Weight {
+            penalty,
+            base: Instant::now(),
+            weight: AtomicU64::new(0f64.to_bits()),
+            non_empty_since: AtomicU64::new(0),
+            last_updated: AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.base).as_nanos() as u64 + 1
+    }
+
+    fn instant(&self, stamp: u64) -> Option<Instant> {
+        stamp
+            .checked_sub(1)
+            .map(|nanos| self.base + Duration::from_nanos(nanos))
+    }
+
     fn update(&self, report: &OrcaLoadReport, now: Instant) {
         let utilization = if report.application_utilization > 0.0 {
             report.application_utilization
@@ -152,37 +172,37 @@ impl Weight {
             0.0
         };
         let weight = qps / (utilization + penalty);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.non_empty_since.get_or_insert(now);
-        state.last_updated = Some(now);
-        state.weight = weight;
+        let stamp = self.stamp(now);
+        let _ =
+            self.non_empty_since
+                .compare_exchange(0, stamp, Ordering::AcqRel, Ordering::Relaxed);
+        self.weight.store(weight.to_bits(), Ordering::Relaxed);
+        self.last_updated.store(stamp, Ordering::Release);
     }
 
     /// The weight that counts now: 0 if expired or in blackout.
     fn current(&self, now: Instant, config: &WrrConfig) -> f64 {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(updated) = state.last_updated else {
+        let Some(updated) = self.instant(self.last_updated.load(Ordering::Acquire)) else {
             return 0.0;
         };
         if now.saturating_duration_since(updated) >= config.weight_expiration_period {
             // Expired: the next report starts a new blackout.
-            state.non_empty_since = None;
+            self.non_empty_since.store(0, Ordering::Relaxed);
             return 0.0;
         }
-        match state.non_empty_since {
+        match self.instant(self.non_empty_since.load(Ordering::Relaxed)) {
             Some(since)
                 if config.blackout_period.is_zero()
                     || now.saturating_duration_since(since) >= config.blackout_period =>
             {
-                state.weight
+                f64::from_bits(self.weight.load(Ordering::Relaxed))
             }
             _ => 0.0,
         }
     }
 
     fn reset_blackout(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.non_empty_since = None;
+        self.non_empty_since.store(0, Ordering::Relaxed);
     }
 }
 
@@ -207,8 +227,10 @@ impl OnDone for Weight {
 /// weights, `qps / (utilization + eps/qps × errorUtilizationPenalty)`, read
 /// from the ORCA report in each call's `endpoint-load-metrics-bin` trailer
 /// (through the pick's [`OnDone`]). A weight counts once its blackout has
-/// passed and until it expires; the scheduler is rebuilt every
-/// `weightUpdatePeriod` and whenever the READY set changes. While fewer than
+/// passed and until it expires; a new picker with a new scheduler is
+/// reported every `weightUpdatePeriod` and whenever the READY set changes
+/// (that rebuild reads every READY endpoint's weight, as grpc-go's does; a pick
+/// stays flat). While fewer than
 /// two READY endpoints have weights it is plain round robin, and an unknown
 /// weight counts as the mean of the known ones.
 ///
@@ -220,68 +242,76 @@ impl OnDone for Weight {
 /// ```
 pub struct WeightedRoundRobin {
     config: WrrConfig,
-    sharded: Sharded,
-    weights: HashMap<EndpointId, Arc<Weight>>,
+    sharded: Sharded<Arc<Weight>>,
     members: HashMap<SubchannelId, EndpointId>,
-    /// The READY endpoints the scheduler was built over, in its order.
-    scheduled: Vec<EndpointId>,
-    scheduler: Scheduler,
-    sequence: u64,
-    stale: bool,
     timer: Option<TimerId>,
+}
+
+/// weighted_round_robin's picker: the READY children with the scheduler
+/// built from their weights.
+#[derive(Debug)]
+struct WrrPicker {
+    ready: ReadyList<Arc<Weight>>,
+    scheduler: Scheduler,
+    /// Shared by every picker of the policy: a new scheduler goes on from
+    /// the last one's sequence.
+    sequence: Arc<AtomicU64>,
+}
+
+impl Picker for WrrPicker {
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        let index = self.scheduler.next(&self.sequence);
+        let Some(child) = self.ready.get(index % self.ready.len().max(1)) else {
+            return PickResult::Queue;
+        };
+        match child.picker.pick(info) {
+            PickResult::Pick(pick) => {
+                let weight: Arc<dyn OnDone> = child.extra.clone();
+                PickResult::Pick(with_outer_done(pick, &weight))
+            }
+            other => other,
+        }
+    }
 }
 
 impl WeightedRoundRobin {
     /// A weighted_round_robin policy with a validated config.
     pub fn new(config: WrrConfig) -> Self {
+        let weights_config = config.clone();
+        let sequence = Arc::new(AtomicU64::new(rand::random::<u32>() as u64));
         WeightedRoundRobin {
+            sharded: Sharded::new(Box::new(move |ready| {
+                let now = Instant::now();
+                let weights: Vec<f64> = ready
+                    .iter()
+                    .map(|child| child.extra.current(now, &weights_config))
+                    .collect();
+                Arc::new(WrrPicker {
+                    ready: ready.clone(),
+                    scheduler: Scheduler::new(&weights),
+                    sequence: sequence.clone(),
+                })
+            })),
             config,
-            sharded: Sharded::new(),
-            weights: HashMap::new(),
             members: HashMap::new(),
-            scheduled: Vec::new(),
-            scheduler: Scheduler::RoundRobin { n: 0 },
-            sequence: rand::random::<u32>() as u64,
-            stale: true,
             timer: None,
         }
     }
 
     /// The weight an endpoint has now (0 while unknown, in blackout or expired).
     pub fn weight(&self, endpoint: EndpointId) -> Option<f64> {
-        let weight = self.weights.get(&endpoint)?;
+        let weight = self.sharded.extras.get(&endpoint)?;
         Some(weight.current(Instant::now(), &self.config))
     }
 
     /// Feeds one ORCA report for an endpoint, as its calls' done callbacks do.
     pub fn record_report(&self, endpoint: EndpointId, report: &OrcaLoadReport) {
-        if let Some(weight) = self.weights.get(&endpoint) {
+        if let Some(weight) = self.sharded.extras.get(&endpoint) {
             weight.update(report, Instant::now());
         }
     }
 
-    fn rebuild(&mut self) {
-        self.stale = false;
-        let now = Instant::now();
-        self.scheduled.clear();
-        self.scheduled.extend_from_slice(&self.sharded.ready);
-        let weights: Vec<f64> = self
-            .scheduled
-            .iter()
-            .map(|id| {
-                self.weights
-                    .get(id)
-                    .map_or(0.0, |w| w.current(now, &self.config))
-            })
-            .collect();
-        self.scheduler = Scheduler::new(&weights);
-    }
-
-    fn after_event(&mut self, ready_before: usize, helper: &mut dyn Helper) {
-        // One event moves at most one child in or out of the READY list.
-        if self.sharded.ready.len() != ready_before {
-            self.stale = true;
-        }
+    fn arm_timer(&mut self, helper: &mut dyn Helper) {
         if self.timer.is_none() && !self.sharded.children.is_empty() {
             self.timer = Some(helper.set_timer(self.config.weight_update_period));
         }
@@ -293,7 +323,6 @@ impl fmt::Debug for WeightedRoundRobin {
         f.debug_struct("WeightedRoundRobin")
             .field("config", &self.config)
             .field("children", &self.sharded.children)
-            .field("scheduler", &self.scheduler)
             .finish()
     }
 }
@@ -304,28 +333,18 @@ impl Policy for WeightedRoundRobin {
     }
 
     fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
-        let before = self.sharded.ready.len();
-        self.weights.insert(
-            endpoint.id,
-            Arc::new(Weight {
-                penalty: self.config.error_utilization_penalty,
-                state: Mutex::default(),
-            }),
-        );
+        let weight = Arc::new(Weight::new(self.config.error_utilization_penalty));
         for id in endpoint.subchannels {
             self.members.insert(*id, endpoint.id);
         }
-        self.sharded.add_endpoint(endpoint, helper);
-        self.after_event(before, helper);
+        self.sharded.add_endpoint(endpoint, weight, helper);
+        self.arm_timer(helper);
     }
 
     fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
-        let before = self.sharded.ready.len();
-        self.weights.remove(&endpoint);
         self.members.retain(|_, owner| *owner != endpoint);
         self.sharded.remove_endpoint(endpoint, helper);
-        self.stale = true;
-        self.after_event(before, helper);
+        self.arm_timer(helper);
     }
 
     fn subchannel_state(
@@ -334,16 +353,16 @@ impl Policy for WeightedRoundRobin {
         state: &Connectivity,
         helper: &mut dyn Helper,
     ) {
-        let ready_before = self.sharded.ready.len();
-        self.sharded.subchannel_state(id, state, helper);
         if state.state == ConnectivityState::Ready {
-            // A58: an endpoint back to READY starts a new blackout.
+            // A58: an endpoint back to READY starts a new blackout, before
+            // the picker that schedules it is built.
             let endpoint = self.members.get(&id).copied();
-            if let Some(weight) = endpoint.and_then(|e| self.weights.get(&e)) {
+            if let Some(weight) = endpoint.and_then(|e| self.sharded.extras.get(&e)) {
                 weight.reset_blackout();
             }
         }
-        self.after_event(ready_before, helper);
+        self.sharded.subchannel_state(id, state, helper);
+        self.arm_timer(helper);
     }
 
     fn resolver_error(&mut self, error: &SharedError, helper: &mut dyn Helper) {
@@ -353,40 +372,18 @@ impl Policy for WeightedRoundRobin {
     fn timer_fired(&mut self, timer: TimerId, helper: &mut dyn Helper) {
         if self.timer == Some(timer) {
             self.timer = None;
-            self.stale = true;
-            if !self.sharded.children.is_empty() {
-                self.timer = Some(helper.set_timer(self.config.weight_update_period));
+            // weightUpdatePeriod: a new scheduler from the weights now.
+            if !self.sharded.ready.is_empty() {
+                self.sharded.report(true, false, helper);
             }
+            self.arm_timer(helper);
             return;
         }
-        let before = self.sharded.ready.len();
         self.sharded.timer_fired(timer, helper);
-        self.after_event(before, helper);
+        self.arm_timer(helper);
     }
 
     fn exit_idle(&mut self, _helper: &mut dyn Helper) {}
-
-    fn pick(&mut self, info: &PickInfo<'_>) -> PickResult {
-        if self.stale {
-            self.rebuild();
-        }
-        if self.scheduled.is_empty() {
-            return self.sharded.no_pick();
-        }
-        let index = self.scheduler.next(&mut self.sequence);
-        let child = self.scheduled[index % self.scheduled.len()];
-        match self.sharded.children.pick(child, info) {
-            Some(PickResult::Pick(pick)) => match self.weights.get(&child) {
-                Some(weight) => {
-                    let weight: Arc<dyn OnDone> = weight.clone();
-                    PickResult::Pick(Pick::with_done(pick.subchannel(), weight))
-                }
-                None => PickResult::Pick(pick),
-            },
-            Some(other) => other,
-            None => PickResult::Queue,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! `balancer/weightedroundrobin/scheduler.go`, C-core
 //! `static_stride_scheduler.cc`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 const MAX_WEIGHT: u64 = u16::MAX as u64;
 const OFFSET: u64 = MAX_WEIGHT / 2;
 
@@ -42,19 +44,18 @@ impl Scheduler {
         Scheduler::Stride { weights: scaled }
     }
 
-    /// The next index, advancing `sequence`.
-    pub(crate) fn next(&self, sequence: &mut u64) -> usize {
+    /// The next index, advancing `sequence` (an atomic: every caller of a
+    /// picker advances the same one, as grpc-go's does).
+    pub(crate) fn next(&self, sequence: &AtomicU64) -> usize {
         match self {
             Scheduler::RoundRobin { n } => {
-                let index = *sequence % (*n).max(1);
-                *sequence = sequence.wrapping_add(1);
+                let index = sequence.fetch_add(1, Ordering::Relaxed) % (*n).max(1);
                 index as usize
             }
             Scheduler::Stride { weights } => {
                 let n = weights.len() as u64;
                 loop {
-                    let seq = *sequence;
-                    *sequence = sequence.wrapping_add(1);
+                    let seq = sequence.fetch_add(1, Ordering::Relaxed);
                     let backend = seq % n;
                     let generation = seq / n;
                     let weight = u64::from(weights[backend as usize]);
@@ -78,9 +79,9 @@ mod tests {
     fn shares(weights: &[f64], picks: usize) -> Vec<f64> {
         let scheduler = Scheduler::new(weights);
         let mut counts = vec![0usize; weights.len()];
-        let mut sequence = 0;
+        let sequence = AtomicU64::new(0);
         for _ in 0..picks {
-            counts[scheduler.next(&mut sequence)] += 1;
+            counts[scheduler.next(&sequence)] += 1;
         }
         counts.iter().map(|c| *c as f64 / picks as f64).collect()
     }
@@ -110,8 +111,8 @@ mod tests {
         assert_eq!(Scheduler::new(&[2.0, 2.0]), Scheduler::RoundRobin { n: 2 });
         assert_eq!(Scheduler::new(&[7.0]), Scheduler::RoundRobin { n: 1 });
         let scheduler = Scheduler::new(&[0.0, 5.0, 0.0]);
-        let mut sequence = 0;
-        let picks: Vec<_> = (0..6).map(|_| scheduler.next(&mut sequence)).collect();
+        let sequence = AtomicU64::new(0);
+        let picks: Vec<_> = (0..6).map(|_| scheduler.next(&sequence)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 }

@@ -14,12 +14,20 @@ use crate::tree::{
 struct Recorder {
     timers: HashMap<TimerId, Duration>,
     next_timer: u64,
+    picker: Option<Arc<dyn Picker>>,
 }
 
 impl Helper for Recorder {
     fn connect(&mut self, _: SubchannelId) {}
     fn disconnect(&mut self, _: SubchannelId) {}
-    fn update_state(&mut self, _: ConnectivityState, _: Option<SharedError>) {}
+    fn update_state(
+        &mut self,
+        _: ConnectivityState,
+        _: Option<SharedError>,
+        picker: Arc<dyn Picker>,
+    ) {
+        self.picker = Some(picker);
+    }
     fn set_timer(&mut self, after: Duration) -> TimerId {
         self.next_timer += 1;
         let id = TimerId::from_raw(self.next_timer);
@@ -67,10 +75,17 @@ fn update_timer(policy: &mut WeightedRoundRobin, helper: &mut Recorder) {
     policy.timer_fired(timer, helper);
 }
 
-fn shares(policy: &mut WeightedRoundRobin, n: usize, picks: usize) -> Vec<f64> {
+impl Recorder {
+    /// A pick from the latest picker reported.
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult {
+        self.picker.as_ref().expect("a picker").pick(info)
+    }
+}
+
+fn shares(helper: &Recorder, n: usize, picks: usize) -> Vec<f64> {
     let mut counts = vec![0usize; n];
     for _ in 0..picks {
-        match policy.pick(&PickInfo::none()) {
+        match helper.pick(&PickInfo::none()) {
             PickResult::Pick(p) => counts[p.subchannel().raw() as usize - 1] += 1,
             other => panic!("{other:?}"),
         }
@@ -129,7 +144,7 @@ async fn picks_follow_the_weights_once_two_are_known() {
     let mut helper = Recorder::default();
     let mut policy = ready_wrr(3, &mut helper);
     // No weights: round robin.
-    let even = shares(&mut policy, 3, 3000);
+    let even = shares(&helper, 3, 3000);
     assert!(
         even.iter().all(|s| (s - 1.0 / 3.0).abs() < 0.01),
         "{even:?}"
@@ -138,7 +153,7 @@ async fn picks_follow_the_weights_once_two_are_known() {
     policy.record_report(EndpointId::from_raw(1), &report(0.1, 100.0));
     tokio::time::advance(Duration::from_secs(10)).await;
     update_timer(&mut policy, &mut helper);
-    let even = shares(&mut policy, 3, 3000);
+    let even = shares(&helper, 3, 3000);
     assert!(
         even.iter().all(|s| (s - 1.0 / 3.0).abs() < 0.01),
         "{even:?}"
@@ -148,7 +163,7 @@ async fn picks_follow_the_weights_once_two_are_known() {
     tokio::time::advance(Duration::from_secs(10)).await;
     policy.record_report(EndpointId::from_raw(1), &report(0.1, 100.0));
     update_timer(&mut policy, &mut helper);
-    let got = shares(&mut policy, 3, 60_000);
+    let got = shares(&helper, 3, 60_000);
     for (got, want) in got
         .iter()
         .zip([1000.0 / 1875.0, 250.0 / 1875.0, 625.0 / 1875.0])
@@ -160,11 +175,11 @@ async fn picks_follow_the_weights_once_two_are_known() {
 #[tokio::test(start_paused = true)]
 async fn reports_arrive_through_the_done_callback_trailers() {
     let mut helper = Recorder::default();
-    let mut policy = ready_wrr(2, &mut helper);
+    let policy = ready_wrr(2, &mut helper);
     let mut trailers = http::HeaderMap::new();
     trailers.insert(grpc_lb_orca::TRAILER, report(0.5, 10.0).to_header_value());
     for _ in 0..4 {
-        let PickResult::Pick(pick) = policy.pick(&PickInfo::none()) else {
+        let PickResult::Pick(pick) = helper.pick(&PickInfo::none()) else {
             panic!()
         };
         let done = pick.done().expect("WRR reads every call's trailers");
