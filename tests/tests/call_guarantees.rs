@@ -371,10 +371,13 @@ async fn connections_rotated_by_max_connection_age_under_load_fail_no_call() {
 // Issue 14: grpcio with max_concurrent_streams 2 and 32 calls in flight
 // (5 ms each) failed 71-85 of 1,000 with UNAVAILABLE "http2 error"; grpc-js
 // fails 0-1, C-core and grpc-go 1.33 more (they retry a refused stream once,
-// as here). The streams are refused before the server reads them, so none
-// of them may fail otherwise; how many fail a second refusal is printed.
+// as here). grpcio refuses streams the client kept within the limit: it
+// counts a stream until its call is freed, after the client saw it end.
+// After a refusal the connection opens fewer streams until one ends well, so
+// the transparent retry waits for a stream instead of being refused again:
+// no call fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_refused_at_max_concurrent_streams_fail_only_when_refused_twice() {
+async fn streams_refused_at_max_concurrent_streams_fail_no_call() {
     let server = GreeterProcess::start_python_with_options(
         "127.0.0.1:0",
         "narrow",
@@ -388,18 +391,15 @@ async fn streams_refused_at_max_concurrent_streams_fail_only_when_refused_twice(
     wait_for_calls(&done, 1000).await;
     let (calls, failed) = finish(&stop, tasks).await;
     println!(
-        "{calls} calls at max_concurrent_streams 2, {} failed: {:?}",
-        failed.len(),
-        failed
-            .iter()
-            .map(|s| s.message().to_owned())
-            .collect::<std::collections::HashSet<_>>()
+        "{calls} calls at max_concurrent_streams 2, {} failed",
+        failed.len()
     );
-    for status in &failed {
-        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-        let refused = format!("{:?}", status).contains("REFUSED_STREAM");
-        assert!(refused, "only a second refusal fails a call: {status:?}");
-    }
+    assert!(
+        failed.is_empty(),
+        "{} of {calls} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
 
 // ===== 3. status codes =====
