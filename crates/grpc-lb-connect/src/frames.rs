@@ -52,6 +52,12 @@ pub(crate) enum FrameEvent {
         max_concurrent_streams: Option<u32>,
     },
     GoAway(GoAwayFrame),
+    /// The four last-stream-id bytes of a GOAWAY still being read, all in
+    /// the bytes of this `feed` call, starting at `at`: seen before the
+    /// frame ends, for whoever must rewrite the id whatever follows.
+    GoAwayLastStreamId {
+        at: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -171,7 +177,9 @@ impl FrameParser {
                     let take = bytes.len().min(self.remaining);
                     let (head, rest) = bytes[..take].split_at(take.min(GOAWAY_FIXED_LEN - *have));
                     if *have == 0 && head.len() >= 4 {
-                        *last_stream_id_at = Some(fed - bytes.len());
+                        let at = fed - bytes.len();
+                        *last_stream_id_at = Some(at);
+                        on(FrameEvent::GoAwayLastStreamId { at });
                     }
                     fixed[*have..*have + head.len()].copy_from_slice(head);
                     *have += head.len();
@@ -311,21 +319,24 @@ pub(crate) fn events_in_chunks(bytes: &[u8], chunk: usize) -> Vec<String> {
     let mut events = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {
         parser.feed(piece, |event| {
-            events.push(format!("{:?}", without_offset(event)))
+            if let Some(event) = without_offset(event) {
+                events.push(format!("{event:?}"));
+            }
         });
     }
     events
 }
 
-/// The event with no [`GoAwayFrame::last_stream_id_at`], which depends on
-/// how the bytes were split.
-fn without_offset(event: FrameEvent) -> FrameEvent {
+/// The event without what depends on how the bytes were split: no
+/// [`GoAwayFrame::last_stream_id_at`], no [`FrameEvent::GoAwayLastStreamId`].
+fn without_offset(event: FrameEvent) -> Option<FrameEvent> {
     match event {
-        FrameEvent::GoAway(frame) => FrameEvent::GoAway(GoAwayFrame {
+        FrameEvent::GoAway(frame) => Some(FrameEvent::GoAway(GoAwayFrame {
             last_stream_id_at: None,
             ..frame
-        }),
-        other => other,
+        })),
+        FrameEvent::GoAwayLastStreamId { .. } => None,
+        other => Some(other),
     }
 }
 
@@ -346,7 +357,7 @@ mod tests {
         let mut parser = FrameParser::default();
         let mut out = Vec::new();
         for piece in bytes.chunks(chunk) {
-            parser.feed(piece, |e| out.push(without_offset(e)));
+            parser.feed(piece, |e| out.extend(without_offset(e)));
         }
         out
     }
@@ -404,6 +415,22 @@ mod tests {
         // Split inside the id, or after it: not all in the last feed.
         assert_eq!(located(at + 2), [None]);
         assert_eq!(located(at + 6), [None]);
+
+        // The id alone is reported as it passes, even when the frame ends
+        // in a later feed (split in the debug data).
+        let mut parser = FrameParser::default();
+        let mut seen = Vec::new();
+        parser.feed(&bytes[..at + 10], |e| seen.push(e));
+        assert_eq!(seen.last(), Some(&FrameEvent::GoAwayLastStreamId { at }));
+        parser.feed(&bytes[at + 10..], |e| seen.push(e));
+        assert!(matches!(
+            seen.last(),
+            Some(FrameEvent::GoAway(GoAwayFrame {
+                last_stream_id: 2_147_483_647,
+                last_stream_id_at: None,
+                ..
+            }))
+        ));
     }
 
     #[test]

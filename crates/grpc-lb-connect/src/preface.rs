@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::error::GoAway;
-use crate::frames::{FrameEvent, FrameParser, GoAwayFrame, SentStreams};
+use crate::frames::{FrameEvent, FrameParser, SentStreams};
 use crate::state::ConnectionState;
 
 /// What the first frame from the server turned out to be.
@@ -57,6 +57,8 @@ pin_project! {
         // The last-stream-ids of the GOAWAYs so far: the server's, and the
         // one h2 was given.
         go_away_ids: Option<(u32, u32)>,
+        // What the GOAWAY being read was rewritten to as its id passed.
+        rewritten: Option<u32>,
     }
 }
 
@@ -76,6 +78,7 @@ impl<IO> PrefaceWatch<IO> {
             sent: SentStreams::default(),
             flushed: true,
             go_away_ids: None,
+            rewritten: None,
         };
         (watch, rx)
     }
@@ -138,7 +141,7 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                 }
                 let (state, peer, report) = (&**this.state, &**this.peer, this.report);
                 // GOAWAYs are rare: this allocates only for one.
-                let mut go_aways: Vec<GoAwayFrame> = Vec::new();
+                let mut go_aways: Vec<FrameEvent> = Vec::new();
                 this.parser.feed(fresh, |event| match event {
                     FrameEvent::NotHttp2 => send(report, Preface::Unexpected),
                     FrameEvent::Settings {
@@ -150,32 +153,62 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                         }
                         send(report, Preface::Settings);
                     }
-                    FrameEvent::GoAway(frame) => go_aways.push(frame),
+                    go_away => go_aways.push(go_away),
                 });
-                for frame in go_aways {
-                    // Only a frame whose id and end are both in these bytes
-                    // is read by h2 before it writes anything more.
-                    let sent = (*this.flushed && frame.last_stream_id_at.is_some())
-                        .then(|| this.sent.highest());
-                    let given =
-                        last_stream_id_for_h2(frame.last_stream_id, *this.go_away_ids, sent);
-                    *this.go_away_ids = Some((frame.last_stream_id, given));
-                    if let Some(at) = frame.last_stream_id_at {
-                        if given != frame.last_stream_id {
-                            buf.filled_mut()[before + at..before + at + 4]
-                                .copy_from_slice(&given.to_be_bytes());
+                let fresh = &mut buf.filled_mut()[before..];
+                for event in go_aways {
+                    match event {
+                        FrameEvent::GoAwayLastStreamId { at } => {
+                            // A GOAWAY after one h2 got lowered must not go
+                            // above it, however the rest of it arrives.
+                            let id = &mut fresh[at..at + 4];
+                            let server = u32::from_be_bytes([id[0] & 0x7f, id[1], id[2], id[3]]);
+                            let given = match *this.go_away_ids {
+                                Some(_) => last_stream_id_for_h2(server, *this.go_away_ids, None),
+                                None => server,
+                            };
+                            if given != server {
+                                id.copy_from_slice(&given.to_be_bytes());
+                                *this.rewritten = Some(given);
+                            }
                         }
+                        FrameEvent::GoAway(frame) => {
+                            // Only a frame whose id and end are both in
+                            // these bytes is read by h2 before it writes
+                            // anything more.
+                            let sent = (*this.flushed && frame.last_stream_id_at.is_some())
+                                .then(|| this.sent.highest());
+                            let mut given = last_stream_id_for_h2(
+                                frame.last_stream_id,
+                                *this.go_away_ids,
+                                sent,
+                            );
+                            match frame.last_stream_id_at {
+                                Some(at) if given != frame.last_stream_id => {
+                                    fresh[at..at + 4].copy_from_slice(&given.to_be_bytes());
+                                }
+                                Some(_) => {}
+                                // Its id went by in an earlier read.
+                                None => given = this.rewritten.unwrap_or(frame.last_stream_id),
+                            }
+                            *this.rewritten = None;
+                            *this.go_away_ids = Some((frame.last_stream_id, given));
+                            let go_away = GoAway::new(
+                                frame.last_stream_id,
+                                frame.error_code,
+                                frame.debug_data,
+                            );
+                            tracing::debug!(
+                                peer,
+                                %go_away,
+                                highest_sent = this.sent.highest(),
+                                last_stream_for_h2 = given,
+                                "GOAWAY received; connection draining"
+                            );
+                            state.go_away(go_away);
+                        }
+                        _ => {}
                     }
-                    let go_away =
-                        GoAway::new(frame.last_stream_id, frame.error_code, frame.debug_data);
-                    tracing::debug!(
-                        peer,
-                        %go_away,
-                        highest_sent = this.sent.highest(),
-                        last_stream_for_h2 = given,
-                        "GOAWAY received; connection draining"
-                    );
-                    state.go_away(go_away);
                 }
             }
             Poll::Ready(Err(_)) if this.report.is_some() => {
@@ -415,6 +448,38 @@ mod tests {
     async fn a_goaway_is_read_with_the_highest_stream_written_once_all_is_flushed() {
         assert_eq!(last_stream_id_read(true).await, 5);
         assert_eq!(last_stream_id_read(false).await, 0x7fff_ffff);
+    }
+
+    #[tokio::test]
+    async fn a_later_goaway_never_reaches_h2_above_a_lowered_one_even_split() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let (mut watch, _rx) = PrefaceWatch::new(client, Arc::default(), "peer".into());
+        let mut written = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        written.extend(frame(0x1, 5, &[0x82]));
+        watch.write_all(&written).await.unwrap();
+        watch.flush().await.unwrap();
+        let mut goaway = 0x7fff_ffff_u32.to_be_bytes().to_vec();
+        goaway.extend([0; 4]);
+        goaway.extend(b"graceful shutdown");
+        let mut first = frame(0x4, 0, &[]);
+        first.extend(frame(0x7, 0, &goaway));
+        // The same GOAWAY again (RFC 9113 allows an equal id), its debug
+        // data split across two reads.
+        let second = frame(0x7, 0, &goaway);
+        let id_at = 9;
+        let mut read = vec![0; first.len()];
+        server.write_all(&first).await.unwrap();
+        watch.read_exact(&mut read).await.unwrap();
+        assert_eq!(read[9 + id_at..9 + id_at + 4], 5u32.to_be_bytes());
+        let (head, tail) = second.split_at(id_at + 8);
+        let mut read = vec![0; head.len()];
+        server.write_all(head).await.unwrap();
+        watch.read_exact(&mut read).await.unwrap();
+        assert_eq!(read[id_at..id_at + 4], 5u32.to_be_bytes());
+        let mut rest = vec![0; tail.len()];
+        server.write_all(tail).await.unwrap();
+        watch.read_exact(&mut rest).await.unwrap();
+        assert_eq!(rest, tail);
     }
 
     #[tokio::test]
