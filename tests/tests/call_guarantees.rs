@@ -375,8 +375,8 @@ async fn connections_rotated_by_max_connection_age_under_load_fail_no_call() {
 // counts a stream until its call is freed, after the client saw it end.
 // After a refusal the connection opens fewer streams until one opened then
 // ends well, so the transparent retry mostly waits for a stream instead of
-// being refused again: 0 failed in 143 of 145 loaded runs, 1 in the others
-// (docs/channel.md). A call may fail only by a second refusal.
+// being refused again: 0 failed in 182 of 185 loaded runs, 1 in each of the
+// others (docs/channel.md). A call may fail only by a second refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_refused_at_max_concurrent_streams_fail_only_when_refused_twice() {
     let server = GreeterProcess::start_python_with_options(
