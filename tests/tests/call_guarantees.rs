@@ -371,8 +371,12 @@ async fn connections_rotated_by_max_connection_age_under_load_fail_no_call() {
 // Issue 14: grpcio with max_concurrent_streams 2 and 32 calls in flight
 // (5 ms each) failed 71-85 of 1,000 with UNAVAILABLE "http2 error"; grpc-js
 // fails 0-1, C-core and grpc-go 1.33 more (they retry a refused stream once,
-// as here). The streams are refused before the server reads them, so none
-// of them may fail otherwise; how many fail a second refusal is printed.
+// as here). grpcio refuses streams the client kept within the limit: it
+// counts a stream until its call is freed, after the client saw it end.
+// After a refusal the connection opens fewer streams until one opened then
+// ends well, so the transparent retry mostly waits for a stream instead of
+// being refused again: 0 failed in 182 of 185 loaded runs, 1 in each of the
+// others (docs/channel.md). A call may fail only by a second refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_refused_at_max_concurrent_streams_fail_only_when_refused_twice() {
     let server = GreeterProcess::start_python_with_options(
@@ -388,16 +392,12 @@ async fn streams_refused_at_max_concurrent_streams_fail_only_when_refused_twice(
     wait_for_calls(&done, 1000).await;
     let (calls, failed) = finish(&stop, tasks).await;
     println!(
-        "{calls} calls at max_concurrent_streams 2, {} failed: {:?}",
-        failed.len(),
-        failed
-            .iter()
-            .map(|s| s.message().to_owned())
-            .collect::<std::collections::HashSet<_>>()
+        "{calls} calls at max_concurrent_streams 2, {} failed: {failed:?}",
+        failed.len()
     );
     for status in &failed {
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-        let refused = format!("{:?}", status).contains("REFUSED_STREAM");
+        let refused = format!("{status:?}").contains("REFUSED_STREAM");
         assert!(refused, "only a second refusal fails a call: {status:?}");
     }
 }

@@ -381,7 +381,15 @@ fn answered(
         })),
         Err(error) if error.is_user() => Err(error.into()),
         // Closed, reset or broken under the request: the transport failed.
-        Err(error) => Err(TransportError::new(error).into()),
+        Err(error) => {
+            let refused = std::error::Error::source(&error)
+                .and_then(|e| e.downcast_ref::<h2::Error>())
+                .is_some_and(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM));
+            if refused {
+                slot.refused();
+            }
+            Err(TransportError::new(error).into())
+        }
     }
 }
 
@@ -502,10 +510,23 @@ impl Body for Http2Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = frame {
-            this.slot.take();
+        let mut this = self.project();
+        let frame = this.inner.as_mut().poll_frame(cx);
+        // Trailers end the stream (they carry END_STREAM), and gRPC clients
+        // stop reading there.
+        let ended = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || this.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                this.slot.take();
+                false
+            }
+            Poll::Pending => false,
+        };
+        if ended {
+            if let Some(slot) = this.slot.take() {
+                slot.ended_well();
+            }
         }
         frame
     }

@@ -1,7 +1,8 @@
 //! Reads the HTTP/2 frames a server sends as they pass, for the few facts
 //! hyper and h2 keep to themselves: that the server's first frame is a
 //! SETTINGS (the preface), its MAX_CONCURRENT_STREAMS, and every GOAWAY with
-//! its last-stream-id, error code and debug data.
+//! its last-stream-id, error code and debug data. [`SentStreams`] reads the
+//! frames the client writes, for the highest stream it has opened.
 //!
 //! The parser sees the plaintext bytes hyper reads (above TLS), in whatever
 //! pieces the transport returns them, and never copies a payload it does not
@@ -11,6 +12,7 @@
 
 /// HTTP/2 frame header length (RFC 9113 §4.1).
 pub(crate) const FRAME_HEADER_LEN: usize = 9;
+const HEADERS: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
@@ -31,6 +33,11 @@ pub(crate) struct GoAwayFrame {
     pub(crate) error_code: u32,
     /// At most [`MAX_DEBUG_DATA`] bytes of it.
     pub(crate) debug_data: Vec<u8>,
+    /// Where its four last-stream-id bytes start in the bytes of the
+    /// [`FrameParser::feed`] call that completed the frame, when all four
+    /// are in them: whoever holds those bytes may rewrite the id before h2
+    /// reads it.
+    pub(crate) last_stream_id_at: Option<usize>,
 }
 
 /// What the parser found, in the order it arrived.
@@ -45,6 +52,12 @@ pub(crate) enum FrameEvent {
         max_concurrent_streams: Option<u32>,
     },
     GoAway(GoAwayFrame),
+    /// The four last-stream-id bytes of a GOAWAY still being read, all in
+    /// the bytes of this `feed` call, starting at `at`: seen before the
+    /// frame ends, for whoever must rewrite the id whatever follows.
+    GoAwayLastStreamId {
+        at: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -61,6 +74,9 @@ enum Part {
         fixed: [u8; GOAWAY_FIXED_LEN],
         have: usize,
         debug_data: Vec<u8>,
+        /// See [`GoAwayFrame::last_stream_id_at`]; cleared when the frame
+        /// goes on into the next `feed`.
+        last_stream_id_at: Option<usize>,
     },
 }
 
@@ -96,6 +112,14 @@ impl FrameParser {
     /// Reads `bytes`, the next ones from the server, calling `on` for each
     /// event they complete.
     pub(crate) fn feed(&mut self, mut bytes: &[u8], mut on: impl FnMut(FrameEvent)) {
+        let fed = bytes.len();
+        if let Part::GoAway {
+            last_stream_id_at, ..
+        } = &mut self.part
+        {
+            // An offset into the previous call's bytes means nothing here.
+            *last_stream_id_at = None;
+        }
         while !bytes.is_empty() && !self.stopped {
             match &mut self.part {
                 // The common case, a whole header at hand, skips the copy.
@@ -148,9 +172,15 @@ impl FrameParser {
                     fixed,
                     have,
                     debug_data,
+                    last_stream_id_at,
                 } => {
                     let take = bytes.len().min(self.remaining);
                     let (head, rest) = bytes[..take].split_at(take.min(GOAWAY_FIXED_LEN - *have));
+                    if *have == 0 && head.len() >= 4 {
+                        let at = fed - bytes.len();
+                        *last_stream_id_at = Some(at);
+                        on(FrameEvent::GoAwayLastStreamId { at });
+                    }
                     fixed[*have..*have + head.len()].copy_from_slice(head);
                     *have += head.len();
                     let keep = rest.len().min(MAX_DEBUG_DATA - debug_data.len());
@@ -185,6 +215,7 @@ impl FrameParser {
                 fixed: [0; GOAWAY_FIXED_LEN],
                 have: 0,
                 debug_data: Vec::new(),
+                last_stream_id_at: None,
             },
             _ => Part::Skip,
         };
@@ -210,13 +241,74 @@ impl FrameParser {
                 fixed,
                 have: GOAWAY_FIXED_LEN,
                 debug_data,
+                last_stream_id_at,
             } => on(FrameEvent::GoAway(GoAwayFrame {
                 last_stream_id: u32::from_be_bytes([fixed[0] & 0x7f, fixed[1], fixed[2], fixed[3]]),
                 error_code: u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]),
                 debug_data,
+                last_stream_id_at,
             })),
             Part::GoAway { .. } | Part::Skip | Part::Header => {}
         }
+    }
+}
+
+/// The client connection preface, which comes before the client's first
+/// frame (RFC 9113 §3.4).
+const CLIENT_PREFACE_LEN: usize = 24;
+
+/// Reads the bytes the client writes (its preface, then frames) for the
+/// highest stream id it has sent a HEADERS frame on: the streams a server can
+/// have seen. Payloads are skipped by counting.
+#[derive(Debug)]
+pub(crate) struct SentStreams {
+    header: [u8; FRAME_HEADER_LEN],
+    have: usize,
+    /// Bytes to pass over: the preface, then each frame's payload.
+    skip: usize,
+    highest: u32,
+}
+
+impl Default for SentStreams {
+    fn default() -> Self {
+        SentStreams {
+            header: [0; FRAME_HEADER_LEN],
+            have: 0,
+            skip: CLIENT_PREFACE_LEN,
+            highest: 0,
+        }
+    }
+}
+
+impl SentStreams {
+    /// Reads `bytes`, the next ones written to the server.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let take = self.skip.min(bytes.len());
+                self.skip -= take;
+                bytes = &bytes[take..];
+                continue;
+            }
+            let take = bytes.len().min(FRAME_HEADER_LEN - self.have);
+            self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+            self.have += take;
+            bytes = &bytes[take..];
+            if self.have == FRAME_HEADER_LEN {
+                self.have = 0;
+                let [l0, l1, l2, kind, _, s0, s1, s2, s3] = self.header;
+                self.skip = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+                if kind == HEADERS {
+                    let stream = u32::from_be_bytes([s0 & 0x7f, s1, s2, s3]);
+                    self.highest = self.highest.max(stream);
+                }
+            }
+        }
+    }
+
+    /// The highest stream id a HEADERS frame went out on (0 before any).
+    pub(crate) fn highest(&self) -> u32 {
+        self.highest
     }
 }
 
@@ -226,9 +318,26 @@ pub(crate) fn events_in_chunks(bytes: &[u8], chunk: usize) -> Vec<String> {
     let mut parser = FrameParser::default();
     let mut events = Vec::new();
     for piece in bytes.chunks(chunk.max(1)) {
-        parser.feed(piece, |event| events.push(format!("{event:?}")));
+        parser.feed(piece, |event| {
+            if let Some(event) = without_offset(event) {
+                events.push(format!("{event:?}"));
+            }
+        });
     }
     events
+}
+
+/// The event without what depends on how the bytes were split: no
+/// [`GoAwayFrame::last_stream_id_at`], no [`FrameEvent::GoAwayLastStreamId`].
+fn without_offset(event: FrameEvent) -> Option<FrameEvent> {
+    match event {
+        FrameEvent::GoAway(frame) => Some(FrameEvent::GoAway(GoAwayFrame {
+            last_stream_id_at: None,
+            ..frame
+        })),
+        FrameEvent::GoAwayLastStreamId { .. } => None,
+        other => Some(other),
+    }
 }
 
 #[cfg(test)]
@@ -248,7 +357,7 @@ mod tests {
         let mut parser = FrameParser::default();
         let mut out = Vec::new();
         for piece in bytes.chunks(chunk) {
-            parser.feed(piece, |e| out.push(e));
+            parser.feed(piece, |e| out.extend(without_offset(e)));
         }
         out
     }
@@ -275,11 +384,72 @@ mod tests {
                 last_stream_id: 5,
                 error_code: 0,
                 debug_data: b"max_age".to_vec(),
+                last_stream_id_at: None,
             }),
         ];
         for chunk in 1..=bytes.len() {
             assert_eq!(events(&bytes, chunk), expected, "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn the_last_stream_id_is_located_only_when_the_feed_holds_it_and_the_frame_end() {
+        let settings = frame(SETTINGS, 0, 0, &[]);
+        let mut bytes = settings.clone();
+        bytes.extend(goaway(2_147_483_647, 0, b"Server shutdown"));
+        let at = settings.len() + FRAME_HEADER_LEN;
+        let located = |split: usize| {
+            let mut parser = FrameParser::default();
+            let mut found = Vec::new();
+            parser.feed(&bytes[..split], |_| {});
+            parser.feed(&bytes[split..], |e| {
+                if let FrameEvent::GoAway(frame) = e {
+                    found.push(frame.last_stream_id_at.map(|offset| offset + split));
+                }
+            });
+            found
+        };
+        // Whole, or split before the id: found, at its place in the feed.
+        assert_eq!(located(0), [Some(at)]);
+        assert_eq!(located(at), [Some(at)]);
+        // Split inside the id, or after it: not all in the last feed.
+        assert_eq!(located(at + 2), [None]);
+        assert_eq!(located(at + 6), [None]);
+
+        // The id alone is reported as it passes, even when the frame ends
+        // in a later feed (split in the debug data).
+        let mut parser = FrameParser::default();
+        let mut seen = Vec::new();
+        parser.feed(&bytes[..at + 10], |e| seen.push(e));
+        assert_eq!(seen.last(), Some(&FrameEvent::GoAwayLastStreamId { at }));
+        parser.feed(&bytes[at + 10..], |e| seen.push(e));
+        assert!(matches!(
+            seen.last(),
+            Some(FrameEvent::GoAway(GoAwayFrame {
+                last_stream_id: 2_147_483_647,
+                last_stream_id_at: None,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn sent_streams_are_the_client_headers_after_its_preface() {
+        let mut written = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        written.extend(frame(SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 0]));
+        written.extend(frame(0x1, 0x4, 1, &[0x82; 30]));
+        written.extend(frame(0x0, 0x1, 1, &[0x1; 100]));
+        written.extend(frame(0x1, 0x4, 7, &[0x82; 30]));
+        written.extend(frame(0x3, 0, 5, &[0, 0, 0, 8])); // RST_STREAM opens none
+        written.extend(frame(0x1, 0x4, 3, &[0x82; 30]));
+        for chunk in 1..=written.len() {
+            let mut sent = SentStreams::default();
+            for piece in written.chunks(chunk) {
+                sent.feed(piece);
+            }
+            assert_eq!(sent.highest(), 7, "chunk {chunk}");
+        }
+        assert_eq!(SentStreams::default().highest(), 0);
     }
 
     #[test]

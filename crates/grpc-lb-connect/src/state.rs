@@ -30,6 +30,12 @@ pub(crate) struct ConnectionState {
     /// The server's SETTINGS_MAX_CONCURRENT_STREAMS; unlimited until it sets
     /// one (RFC 9113 §6.5.2).
     limit: AtomicUsize,
+    /// Fewer streams than that, after the server refused one (see
+    /// [`ConnectionState::refused`]); `usize::MAX` when not lowered.
+    lowered: AtomicUsize,
+    /// Counts the refusals, so that a stream knows whether it was opened
+    /// under the latest lowered limit.
+    refusals: AtomicUsize,
     /// Requests holding a stream slot: from `call` until the response body
     /// ends or is dropped.
     in_flight: AtomicUsize,
@@ -49,6 +55,8 @@ impl Default for ConnectionState {
             keepalive: None,
             watcher: AtomicWaker::new(),
             limit: AtomicUsize::new(usize::MAX),
+            lowered: AtomicUsize::new(usize::MAX),
+            refusals: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             has_waiters: AtomicBool::new(false),
@@ -141,8 +149,59 @@ impl ConnectionState {
         }
     }
 
+    /// The server's limit (what it advertised).
     pub(crate) fn limit(&self) -> usize {
         self.limit.load(Ordering::Acquire)
+    }
+
+    /// The streams this connection opens at once: the server's limit, or
+    /// fewer after a refusal.
+    fn usable(&self) -> usize {
+        self.limit().min(self.lowered.load(Ordering::Acquire))
+    }
+
+    /// The server refused a stream (RST_STREAM REFUSED_STREAM) although this
+    /// connection kept to its limit: it counts streams this client already
+    /// sees closed. C-core does (with `grpc.http.overload_protection`, on by
+    /// default, a stream counts until its call is freed, after its
+    /// trailers are written), so a stream opened the moment another ends is
+    /// refused, and so is its transparent retry if it goes straight out.
+    /// From now on the connection opens only as many streams as it had open
+    /// besides the refused one (at least one), so that the retry waits for
+    /// one of them to end; each stream opened at that level that ends well
+    /// raises it by one again, back to the server's limit.
+    pub(crate) fn refused(&self, others_open: usize) {
+        let lowered = others_open.max(1);
+        self.refusals.fetch_add(1, Ordering::AcqRel);
+        self.lowered.fetch_min(lowered, Ordering::AcqRel);
+        tracing::debug!(
+            limit = self.limit(),
+            lowered = self.usable(),
+            "server refused a stream; fewer streams until one ends well"
+        );
+    }
+
+    /// A stream opened after the `refusals`-th refusal ended well: the server
+    /// had room for it, so there may be room for one more.
+    fn ended_well(&self, refusals: usize) {
+        if refusals != self.refusals.load(Ordering::Acquire) {
+            return;
+        }
+        let raised = self
+            .lowered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |lowered| {
+                (lowered != usize::MAX).then(|| {
+                    let raised = lowered + 1;
+                    if raised >= self.limit() {
+                        usize::MAX
+                    } else {
+                        raised
+                    }
+                })
+            });
+        if raised.is_ok() {
+            self.wake_waiters();
+        }
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -150,12 +209,13 @@ impl ConnectionState {
     }
 
     pub(crate) fn has_slot(&self) -> bool {
-        self.in_flight() < self.limit()
+        self.in_flight() < self.usable()
     }
 
     /// Takes a stream slot if one is free.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<StreamSlot> {
-        let limit = self.limit();
+        let refusals = self.refusals.load(Ordering::Acquire);
+        let limit = self.usable();
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
             if current >= limit {
@@ -167,7 +227,12 @@ impl ConnectionState {
                 Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(StreamSlot(self.clone())),
+                Ok(_) => {
+                    return Some(StreamSlot {
+                        state: self.clone(),
+                        refusals,
+                    })
+                }
                 Err(actual) => current = actual,
             }
         }
@@ -213,11 +278,30 @@ impl ConnectionState {
 /// One of the server's concurrent streams, held by a request until its
 /// response ends; dropping it frees the slot.
 #[derive(Debug)]
-pub(crate) struct StreamSlot(Arc<ConnectionState>);
+pub(crate) struct StreamSlot {
+    state: Arc<ConnectionState>,
+    /// The connection's refusals when the stream was opened.
+    refusals: usize,
+}
+
+impl StreamSlot {
+    /// The server refused this stream: frees the slot and lowers the
+    /// connection's stream count to the others still open.
+    pub(crate) fn refused(self) {
+        let others_open = self.state.in_flight().saturating_sub(1);
+        self.state.refused(others_open);
+    }
+
+    /// The response ended to its last frame: frees the slot, and counts
+    /// it toward raising a lowered stream count.
+    pub(crate) fn ended_well(self) {
+        self.state.ended_well(self.refusals);
+    }
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.release();
+        self.state.release();
     }
 }
 
@@ -263,5 +347,43 @@ mod tests {
         assert_eq!(woken.0.load(Ordering::SeqCst), 3);
         assert!(state.is_unusable());
         assert_eq!(state.draining().unwrap().last_stream_id(), 1);
+    }
+
+    #[test]
+    fn a_refusal_lowers_the_streams_until_one_opened_after_it_ends_well() {
+        let state = Arc::new(ConnectionState::default());
+        state.set_limit(3);
+        let before = state.try_acquire().unwrap();
+        let other = state.try_acquire().unwrap();
+        let refused = state.try_acquire().unwrap();
+        // Refused with two others open: two at once from now on.
+        refused.refused();
+        assert_eq!(state.in_flight(), 2);
+        assert!(!state.has_slot());
+        // A stream opened before the refusal ending proves nothing...
+        let woken = Arc::new(Count::default());
+        let waker = Waker::from(woken.clone());
+        before.ended_well();
+        assert!(state.has_slot());
+        let retry = state.try_acquire().unwrap();
+        assert!(state.try_acquire().is_none(), "still two at once");
+        // ...one opened after it does: back to the server's three.
+        state.wait(&waker);
+        retry.ended_well();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        let _a = state.try_acquire().unwrap();
+        let _b = state.try_acquire().unwrap();
+        assert!(state.try_acquire().is_none());
+        drop(other);
+
+        // Refused with none open: one at a time, never none.
+        let state = Arc::new(ConnectionState::default());
+        state.set_limit(2);
+        state.try_acquire().unwrap().refused();
+        let only = state.try_acquire().unwrap();
+        assert!(state.try_acquire().is_none());
+        only.ended_well();
+        assert!(state.try_acquire().is_some());
+        assert!(state.try_acquire().is_some());
     }
 }

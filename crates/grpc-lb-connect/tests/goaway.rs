@@ -4,8 +4,11 @@
 //! client opens. (The same against grpcio is in `tests/tests/goaway.rs`.)
 
 use std::error::Error;
-use std::future::poll_fn;
-use std::task::Poll;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -369,4 +372,166 @@ async fn at_the_limit_more_connections_open_up_to_the_maximum() {
         .unwrap();
     assert!(index < 3 && stream == 3, "{index} {stream}");
     assert_eq!(connection.connections(), 3);
+}
+
+/// A TCP stream whose reads the test can hold back: while `hold` is set a
+/// read is Pending and registers nothing, so the connection's task reads
+/// again only once something else wakes it.
+struct HeldStream {
+    socket: Arc<tokio::net::TcpStream>,
+    hold: Arc<AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for HeldStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.hold.load(Ordering::SeqCst) {
+            return Poll::Pending;
+        }
+        loop {
+            std::task::ready!(self.socket.poll_read_ready(cx))?;
+            match self.socket.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result.map(drop)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for HeldStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.socket.poll_write_ready(cx))?;
+            match self.socket.try_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The client's socket, shared with the test, and its hold switch.
+type Held = (Arc<tokio::net::TcpStream>, Arc<AtomicBool>);
+
+/// Connects over TCP, keeping the socket and the hold switch for the test.
+#[derive(Clone, Default)]
+struct HeldTransport {
+    connected: Arc<Mutex<Option<Held>>>,
+}
+
+impl Service<std::net::SocketAddr> for HeldTransport {
+    type Response = HeldStream;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<HeldStream, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: std::net::SocketAddr) -> Self::Future {
+        let connected = self.connected.clone();
+        Box::pin(async move {
+            let socket = Arc::new(tokio::net::TcpStream::connect(addr).await?);
+            let hold = Arc::new(AtomicBool::new(false));
+            *connected.lock().unwrap() = Some((socket.clone(), hold.clone()));
+            Ok(HeldStream { socket, hold })
+        })
+    }
+}
+
+/// An empty request body that lifts the hold when hyper's dispatch task
+/// looks at it, just before it hands the request to h2 (which numbers the
+/// stream and wakes the connection's task).
+struct LiftsHold(Option<Arc<AtomicBool>>);
+
+impl http_body::Body for LiftsHold {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if let Some(hold) = &self.0 {
+            hold.store(false, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+fn lifting(hold: Option<Arc<AtomicBool>>) -> http::Request<LiftsHold> {
+    http::Request::post("/").body(LiftsHold(hold)).unwrap()
+}
+
+// C-core and grpc-go drain with GOAWAY(2^31-1) first. A request whose stream
+// h2 has numbered but not yet written when that GOAWAY is read must not go
+// out: the server cannot have seen it, and may close before its second
+// GOAWAY (then: a broken pipe, never retried). It fails as h2 fails the
+// streams above a GOAWAY's last-stream-id, which the channel retries
+// elsewhere (gRFC A6).
+#[tokio::test]
+async fn a_goaway_fails_the_requests_not_yet_written_whatever_its_last_stream_id() {
+    let (addr, mut opened, write) = raw_peer(Vec::new()).await;
+    let transport = HeldTransport::default();
+    let mut connection = Http2Connector::<LiftsHold>::new()
+        .with_transport(transport.clone())
+        .call(addr)
+        .await
+        .unwrap();
+    // One request written and answered: stream 1.
+    let answered = connection.call(lifting(None));
+    assert_eq!(
+        tokio::time::timeout(LIMIT, opened.recv()).await.unwrap(),
+        Some(1)
+    );
+    write.send(ok_response(1)).unwrap();
+    let response = tokio::time::timeout(LIMIT, answered).await.unwrap();
+    assert_eq!(response.unwrap().status(), http::StatusCode::OK);
+
+    // The GOAWAY reaches the client's socket while its reads are held.
+    let (socket, hold) = transport.connected.lock().unwrap().take().unwrap();
+    hold.store(true, Ordering::SeqCst);
+    let frame = goaway(0x7fff_ffff, 0);
+    write.send(frame.clone()).unwrap();
+    let mut peeked = vec![0; frame.len()];
+    while socket.peek(&mut peeked).await.unwrap() < frame.len() {}
+    assert_eq!(peeked, frame);
+    drop(socket); // the connection's is then the last handle on it
+
+    // The next request: h2 numbers it (stream 3) with the hold lifted, and
+    // the connection's task reads the GOAWAY before it writes anything.
+    let unsent = connection.call(lifting(Some(hold)));
+    let error = tokio::time::timeout(LIMIT, unsent)
+        .await
+        .unwrap()
+        .unwrap_err();
+    let h2 = find::<h2::Error>(&*error).unwrap_or_else(|| panic!("{error}"));
+    assert!(h2.is_go_away() && h2.is_remote(), "{error}");
+    assert!(connection.is_draining());
+    // Its HEADERS never went out: the client closes the connection once no
+    // stream is left, and the peer saw none after stream 1.
+    let after = tokio::time::timeout(LIMIT, opened.recv()).await.unwrap();
+    assert_eq!(
+        after, None,
+        "a stream was written after the GOAWAY was read"
+    );
 }
