@@ -382,11 +382,17 @@ fn answered(
         Err(error) if error.is_user() => Err(error.into()),
         // Closed, reset or broken under the request: the transport failed.
         Err(error) => {
-            let refused = std::error::Error::source(&error)
-                .and_then(|e| e.downcast_ref::<h2::Error>())
-                .is_some_and(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM));
-            if refused {
+            let h2 = std::error::Error::source(&error).and_then(|e| e.downcast_ref::<h2::Error>());
+            if h2.is_some_and(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM)) {
                 slot.refused();
+            } else if h2.is_some_and(|e| e.is_go_away() && e.is_remote())
+                && slot.connection().go_aways_failed_unwritten_only()
+            {
+                // Failed by a GOAWAY whose last-stream-id was at least the
+                // highest stream written (see `PrefaceWatch`): its HEADERS
+                // never left, so it may go again as often as one never sent,
+                // not just once as a stream the server saw and refused.
+                return Err(TransportError::new(NotSent::new(error)).into());
             }
             Err(TransportError::new(error).into())
         }

@@ -193,6 +193,11 @@ impl<IO: AsyncRead> AsyncRead for PrefaceWatch<IO> {
                             }
                             *this.rewritten = None;
                             *this.go_away_ids = Some((frame.last_stream_id, given));
+                            // h2 fails the streams above `given`: none of them
+                            // was written if `given` is at least the highest
+                            // written, which is known only when h2 had
+                            // nothing left to write.
+                            state.go_away_for_h2(sent.is_some_and(|sent| given >= sent));
                             let go_away = GoAway::new(
                                 frame.last_stream_id,
                                 frame.error_code,

@@ -1,7 +1,7 @@
 //! What one HTTP/2 connection's handles, its driver task and its frame watch
 //! share: whether it closed or is draining, and its stream slots.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Waker;
 
@@ -43,7 +43,15 @@ pub(crate) struct ConnectionState {
     /// requests; all woken at once.
     waiters: Mutex<Vec<Waker>>,
     has_waiters: AtomicBool,
+    /// What the GOAWAYs handed to h2 so far failed: [`NO_GOAWAY`], only
+    /// streams never written ([`UNWRITTEN_ONLY`]), or perhaps written ones
+    /// ([`MAYBE_WRITTEN`]).
+    go_aways_failed: AtomicU8,
 }
+
+const NO_GOAWAY: u8 = 0;
+const UNWRITTEN_ONLY: u8 = 1;
+const MAYBE_WRITTEN: u8 = 2;
 
 impl Default for ConnectionState {
     fn default() -> Self {
@@ -60,6 +68,7 @@ impl Default for ConnectionState {
             in_flight: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             has_waiters: AtomicBool::new(false),
+            go_aways_failed: AtomicU8::new(NO_GOAWAY),
         }
     }
 }
@@ -121,6 +130,29 @@ impl ConnectionState {
         let _ = self.go_away_cause.set(cause);
         self.watcher.wake();
         self.wake_waiters();
+    }
+
+    /// A GOAWAY is about to reach h2, which fails the streams above the
+    /// last-stream-id it gets; `unwritten_only` when none of those streams
+    /// had its HEADERS written (the id was at least the highest written).
+    pub(crate) fn go_away_for_h2(&self, unwritten_only: bool) {
+        if unwritten_only {
+            let _ = self.go_aways_failed.compare_exchange(
+                NO_GOAWAY,
+                UNWRITTEN_ONLY,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        } else {
+            self.go_aways_failed.store(MAYBE_WRITTEN, Ordering::Release);
+        }
+    }
+
+    /// Every stream a GOAWAY failed on this connection so far was never
+    /// written: a request failed by one never left the client (gRFC A6's
+    /// unlimited transparent retry, not the once of an unprocessed one).
+    pub(crate) fn go_aways_failed_unwritten_only(&self) -> bool {
+        self.go_aways_failed.load(Ordering::Acquire) == UNWRITTEN_ONLY
     }
 
     pub(crate) fn draining(&self) -> Option<&Arc<GoAway>> {
@@ -285,6 +317,11 @@ pub(crate) struct StreamSlot {
 }
 
 impl StreamSlot {
+    /// The connection this slot is on.
+    pub(crate) fn connection(&self) -> &ConnectionState {
+        &self.state
+    }
+
     /// The server refused this stream: frees the slot and lowers the
     /// connection's stream count to the others still open.
     pub(crate) fn refused(self) {

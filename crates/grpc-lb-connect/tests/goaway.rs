@@ -189,6 +189,9 @@ async fn streams_up_to_the_last_stream_id_finish_and_those_above_fail_unprocesse
         // What grpc-lb-retry's classifier takes as unprocessed.
         let h2 = find::<h2::Error>(&*error).unwrap_or_else(|| panic!("{error}"));
         assert!(h2.is_go_away() && h2.is_remote(), "{error}");
+        // Streams 3 and 5 were written: the server saw them, so they are
+        // unprocessed (one transparent retry), not never sent.
+        assert!(find::<grpc_lb_core::NotSent>(&*error).is_none(), "{error}");
     }
     assert!(connection.is_draining());
 }
@@ -526,6 +529,13 @@ async fn a_goaway_fails_the_requests_not_yet_written_whatever_its_last_stream_id
         .unwrap_err();
     let h2 = find::<h2::Error>(&*error).unwrap_or_else(|| panic!("{error}"));
     assert!(h2.is_go_away() && h2.is_remote(), "{error}");
+    // Every stream this GOAWAY failed was unwritten, so the request says it
+    // was never sent: a channel may send it again as often as one refused
+    // before the wire, not just once (gRFC A6).
+    assert!(
+        find::<grpc_lb_core::NotSent>(&*error).is_some(),
+        "not marked as never sent: {error}"
+    );
     assert!(connection.is_draining());
     // Its HEADERS never went out: the client closes the connection once no
     // stream is left, and the peer saw none after stream 1.
