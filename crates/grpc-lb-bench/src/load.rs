@@ -58,12 +58,14 @@ impl Sample {
 }
 
 /// Drives `client` with `inflight` concurrent callers: `warmup` unmeasured,
-/// then `measure` measured.
+/// then `measure` measured; each call with `deadline` when given (tonic's
+/// `set_timeout`, sent as `grpc-timeout`).
 pub async fn drive<T>(
     client: GreeterClient<T>,
     inflight: usize,
     warmup: Duration,
     measure: Duration,
+    deadline: Option<Duration>,
 ) -> Sample
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone,
@@ -72,14 +74,19 @@ where
     <T::ResponseBody as Body>::Error: Into<StdError> + Send,
 {
     if !warmup.is_zero() {
-        window(&client, inflight, warmup).await;
+        window(&client, inflight, warmup, deadline).await;
     }
-    window(&client, inflight, measure).await
+    window(&client, inflight, measure, deadline).await
 }
 
-/// One window: callers start calls until `length` has passed; the window
-/// ends when the last call is answered.
-pub async fn window<T>(client: &GreeterClient<T>, inflight: usize, length: Duration) -> Sample
+/// One window: callers start calls (each with `deadline` when given) until
+/// `length` has passed; the window ends when the last call is answered.
+pub async fn window<T>(
+    client: &GreeterClient<T>,
+    inflight: usize,
+    length: Duration,
+    deadline: Option<Duration>,
+) -> Sample
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone,
     T::Error: Into<StdError>,
@@ -98,7 +105,10 @@ where
                 let name = format!("caller {i}");
                 while Instant::now() < end {
                     let sent = Instant::now();
-                    let request = HelloRequest { name: name.clone() };
+                    let mut request = tonic::Request::new(HelloRequest { name: name.clone() });
+                    if let Some(deadline) = deadline {
+                        request.set_timeout(deadline);
+                    }
                     match client.say_hello(request).await {
                         Ok(_) => latencies.push(sent.elapsed().as_nanos() as u64),
                         Err(status) => {

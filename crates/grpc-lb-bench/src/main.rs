@@ -97,6 +97,9 @@ enum Command {
         /// Measured seconds.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Give each call this deadline (`grpc-timeout`).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
     },
     /// An idle pick_first channel with N endpoints, for `valgrind --tool=massif`.
     #[command(hide = true)]
@@ -179,6 +182,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 endpoints,
                 inflight,
                 seconds,
+                timeout_ms,
             } => {
                 let system = *grpc_lb_bench::systems::System::ALL
                     .get(system)
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                         inflight,
                         Duration::from_millis(200),
                         Duration::from_secs_f64(seconds),
+                        timeout_ms.map(Duration::from_millis),
                     )
                     .await?;
                 println!(
