@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{self, Either};
+use grpc_lb_core::status::{GrpcStatus, GRPC_MESSAGE, GRPC_STATUS};
 use grpc_lb_core::{grpc_timeout, BoxError, ConnectivityState};
 use grpc_lb_failfast::{to_status, unavailable};
 use grpc_lb_retry::{http_status_to_code, transparent_retry, TransparentRetry};
@@ -20,7 +21,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::{CallEnd, InFlight, ResponseBody};
-use crate::observe::{Peer, GRPC_STATUS};
+use crate::observe::Peer;
 use crate::replay::ReplayableBody;
 use crate::snapshot::{PickAttempt, Picked, Shared};
 
@@ -30,25 +31,34 @@ use crate::snapshot::{PickAttempt, Picked, Shared};
 /// the worker publishes a picker without it.
 pub(crate) const MAX_NEVER_SENT: u32 = grpc_lb_retry::MAX_NEVER_SENT;
 
-static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+static GRPC_TIMEOUT: http::HeaderName = grpc_timeout::HEADER_NAME;
 
 /// Everything of a request but its body, kept to send it again.
+///
+/// Kept at every call, since a server may refuse a stream after the request
+/// has gone (hyper gives a request back only when it never took it), so kept
+/// cheaply: names, values, method and URI are cloned by reference count (or
+/// not at all, for static ones), the headers into a short inline list rather
+/// than a second `HeaderMap`, and the extensions only when there are some.
 pub(crate) struct Head {
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
-    headers: http::HeaderMap,
-    extensions: http::Extensions,
+    headers: KeptHeaders,
+    extensions: Option<http::Extensions>,
 }
 
 impl Head {
-    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+    /// The head of `parts`. With `restamped` (the RPC has a deadline), its
+    /// `grpc-timeout` is left out: each attempt writes the time left anew.
+    pub(crate) fn of(parts: &http::request::Parts, restamped: bool) -> Self {
+        let skip = restamped.then_some(&GRPC_TIMEOUT);
         Head {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            headers: KeptHeaders::of(&parts.headers, skip),
+            extensions: (!parts.extensions.is_empty()).then(|| parts.extensions.clone()),
         }
     }
 
@@ -57,9 +67,49 @@ impl Head {
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        *request.extensions_mut() = self.extensions.clone();
+        *request.headers_mut() = self.headers.to_map();
+        if let Some(extensions) = &self.extensions {
+            *request.extensions_mut() = extensions.clone();
+        }
         request
+    }
+}
+
+/// How many headers [`KeptHeaders`] holds without allocating: what tonic
+/// sends (`content-type`, `te`, with a deadline `grpc-timeout`) and one more.
+const INLINE_HEADERS: usize = 4;
+
+/// A request's headers, in order, duplicates included.
+#[derive(Default)]
+struct KeptHeaders {
+    inline: [Option<(http::HeaderName, HeaderValue)>; INLINE_HEADERS],
+    more: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl KeptHeaders {
+    fn of(headers: &http::HeaderMap, skip: Option<&http::HeaderName>) -> Self {
+        let mut kept = KeptHeaders::default();
+        let mut slots = kept.inline.iter_mut();
+        for (name, value) in headers {
+            if skip == Some(name) {
+                continue;
+            }
+            let entry = (name.clone(), value.clone());
+            match slots.next() {
+                Some(slot) => *slot = Some(entry),
+                None => kept.more.push(entry),
+            }
+        }
+        kept
+    }
+
+    fn to_map(&self) -> http::HeaderMap {
+        let entries = self.inline.iter().flatten().chain(&self.more);
+        let mut map = http::HeaderMap::with_capacity(INLINE_HEADERS + self.more.len());
+        for (name, value) in entries {
+            map.append(name.clone(), value.clone());
+        }
+        map
     }
 }
 
@@ -170,7 +220,11 @@ pin_project! {
         #[pin]
         kind: Kind<S, B>,
         end: Option<CallEnd>,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
+        // Made at the first Pending, so that an RPC that ends at once (it
+        // failed, or never left the client) makes no timer. Boxed, so that
+        // the future stays `Unpin` when the connection's is.
+        timer: Option<Pin<Box<Sleep>>>,
         // The request is gRPC: a response without a status gets one.
         grpc: bool,
     }
@@ -214,7 +268,7 @@ where
         peer: Peer,
         resend: Resend<S, B>,
         end: CallEnd,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
         grpc: bool,
     ) -> Self {
         ResponseFuture {
@@ -226,6 +280,7 @@ where
             },
             end: Some(end),
             deadline,
+            timer: None,
             grpc,
         }
     }
@@ -235,13 +290,14 @@ where
         future: AttemptsOf<S, B>,
         shared: Arc<Shared<S>>,
         end: CallEnd,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
         grpc: bool,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Waiting { future, shared },
             end: Some(end),
             deadline,
+            timer: None,
             grpc,
         }
     }
@@ -254,6 +310,7 @@ where
             },
             end: Some(end),
             deadline: None,
+            timer: None,
             grpc: false,
         }
     }
@@ -266,7 +323,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("deadline", &self.deadline.as_ref().map(|d| d.deadline()))
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -335,11 +392,13 @@ where
             }
             Step::Failed(status) => Err(status),
             Step::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                if !expired {
+                let Some(deadline) = *this.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // Dropping the attempt under way resets its stream with
@@ -352,6 +411,8 @@ where
             }
         };
         this.kind.set(Kind::Done);
+        // The body makes its own timer if it ever waits.
+        *this.timer = None;
         match result {
             Ok(response) => {
                 let deadline = this.deadline.take();
@@ -362,7 +423,7 @@ where
                 })))
             }
             Err(mut status) => {
-                let past_deadline = this.deadline.as_ref().is_some_and(|d| d.is_elapsed());
+                let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
                 if past_deadline && status.code() == tonic::Code::Cancelled {
                     status = tonic::Status::deadline_exceeded(status.message().to_owned());
                 }
@@ -416,8 +477,8 @@ fn answered<ResBody>(
     in_flight.headers_arrived();
     response.extensions_mut().insert(peer);
     let http_ok = response.status() == http::StatusCode::OK;
-    let status = response.headers().get(&GRPC_STATUS);
-    let trailers_only = status.map(|status| status == "0");
+    let status = GrpcStatus::from_headers(response.headers());
+    let trailers_only = status.map(|status| status.is_ok());
     let not_grpc = grpc && status.is_none() && (!http_ok || !is_grpc(response.headers()));
     let Some(mut call) = end.take() else {
         return response.map(Some);
@@ -467,9 +528,32 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
         .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Whether a request is a gRPC one, by its content-type.
-pub(crate) fn is_grpc_request<B>(request: &Request<B>) -> bool {
-    is_grpc(request.headers())
+/// A request's own deadline (`grpc-timeout`) and whether it is a gRPC one
+/// (its content-type). A short header list is read in one pass, comparing
+/// names, which costs less than two hashed lookups; a long one is looked up.
+pub(crate) fn read_request_headers(
+    headers: &http::HeaderMap,
+) -> (Option<std::time::Duration>, bool) {
+    const SCANNED: usize = 8;
+    let (timeout, kind) = if headers.len() <= SCANNED {
+        let mut timeout = None;
+        let mut kind = None;
+        for (name, value) in headers {
+            if timeout.is_none() && *name == GRPC_TIMEOUT {
+                timeout = Some(value);
+            } else if kind.is_none() && name == http::header::CONTENT_TYPE {
+                kind = Some(value);
+            }
+        }
+        (timeout, kind)
+    } else {
+        (
+            headers.get(&GRPC_TIMEOUT),
+            headers.get(http::header::CONTENT_TYPE),
+        )
+    };
+    let grpc = kind.is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"));
+    (timeout.and_then(grpc_timeout::parse_value), grpc)
 }
 
 /// The attempts after the first, and the channel they wait on.
@@ -524,7 +608,7 @@ where
     ResBody: Send + 'static,
 {
     let (parts, body) = request.into_parts();
-    let head = Head::of(&parts);
+    let head = Head::of(&parts, plan.deadline.is_some());
     let (body, replay) = body.keep(crate::replay::REPLAY_BUFFER_LIMIT);
     Box::pin(attempts(shared, head, body, replay, plan, Tries::default()))
 }
@@ -664,4 +748,66 @@ where
 /// fails any other RPC it cannot send: no caller cancelled them.
 pub(crate) fn closed() -> tonic::Status {
     tonic::Status::unavailable("channel is closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unpin<T: Unpin>() {}
+
+    /// Callers poll them by `&mut` (`Pin::new`), as they could before the
+    /// deadline's timer and the retry state were kept in them.
+    #[test]
+    fn a_channels_futures_and_bodies_stay_unpin() {
+        type Connection = grpc_lb_connect::Http2Connection<tonic::body::Body>;
+        unpin::<ResponseFuture<Connection, tonic::body::Body>>();
+        unpin::<ResponseBody<grpc_lb_connect::Http2Body>>();
+    }
+
+    #[test]
+    fn request_headers_are_read_in_one_pass_or_looked_up() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, "application/grpc+proto".parse().unwrap());
+        headers.insert(&GRPC_TIMEOUT, "5m".parse().unwrap());
+        let five_ms = Some(std::time::Duration::from_millis(5));
+        assert_eq!(read_request_headers(&headers), (five_ms, true));
+        for i in 0..10 {
+            headers.insert(
+                http::HeaderName::try_from(format!("x-{i}")).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        assert_eq!(read_request_headers(&headers), (five_ms, true));
+        headers.insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        headers.remove(&GRPC_TIMEOUT);
+        assert_eq!(read_request_headers(&headers), (None, false));
+        assert_eq!(read_request_headers(&http::HeaderMap::new()), (None, false));
+    }
+
+    #[test]
+    fn a_kept_head_rebuilds_the_request_without_its_stale_deadline() {
+        let mut request = http::Request::post("/s/m")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "1S")
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .header("x-b", "3")
+            .header("x-c", "4")
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(7u32);
+        let (parts, ()) = request.into_parts();
+        let again = Head::of(&parts, true).request(());
+        assert_eq!(again.method(), http::Method::POST);
+        assert_eq!(again.uri(), "/s/m");
+        assert_eq!(again.extensions().get::<u32>(), Some(&7));
+        assert!(again.headers().get("grpc-timeout").is_none(), "written anew");
+        let values: Vec<_> = again.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(again.headers().len(), parts.headers.len() - 1);
+        let kept = Head::of(&parts, false).request(());
+        assert_eq!(kept.headers(), &parts.headers, "without a deadline, kept as sent");
+    }
 }
