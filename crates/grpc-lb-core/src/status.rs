@@ -55,7 +55,16 @@ pub struct GrpcStatus<'a> {
 impl<'a> GrpcStatus<'a> {
     /// The status in `headers`, or `None` when they have no `grpc-status`.
     pub fn from_headers(headers: &'a HeaderMap) -> Option<Self> {
-        let value = headers.get(&GRPC_STATUS)?;
+        // Trailers hold a header or two: comparing names costs less than
+        // hashing one for a lookup, which this does on every call.
+        const SCANNED: usize = 8;
+        let value = if headers.len() <= SCANNED {
+            headers
+                .iter()
+                .find_map(|(name, value)| (*name == GRPC_STATUS).then_some(value))
+        } else {
+            headers.get(&GRPC_STATUS)
+        }?;
         Some(GrpcStatus {
             code: parse_code(value.as_bytes()),
             headers,
@@ -191,6 +200,13 @@ mod tests {
         let failed = headers(Some(b"x"), None);
         assert!(!GrpcStatus::from_headers(&failed).unwrap().is_ok());
         assert!(GrpcStatus::from_headers(&headers(None, Some(b"m"))).is_none());
+        // Found among many headers too (looked up, not scanned).
+        let mut many = headers(Some(b"5"), None);
+        for i in 0..20 {
+            let name = HeaderName::try_from(format!("x-{i}")).unwrap();
+            many.insert(name, http::HeaderValue::from_static("v"));
+        }
+        assert_eq!(GrpcStatus::from_headers(&many).unwrap().code(), 5);
     }
 
     fn message(value: &[u8]) -> String {

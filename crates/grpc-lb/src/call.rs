@@ -523,10 +523,19 @@ fn answered<ResBody>(
 }
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"))
+    let kind = if headers.len() <= SCANNED_HEADERS {
+        headers
+            .iter()
+            .find_map(|(name, value)| (name == http::header::CONTENT_TYPE).then_some(value))
+    } else {
+        headers.get(http::header::CONTENT_TYPE)
+    };
+    kind.is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"))
 }
+
+/// Up to how many headers a lookup on the call path compares names in one
+/// pass instead of hashing the name (which costs more for a short list).
+const SCANNED_HEADERS: usize = 8;
 
 /// A request's own deadline (`grpc-timeout`) and whether it is a gRPC one
 /// (its content-type). A short header list is read in one pass, comparing
@@ -534,8 +543,7 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 pub(crate) fn read_request_headers(
     headers: &http::HeaderMap,
 ) -> (Option<std::time::Duration>, bool) {
-    const SCANNED: usize = 8;
-    let (timeout, kind) = if headers.len() <= SCANNED {
+    let (timeout, kind) = if headers.len() <= SCANNED_HEADERS {
         let mut timeout = None;
         let mut kind = None;
         for (name, value) in headers {
