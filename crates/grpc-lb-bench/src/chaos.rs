@@ -220,7 +220,13 @@ async fn slow_backend(plan: &Plan, pinning: Pinning) -> Result<String, Error> {
                     &all_fast.addrs
                 };
                 let s = system
-                    .run(endpoints, plan.inflight, plan.measure / 3, plan.measure, None)
+                    .run(
+                        endpoints,
+                        plan.inflight,
+                        plan.measure / 3,
+                        plan.measure,
+                        None,
+                    )
                     .await?;
                 figures.entry((system, slow_one)).or_default().push((
                     s.throughput(),

@@ -120,11 +120,25 @@ impl System {
             }
             System::TonicOne => {
                 let channel = tonic_endpoint(first)?.connect().await?;
-                drive(GreeterClient::new(channel), inflight, warmup, measure, deadline).await
+                drive(
+                    GreeterClient::new(channel),
+                    inflight,
+                    warmup,
+                    measure,
+                    deadline,
+                )
+                .await
             }
             System::TonicBalanceList => {
                 let channel = tonic_balance_list(endpoints)?;
-                drive(GreeterClient::new(channel), inflight, warmup, measure, deadline).await
+                drive(
+                    GreeterClient::new(channel),
+                    inflight,
+                    warmup,
+                    measure,
+                    deadline,
+                )
+                .await
             }
             System::TowerP2cBuffer => {
                 let mut connections = Vec::new();
@@ -144,7 +158,14 @@ impl System {
             }
             System::GrpcLb(policy) => {
                 let channel = grpc_lb_channel(policy, endpoints)?;
-                drive(GreeterClient::new(channel), inflight, warmup, measure, deadline).await
+                drive(
+                    GreeterClient::new(channel),
+                    inflight,
+                    warmup,
+                    measure,
+                    deadline,
+                )
+                .await
             }
         })
     }

@@ -211,7 +211,10 @@ mod tests {
 
     fn message(value: &[u8]) -> String {
         let map = headers(Some(b"13"), Some(value));
-        GrpcStatus::from_headers(&map).unwrap().message().into_owned()
+        GrpcStatus::from_headers(&map)
+            .unwrap()
+            .message()
+            .into_owned()
     }
 
     #[test]

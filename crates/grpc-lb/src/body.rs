@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use grpc_lb_balance::outlier::CallCounter;
 use grpc_lb_balance::EndpointLoad;
+use grpc_lb_core::status::GrpcStatus;
 use grpc_lb_core::BoxError;
 use grpc_lb_failfast::to_status;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use grpc_lb_core::status::GrpcStatus;
 use tokio::time::{Instant, Sleep};
 
 use crate::idle::OpenCall;

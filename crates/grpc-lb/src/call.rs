@@ -780,7 +780,10 @@ mod tests {
     #[test]
     fn request_headers_are_read_in_one_pass_or_looked_up() {
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::CONTENT_TYPE, "application/grpc+proto".parse().unwrap());
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
         headers.insert(&GRPC_TIMEOUT, "5m".parse().unwrap());
         let five_ms = Some(std::time::Duration::from_millis(5));
         assert_eq!(read_request_headers(&headers), (five_ms, true));
@@ -815,11 +818,18 @@ mod tests {
         assert_eq!(again.method(), http::Method::POST);
         assert_eq!(again.uri(), "/s/m");
         assert_eq!(again.extensions().get::<u32>(), Some(&7));
-        assert!(again.headers().get("grpc-timeout").is_none(), "written anew");
+        assert!(
+            again.headers().get("grpc-timeout").is_none(),
+            "written anew"
+        );
         let values: Vec<_> = again.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(again.headers().len(), parts.headers.len() - 1);
         let kept = Head::of(&parts, false).request(());
-        assert_eq!(kept.headers(), &parts.headers, "without a deadline, kept as sent");
+        assert_eq!(
+            kept.headers(),
+            &parts.headers,
+            "without a deadline, kept as sent"
+        );
     }
 }

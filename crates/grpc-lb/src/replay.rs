@@ -432,7 +432,11 @@ mod tests {
         for body in [first, tonic::body::Body::replay(&kept).unwrap()] {
             let mut body = body;
             let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
-            assert_eq!(frame.as_ptr(), message.as_ptr(), "the same bytes, not a copy");
+            assert_eq!(
+                frame.as_ptr(),
+                message.as_ptr(),
+                "the same bytes, not a copy"
+            );
             assert!(body.frame().await.is_none());
         }
     }
@@ -481,7 +485,10 @@ mod tests {
             .unwrap();
         let (mut first, kept) = body.keep(4);
         first.frame().await.unwrap().unwrap();
-        assert!(tonic::body::Body::replay(&kept).is_some(), "3 of 4 bytes so far");
+        assert!(
+            tonic::body::Body::replay(&kept).is_some(),
+            "3 of 4 bytes so far"
+        );
         tx.unbounded_send(Ok(Frame::data(Bytes::from_static(b"abc"))))
             .unwrap();
         first.frame().await.unwrap().unwrap();
@@ -513,7 +520,10 @@ mod tests {
         first.frame().await.unwrap().unwrap();
         let error = first.frame().await.unwrap().unwrap_err();
         assert_eq!(error.message(), "encoding failed");
-        assert!(tonic::body::Body::replay(&kept).is_none(), "a failed body is not sent again");
+        assert!(
+            tonic::body::Body::replay(&kept).is_none(),
+            "a failed body is not sent again"
+        );
     }
 
     #[test]
