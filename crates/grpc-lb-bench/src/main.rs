@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use grpc_lb_bench::inmem::{
     call_once, call_once_grpc, endpoints, grpc_request, mem_channel, wait_until,
 };
+use grpc_lb_bench::load::Length;
 use grpc_lb_bench::proc::Pinning;
 use grpc_lb_bench::{chaos, scale, server, throughput, Error};
 
@@ -100,6 +101,11 @@ enum Command {
         /// Give each call this deadline (`grpc-timeout`).
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Make this many calls instead of measuring for `--seconds`, after
+        /// as many warm-up calls (the same work whatever the load: what
+        /// instruction counts need).
+        #[arg(long)]
+        calls: Option<u64>,
     },
     /// An idle pick_first channel with N endpoints, for `valgrind --tool=massif`.
     #[command(hide = true)]
@@ -183,6 +189,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 inflight,
                 seconds,
                 timeout_ms,
+                calls,
             } => {
                 let system = *grpc_lb_bench::systems::System::ALL
                     .get(system)
@@ -191,12 +198,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let server =
                     grpc_lb_bench::proc::ServerProcess::start(&listen, Duration::ZERO, pinning)
                         .await?;
+                let (warmup, measure) = match calls {
+                    Some(calls) => (Length::Calls(calls), Length::Calls(calls)),
+                    None => (
+                        Length::For(Duration::from_millis(200)),
+                        Length::For(Duration::from_secs_f64(seconds)),
+                    ),
+                };
                 let sample = system
                     .run(
                         &server.addrs,
                         inflight,
-                        Duration::from_millis(200),
-                        Duration::from_secs_f64(seconds),
+                        warmup,
+                        measure,
                         timeout_ms.map(Duration::from_millis),
                     )
                     .await?;

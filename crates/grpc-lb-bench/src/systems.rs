@@ -18,7 +18,7 @@ use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower_service::Service;
 
-use crate::load::{drive, Sample};
+use crate::load::{drive, Length, Sample};
 use crate::Error;
 
 /// A grpc-lb policy under test.
@@ -95,10 +95,11 @@ impl System {
         self,
         endpoints: &[SocketAddr],
         inflight: usize,
-        warmup: Duration,
-        measure: Duration,
+        warmup: impl Into<Length>,
+        measure: impl Into<Length>,
         deadline: Option<Duration>,
     ) -> Result<Sample, Error> {
+        let (warmup, measure) = (warmup.into(), measure.into());
         let first = *endpoints.first().ok_or("no endpoints")?;
         Ok(match self {
             System::Floor => {
