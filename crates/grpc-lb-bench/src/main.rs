@@ -67,6 +67,9 @@ enum Command {
         /// Connections killed (and regained) per measurement.
         #[arg(long, default_value_t = 200)]
         kills: usize,
+        /// Policies, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = ["pick_first".to_owned(), "round_robin".to_owned()])]
+        policies: Vec<String>,
     },
     /// Rolling restart, slow backend, reconnect storm.
     Chaos,
@@ -243,8 +246,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let md = scale::run(&scale_plan(cli.quick, endpoints)).await?;
                 write(&cli.out, "scale.md", &md)
             }
-            Command::StateChanges { endpoints, kills } => {
-                let md = grpc_lb_bench::state_changes::run(&endpoints, kills)?;
+            Command::StateChanges {
+                endpoints,
+                kills,
+                policies,
+            } => {
+                let md = grpc_lb_bench::state_changes::run(&endpoints, kills, &policies)?;
                 println!("{md}");
                 Ok(())
             }
