@@ -22,7 +22,7 @@ use tower_service::Service;
 
 use crate::body::{CallEnd, InFlight, ResponseBody};
 use crate::observe::Peer;
-use crate::replay::ReplayableBody;
+use crate::replay::{Head, ReplayableBody, GRPC_TIMEOUT};
 use crate::snapshot::{PickAttempt, Picked, Shared};
 
 /// How many times in a row an RPC is sent again because it never left the
@@ -30,91 +30,6 @@ use crate::snapshot::{PickAttempt, Picked, Shared};
 /// without a deadline from circling a connection that closes under it until
 /// the worker publishes a picker without it.
 pub(crate) const MAX_NEVER_SENT: u32 = grpc_lb_retry::MAX_NEVER_SENT;
-
-static GRPC_TIMEOUT: http::HeaderName = grpc_timeout::HEADER_NAME;
-
-/// Everything of a request but its body, kept to send it again.
-///
-/// Kept at every call, since a server may refuse a stream after the request
-/// has gone (hyper gives a request back only when it never took it), so kept
-/// cheaply: names, values, method and URI are cloned by reference count (or
-/// not at all, for static ones), the headers into a short inline list rather
-/// than a second `HeaderMap`, and the extensions only when there are some.
-pub(crate) struct Head {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: KeptHeaders,
-    extensions: Option<http::Extensions>,
-}
-
-impl Head {
-    /// The head of `parts`. With `restamped` (the RPC has a deadline), its
-    /// `grpc-timeout` is left out: each attempt writes the time left anew.
-    #[inline]
-    pub(crate) fn of(parts: &http::request::Parts, restamped: bool) -> Self {
-        let skip = restamped.then_some(&GRPC_TIMEOUT);
-        Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: KeptHeaders::of(&parts.headers, skip),
-            extensions: (!parts.extensions.is_empty()).then(|| parts.extensions.clone()),
-        }
-    }
-
-    fn request<B>(&self, body: B) -> Request<B> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.to_map();
-        if let Some(extensions) = &self.extensions {
-            *request.extensions_mut() = extensions.clone();
-        }
-        request
-    }
-}
-
-/// How many headers [`KeptHeaders`] holds without allocating: what tonic
-/// sends (`content-type`, `te`; its `grpc-timeout` is rewritten, not kept)
-/// and one more. Each inline slot is 72 bytes of the response future, copied
-/// whenever it moves, so there are few.
-const INLINE_HEADERS: usize = 3;
-
-/// A request's headers, in order, duplicates included.
-#[derive(Default)]
-struct KeptHeaders {
-    inline: [Option<(http::HeaderName, HeaderValue)>; INLINE_HEADERS],
-    more: Vec<(http::HeaderName, HeaderValue)>,
-}
-
-impl KeptHeaders {
-    fn of(headers: &http::HeaderMap, skip: Option<&http::HeaderName>) -> Self {
-        let mut kept = KeptHeaders::default();
-        let mut slots = kept.inline.iter_mut();
-        for (name, value) in headers {
-            if skip == Some(name) {
-                continue;
-            }
-            let entry = (name.clone(), value.clone());
-            match slots.next() {
-                Some(slot) => *slot = Some(entry),
-                None => kept.more.push(entry),
-            }
-        }
-        kept
-    }
-
-    fn to_map(&self) -> http::HeaderMap {
-        let entries = self.inline.iter().flatten().chain(&self.more);
-        let mut map = http::HeaderMap::with_capacity(INLINE_HEADERS + self.more.len());
-        for (name, value) in entries {
-            map.append(name.clone(), value.clone());
-        }
-        map
-    }
-}
 
 /// How an RPC is sent: its deadline, whether it waits for ready.
 #[derive(Clone, Copy)]
@@ -798,38 +713,5 @@ mod tests {
         headers.remove(&GRPC_TIMEOUT);
         assert_eq!(read_request_headers(&headers), (None, false));
         assert_eq!(read_request_headers(&http::HeaderMap::new()), (None, false));
-    }
-
-    #[test]
-    fn a_kept_head_rebuilds_the_request_without_its_stale_deadline() {
-        let mut request = http::Request::post("/s/m")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("grpc-timeout", "1S")
-            .header("x-a", "1")
-            .header("x-a", "2")
-            .header("x-b", "3")
-            .header("x-c", "4")
-            .body(())
-            .unwrap();
-        request.extensions_mut().insert(7u32);
-        let (parts, ()) = request.into_parts();
-        let again = Head::of(&parts, true).request(());
-        assert_eq!(again.method(), http::Method::POST);
-        assert_eq!(again.uri(), "/s/m");
-        assert_eq!(again.extensions().get::<u32>(), Some(&7));
-        assert!(
-            again.headers().get("grpc-timeout").is_none(),
-            "written anew"
-        );
-        let values: Vec<_> = again.headers().get_all("x-a").iter().collect();
-        assert_eq!(values, ["1", "2"]);
-        assert_eq!(again.headers().len(), parts.headers.len() - 1);
-        let kept = Head::of(&parts, false).request(());
-        assert_eq!(
-            kept.headers(),
-            &parts.headers,
-            "without a deadline, kept as sent"
-        );
     }
 }

@@ -18,11 +18,10 @@ use tower_service::Service;
 
 use crate::body::{CallEnd, InFlight, ResponseBody};
 use crate::call::{
-    closed, read_request_headers, stamp_deadline, wait_then_send, Head, Plan, Resend,
-    ResponseFuture,
+    closed, read_request_headers, stamp_deadline, wait_then_send, Plan, Resend, ResponseFuture,
 };
 use crate::observe::{CallRecord, ChannelEvent, ChannelStats, SubchannelInfo};
-use crate::replay::{ReplayableBody, REPLAY_BUFFER_LIMIT};
+use crate::replay::{Head, ReplayableBody, REPLAY_BUFFER_LIMIT};
 use crate::snapshot::{Picked, Shared};
 use crate::worker::{IdleMode, Worker};
 

@@ -1,4 +1,5 @@
-//! Request bodies the channel can send again, for transparent retries.
+//! What the channel keeps of a request to send it again, for transparent
+//! retries: its head ([`Head`]) and its body ([`ReplayableBody`]).
 //!
 //! What a retry needs of the body is kept at no copy: a body whose frames are
 //! all ready when the call is made (a unary tonic request: one encoded
@@ -69,6 +70,92 @@ pub trait ReplayableBody: Sized {
     /// A copy of the whole body for another attempt, or `None` once that is
     /// no longer possible (more than the limit was sent).
     fn replay(kept: &Self::Replay) -> Option<Self>;
+}
+
+/// `grpc-timeout`, which each attempt writes anew when the RPC has a deadline.
+pub(crate) static GRPC_TIMEOUT: http::HeaderName = grpc_lb_core::grpc_timeout::HEADER_NAME;
+
+/// Everything of a request but its body, kept to send it again.
+///
+/// Kept at every call, since a server may refuse a stream after the request
+/// has gone (hyper gives a request back only when it never took it), so kept
+/// cheaply: names, values, method and URI are cloned by reference count (or
+/// not at all, for static ones), the headers into a short inline list rather
+/// than a second `HeaderMap`, and the extensions only when there are some.
+pub(crate) struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: KeptHeaders,
+    extensions: Option<http::Extensions>,
+}
+
+impl Head {
+    /// The head of `parts`. With `restamped` (the RPC has a deadline), its
+    /// `grpc-timeout` is left out: each attempt writes the time left anew.
+    #[inline]
+    pub(crate) fn of(parts: &http::request::Parts, restamped: bool) -> Self {
+        let skip = restamped.then_some(&GRPC_TIMEOUT);
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: KeptHeaders::of(&parts.headers, skip),
+            extensions: (!parts.extensions.is_empty()).then(|| parts.extensions.clone()),
+        }
+    }
+
+    pub(crate) fn request<B>(&self, body: B) -> http::Request<B> {
+        let mut request = http::Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.to_map();
+        if let Some(extensions) = &self.extensions {
+            *request.extensions_mut() = extensions.clone();
+        }
+        request
+    }
+}
+
+/// How many headers [`KeptHeaders`] holds without allocating: what tonic
+/// sends (`content-type`, `te`; its `grpc-timeout` is rewritten, not kept)
+/// and one more. Each inline slot is 72 bytes of the response future, copied
+/// whenever it moves, so there are few.
+const INLINE_HEADERS: usize = 3;
+
+/// A request's headers, in order, duplicates included.
+#[derive(Default)]
+struct KeptHeaders {
+    inline: [Option<(http::HeaderName, http::HeaderValue)>; INLINE_HEADERS],
+    more: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl KeptHeaders {
+    fn of(headers: &http::HeaderMap, skip: Option<&http::HeaderName>) -> Self {
+        let mut kept = KeptHeaders::default();
+        let mut slots = kept.inline.iter_mut();
+        for (name, value) in headers {
+            if skip == Some(name) {
+                continue;
+            }
+            let entry = (name.clone(), value.clone());
+            match slots.next() {
+                Some(slot) => *slot = Some(entry),
+                None => kept.more.push(entry),
+            }
+        }
+        kept
+    }
+
+    fn to_map(&self) -> http::HeaderMap {
+        let entries = self.inline.iter().flatten().chain(&self.more);
+        let mut map = http::HeaderMap::with_capacity(INLINE_HEADERS + self.more.len());
+        for (name, value) in entries {
+            map.append(name.clone(), value.clone());
+        }
+        map
+    }
 }
 
 /// What a [`Channel`](crate::Channel) keeps of a `tonic::body::Body` to send
@@ -405,6 +492,39 @@ mod tests {
     fn streaming() -> (mpsc::UnboundedSender<Sent>, tonic::body::Body) {
         let (tx, rx) = mpsc::unbounded();
         (tx, tonic::body::Body::new(StreamBody::new(rx)))
+    }
+
+    #[test]
+    fn a_kept_head_rebuilds_the_request_without_its_stale_deadline() {
+        let mut request = http::Request::post("/s/m")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "1S")
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .header("x-b", "3")
+            .header("x-c", "4")
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(7u32);
+        let (parts, ()) = request.into_parts();
+        let again = Head::of(&parts, true).request(());
+        assert_eq!(again.method(), http::Method::POST);
+        assert_eq!(again.uri(), "/s/m");
+        assert_eq!(again.extensions().get::<u32>(), Some(&7));
+        assert!(
+            again.headers().get("grpc-timeout").is_none(),
+            "written anew"
+        );
+        let values: Vec<_> = again.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(again.headers().len(), parts.headers.len() - 1);
+        let kept = Head::of(&parts, false).request(());
+        assert_eq!(
+            kept.headers(),
+            &parts.headers,
+            "without a deadline, kept as sent"
+        );
     }
 
     #[tokio::test]
