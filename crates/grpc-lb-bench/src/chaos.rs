@@ -85,17 +85,17 @@ impl Client {
         Ok(match self {
             Client::TonicBalanceList => {
                 let client = GreeterClient::new(tonic_balance_list(endpoints)?);
-                window(&client, inflight, length).await
+                window(&client, inflight, length, None).await
             }
             Client::GrpcLb(policy, false) => {
                 let client = GreeterClient::new(grpc_lb_channel(policy, endpoints)?);
-                window(&client, inflight, length).await
+                window(&client, inflight, length, None).await
             }
             Client::GrpcLb(policy, true) => {
                 let config: ServiceConfig = RETRY_CONFIG.parse()?;
                 let channel = grpc_lb_channel(policy, endpoints)?;
                 let client = GreeterClient::new(RetryLayer::new(config).layer(channel));
-                window(&client, inflight, length).await
+                window(&client, inflight, length, None).await
             }
         })
     }
@@ -220,7 +220,13 @@ async fn slow_backend(plan: &Plan, pinning: Pinning) -> Result<String, Error> {
                     &all_fast.addrs
                 };
                 let s = system
-                    .run(endpoints, plan.inflight, plan.measure / 3, plan.measure)
+                    .run(
+                        endpoints,
+                        plan.inflight,
+                        plan.measure / 3,
+                        plan.measure,
+                        None,
+                    )
                     .await?;
                 figures.entry((system, slow_one)).or_default().push((
                     s.throughput(),

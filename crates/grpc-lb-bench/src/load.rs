@@ -3,7 +3,9 @@
 //! that every system is driven the same way and no system's futures need to
 //! be `Send`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -57,13 +59,37 @@ impl Sample {
     }
 }
 
+/// How long a window lasts: for a time, or for a number of calls (what an
+/// instruction count needs: the same calls whatever the machine's load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Callers start calls until this much time has passed.
+    For(Duration),
+    /// Callers start this many calls in all.
+    Calls(u64),
+}
+
+impl From<Duration> for Length {
+    fn from(length: Duration) -> Self {
+        Length::For(length)
+    }
+}
+
+impl Length {
+    fn is_zero(self) -> bool {
+        matches!(self, Length::For(d) if d.is_zero()) || self == Length::Calls(0)
+    }
+}
+
 /// Drives `client` with `inflight` concurrent callers: `warmup` unmeasured,
-/// then `measure` measured.
+/// then `measure` measured; each call with `deadline` when given (tonic's
+/// `set_timeout`, sent as `grpc-timeout`).
 pub async fn drive<T>(
     client: GreeterClient<T>,
     inflight: usize,
-    warmup: Duration,
-    measure: Duration,
+    warmup: impl Into<Length>,
+    measure: impl Into<Length>,
+    deadline: Option<Duration>,
 ) -> Sample
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone,
@@ -71,15 +97,22 @@ where
     T::ResponseBody: Body<Data = Bytes> + Send + 'static,
     <T::ResponseBody as Body>::Error: Into<StdError> + Send,
 {
+    let warmup = warmup.into();
     if !warmup.is_zero() {
-        window(&client, inflight, warmup).await;
+        window(&client, inflight, warmup, deadline).await;
     }
-    window(&client, inflight, measure).await
+    window(&client, inflight, measure, deadline).await
 }
 
-/// One window: callers start calls until `length` has passed; the window
-/// ends when the last call is answered.
-pub async fn window<T>(client: &GreeterClient<T>, inflight: usize, length: Duration) -> Sample
+/// One window: callers start calls (each with `deadline` when given) until
+/// `length` has passed or its calls are all started; the window ends when the
+/// last call is answered.
+pub async fn window<T>(
+    client: &GreeterClient<T>,
+    inflight: usize,
+    length: impl Into<Length>,
+    deadline: Option<Duration>,
+) -> Sample
 where
     T: tonic::client::GrpcService<tonic::body::Body> + Clone,
     T::Error: Into<StdError>,
@@ -88,17 +121,32 @@ where
 {
     let cpu_before = process_cpu();
     let start = Instant::now();
-    let end = start + length;
+    let (end, budget) = match length.into() {
+        Length::For(length) => (Some(start + length), None),
+        Length::Calls(calls) => (None, Some(Rc::new(Cell::new(calls)))),
+    };
+    let more = move |budget: &Option<Rc<Cell<u64>>>| match budget {
+        Some(left) if left.get() == 0 => false,
+        Some(left) => {
+            left.set(left.get() - 1);
+            true
+        }
+        None => end.is_some_and(|end| Instant::now() < end),
+    };
     let mut callers: FuturesUnordered<_> = (0..inflight)
         .map(|i| {
             let mut client = client.clone();
+            let budget = budget.clone();
             async move {
                 let mut latencies = Vec::new();
                 let mut failed: BTreeMap<String, u64> = BTreeMap::new();
                 let name = format!("caller {i}");
-                while Instant::now() < end {
+                while more(&budget) {
                     let sent = Instant::now();
-                    let request = HelloRequest { name: name.clone() };
+                    let mut request = tonic::Request::new(HelloRequest { name: name.clone() });
+                    if let Some(deadline) = deadline {
+                        request.set_timeout(deadline);
+                    }
                     match client.say_hello(request).await {
                         Ok(_) => latencies.push(sent.elapsed().as_nanos() as u64),
                         Err(status) => {

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use grpc_lb_bench::inmem::{
     call_once, call_once_grpc, endpoints, grpc_request, mem_channel, wait_until,
 };
+use grpc_lb_bench::load::Length;
 use grpc_lb_bench::proc::Pinning;
 use grpc_lb_bench::{chaos, scale, server, throughput, Error};
 
@@ -66,6 +67,9 @@ enum Command {
         /// Connections killed (and regained) per measurement.
         #[arg(long, default_value_t = 200)]
         kills: usize,
+        /// Policies, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = ["pick_first".to_owned(), "round_robin".to_owned()])]
+        policies: Vec<String>,
     },
     /// Rolling restart, slow backend, reconnect storm.
     Chaos,
@@ -97,6 +101,14 @@ enum Command {
         /// Measured seconds.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// Give each call this deadline (`grpc-timeout`).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Make this many calls instead of measuring for `--seconds`, after
+        /// as many warm-up calls (the same work whatever the load: what
+        /// instruction counts need).
+        #[arg(long)]
+        calls: Option<u64>,
     },
     /// An idle pick_first channel with N endpoints, for `valgrind --tool=massif`.
     #[command(hide = true)]
@@ -179,6 +191,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 endpoints,
                 inflight,
                 seconds,
+                timeout_ms,
+                calls,
             } => {
                 let system = *grpc_lb_bench::systems::System::ALL
                     .get(system)
@@ -187,12 +201,20 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let server =
                     grpc_lb_bench::proc::ServerProcess::start(&listen, Duration::ZERO, pinning)
                         .await?;
+                let (warmup, measure) = match calls {
+                    Some(calls) => (Length::Calls(calls), Length::Calls(calls)),
+                    None => (
+                        Length::For(Duration::from_millis(200)),
+                        Length::For(Duration::from_secs_f64(seconds)),
+                    ),
+                };
                 let sample = system
                     .run(
                         &server.addrs,
                         inflight,
-                        Duration::from_millis(200),
-                        Duration::from_secs_f64(seconds),
+                        warmup,
+                        measure,
+                        timeout_ms.map(Duration::from_millis),
                     )
                     .await?;
                 println!(
@@ -224,8 +246,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let md = scale::run(&scale_plan(cli.quick, endpoints)).await?;
                 write(&cli.out, "scale.md", &md)
             }
-            Command::StateChanges { endpoints, kills } => {
-                let md = grpc_lb_bench::state_changes::run(&endpoints, kills)?;
+            Command::StateChanges {
+                endpoints,
+                kills,
+                policies,
+            } => {
+                let md = grpc_lb_bench::state_changes::run(&endpoints, kills, &policies)?;
                 println!("{md}");
                 Ok(())
             }

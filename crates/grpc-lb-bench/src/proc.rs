@@ -141,7 +141,13 @@ impl ServerProcess {
 /// `/proc/self/task/*/schedstat` (nanoseconds, first field). Threads that
 /// already exited are not counted, so read it around a run whose threads live
 /// throughout (the harness's runtime is single-threaded).
+///
+/// The kernel adds a running thread's time to its figure only when it is
+/// scheduled (a switch or a tick): a thread that never waits (an in-memory
+/// run) would read up to a tick behind, and short runs as taking no time.
+/// Yielding first brings the caller's own figure up to date.
 pub fn process_cpu() -> Duration {
+    std::thread::yield_now();
     let mut total = 0u64;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {

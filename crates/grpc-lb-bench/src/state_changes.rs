@@ -205,8 +205,9 @@ async fn measure(policy: &str, n: usize, kills: usize) -> Result<Cost, Error> {
 
 /// Measures `policy` at each endpoint count, on a one-thread runtime of its
 /// own.
-pub fn cost(policy: &'static str, sizes: &[usize], kills: usize) -> Result<Vec<Cost>, Error> {
+pub fn cost(policy: &str, sizes: &[usize], kills: usize) -> Result<Vec<Cost>, Error> {
     let sizes = sizes.to_vec();
+    let policy = policy.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -214,7 +215,7 @@ pub fn cost(policy: &'static str, sizes: &[usize], kills: usize) -> Result<Vec<C
         runtime.block_on(async {
             let mut costs = Vec::new();
             for n in sizes {
-                costs.push(measure(policy, n, kills).await?);
+                costs.push(measure(&policy, n, kills).await?);
             }
             Ok::<_, Error>(costs)
         })
@@ -224,9 +225,9 @@ pub fn cost(policy: &'static str, sizes: &[usize], kills: usize) -> Result<Vec<C
 }
 
 /// The Markdown table of the state-change costs at `sizes` endpoints.
-pub fn run(sizes: &[usize], kills: usize) -> Result<String, Error> {
+pub fn run(sizes: &[usize], kills: usize, policies: &[String]) -> Result<String, Error> {
     let mut rows = Vec::new();
-    for policy in ["pick_first", "round_robin"] {
+    for policy in policies {
         for (n, cost) in sizes.iter().zip(cost(policy, sizes, kills)?) {
             rows.push(vec![
                 format!("worker CPU per state change ({policy}, {n} endpoints, {kills} connections lost and regained)"),

@@ -18,7 +18,7 @@ use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
 use tower_service::Service;
 
-use crate::load::{drive, Sample};
+use crate::load::{drive, Length, Sample};
 use crate::Error;
 
 /// A grpc-lb policy under test.
@@ -89,19 +89,22 @@ impl System {
         }
     }
 
-    /// Builds this system's client for `endpoints` and drives it.
+    /// Builds this system's client for `endpoints` and drives it, each call
+    /// with `deadline` when given.
     pub async fn run(
         self,
         endpoints: &[SocketAddr],
         inflight: usize,
-        warmup: Duration,
-        measure: Duration,
+        warmup: impl Into<Length>,
+        measure: impl Into<Length>,
+        deadline: Option<Duration>,
     ) -> Result<Sample, Error> {
+        let (warmup, measure) = (warmup.into(), measure.into());
         let first = *endpoints.first().ok_or("no endpoints")?;
         Ok(match self {
             System::Floor => {
                 let client = GreeterClient::with_origin(bare(first).await?, origin(first)?);
-                drive(client, inflight, warmup, measure).await
+                drive(client, inflight, warmup, measure, deadline).await
             }
             System::FloorPerEndpoint => {
                 let mut connections = Vec::new();
@@ -114,15 +117,29 @@ impl System {
                     current: 0,
                 };
                 let client = GreeterClient::with_origin(rotate, origin(first)?);
-                drive(client, inflight, warmup, measure).await
+                drive(client, inflight, warmup, measure, deadline).await
             }
             System::TonicOne => {
                 let channel = tonic_endpoint(first)?.connect().await?;
-                drive(GreeterClient::new(channel), inflight, warmup, measure).await
+                drive(
+                    GreeterClient::new(channel),
+                    inflight,
+                    warmup,
+                    measure,
+                    deadline,
+                )
+                .await
             }
             System::TonicBalanceList => {
                 let channel = tonic_balance_list(endpoints)?;
-                drive(GreeterClient::new(channel), inflight, warmup, measure).await
+                drive(
+                    GreeterClient::new(channel),
+                    inflight,
+                    warmup,
+                    measure,
+                    deadline,
+                )
+                .await
             }
             System::TowerP2cBuffer => {
                 let mut connections = Vec::new();
@@ -138,11 +155,18 @@ impl System {
                 let balance = tower::balance::p2c::Balance::new(discover);
                 let buffer = tower::buffer::Buffer::new(balance, 1024);
                 let client = GreeterClient::with_origin(buffer, origin(first)?);
-                drive(client, inflight, warmup, measure).await
+                drive(client, inflight, warmup, measure, deadline).await
             }
             System::GrpcLb(policy) => {
                 let channel = grpc_lb_channel(policy, endpoints)?;
-                drive(GreeterClient::new(channel), inflight, warmup, measure).await
+                drive(
+                    GreeterClient::new(channel),
+                    inflight,
+                    warmup,
+                    measure,
+                    deadline,
+                )
+                .await
             }
         })
     }

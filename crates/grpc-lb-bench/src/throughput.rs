@@ -79,6 +79,7 @@ pub async fn run(plan: &Plan, pinning: Pinning) -> Result<Runs, Error> {
                             inflight,
                             plan.warmup,
                             plan.measure,
+                            None,
                         )
                         .await?;
                     let figures = Figures {

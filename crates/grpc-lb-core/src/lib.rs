@@ -10,6 +10,7 @@
 //! - [`Subchannel`]: a service that reports its own connectivity, for balancers;
 //!   [`NewSubchannel`]: what a resolver stage asks its make-service for.
 //! - [`BoxError`] and [`SharedError`]: the error currency of the stack.
+//! - [`status::GrpcStatus`]: the `grpc-status` and `grpc-message` of a response.
 //!
 //! # Examples
 //!
@@ -25,6 +26,7 @@
 mod connectivity;
 pub mod grpc_timeout;
 mod resolve_now;
+pub mod status;
 mod subchannel;
 
 pub use connectivity::{Connectivity, ConnectivityState};

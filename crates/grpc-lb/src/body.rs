@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use grpc_lb_balance::outlier::CallCounter;
 use grpc_lb_balance::EndpointLoad;
+use grpc_lb_core::status::GrpcStatus;
 use grpc_lb_core::BoxError;
 use grpc_lb_failfast::to_status;
 use http_body::{Body, Frame, SizeHint};
@@ -17,7 +18,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::idle::OpenCall;
-use crate::observe::{CallRecord, GRPC_STATUS};
+use crate::observe::CallRecord;
 
 /// Counts one request against an endpoint's load until its call ends,
 /// its outcome for outlier detection when it ends with a status, and its
@@ -183,7 +184,11 @@ pin_project! {
         #[pin]
         inner: Option<B>,
         end: Option<CallEnd>,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
+        // Made the first time the body is not ready: a response read at once
+        // (a unary one, all in the socket with its headers) makes no timer.
+        // Boxed, so that the body stays `Unpin` when the connection's is.
+        timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -191,17 +196,18 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody")
             .field("ended", &self.end.is_none())
-            .field("deadline", &self.deadline.as_ref().map(|d| d.deadline()))
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, end: Option<CallEnd>, deadline: Option<Pin<Box<Sleep>>>) -> Self {
+    pub(crate) fn new(inner: B, end: Option<CallEnd>, deadline: Option<Instant>) -> Self {
         ResponseBody {
             inner: Some(inner),
             end,
             deadline,
+            timer: None,
         }
     }
 
@@ -212,6 +218,7 @@ impl<B> ResponseBody<B> {
             inner: None,
             end: None,
             deadline: None,
+            timer: None,
         }
     }
 
@@ -255,15 +262,15 @@ where
         match inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let ok = trailers
-                        .get(&GRPC_STATUS)
-                        .map_or(!this.end.as_ref().is_some_and(|e| e.expect_status), |s| {
-                            s == "0"
-                        });
+                    let ok = match GrpcStatus::from_headers(trailers) {
+                        Some(status) => status.is_ok(),
+                        None => !this.end.as_ref().is_some_and(|e| e.expect_status),
+                    };
                     if let Some(end) = this.end.take() {
                         end.finish(ok);
                     }
                     *this.deadline = None;
+                    *this.timer = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -272,11 +279,12 @@ where
                     end.finish_at_end();
                 }
                 *this.deadline = None;
+                *this.timer = None;
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(error))) => {
                 let mut status = to_status(error.into());
-                let past_deadline = this.deadline.as_ref().is_some_and(|d| d.is_elapsed());
+                let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
                 if past_deadline && status.code() == tonic::Code::Cancelled {
                     // The spec's §Client Cancellation: a CANCEL after the
                     // deadline is the deadline's.
@@ -286,19 +294,24 @@ where
                     end.finish(false);
                 }
                 *this.deadline = None;
+                *this.timer = None;
                 this.inner.set(None);
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => {
-                let Some(deadline) = this.deadline.as_mut() else {
+                let Some(deadline) = *this.deadline else {
                     return Poll::Pending;
                 };
-                if deadline.as_mut().poll(cx).is_pending() {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // Dropping the stream resets it with CANCEL: the server stops.
                 this.inner.set(None);
                 *this.deadline = None;
+                *this.timer = None;
                 if let Some(end) = this.end.take() {
                     end.finish(false);
                 }
@@ -395,7 +408,7 @@ mod tests {
         let never = http_body_util::StreamBody::new(futures::stream::pending::<
             Result<Frame<Bytes>, Infallible>,
         >());
-        let deadline = Box::pin(tokio::time::sleep(Duration::from_secs(1)));
+        let deadline = Instant::now() + Duration::from_secs(1);
         let mut response = ResponseBody::new(never, Some(end), Some(deadline));
         let started = Instant::now();
         let status = response.frame().await.unwrap().unwrap_err();

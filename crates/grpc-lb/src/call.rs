@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{self, Either};
+use grpc_lb_core::status::{GrpcStatus, GRPC_MESSAGE, GRPC_STATUS};
 use grpc_lb_core::{grpc_timeout, BoxError, ConnectivityState};
 use grpc_lb_failfast::{to_status, unavailable};
 use grpc_lb_retry::{http_status_to_code, transparent_retry, TransparentRetry};
@@ -20,8 +21,8 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::body::{CallEnd, InFlight, ResponseBody};
-use crate::observe::{Peer, GRPC_STATUS};
-use crate::replay::ReplayableBody;
+use crate::observe::Peer;
+use crate::replay::{Head, ReplayableBody, GRPC_TIMEOUT};
 use crate::snapshot::{PickAttempt, Picked, Shared};
 
 /// How many times in a row an RPC is sent again because it never left the
@@ -29,39 +30,6 @@ use crate::snapshot::{PickAttempt, Picked, Shared};
 /// without a deadline from circling a connection that closes under it until
 /// the worker publishes a picker without it.
 pub(crate) const MAX_NEVER_SENT: u32 = grpc_lb_retry::MAX_NEVER_SENT;
-
-static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
-
-/// Everything of a request but its body, kept to send it again.
-pub(crate) struct Head {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: http::HeaderMap,
-    extensions: http::Extensions,
-}
-
-impl Head {
-    pub(crate) fn of(parts: &http::request::Parts) -> Self {
-        Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
-        }
-    }
-
-    fn request<B>(&self, body: B) -> Request<B> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        *request.extensions_mut() = self.extensions.clone();
-        request
-    }
-}
 
 /// How an RPC is sent: its deadline, whether it waits for ready.
 #[derive(Clone, Copy)]
@@ -170,7 +138,11 @@ pin_project! {
         #[pin]
         kind: Kind<S, B>,
         end: Option<CallEnd>,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
+        // Made at the first Pending, so that an RPC that ends at once (it
+        // failed, or never left the client) makes no timer. Boxed, so that
+        // the future stays `Unpin` when the connection's is.
+        timer: Option<Pin<Box<Sleep>>>,
         // The request is gRPC: a response without a status gets one.
         grpc: bool,
     }
@@ -208,13 +180,14 @@ where
     B: ReplayableBody,
 {
     /// Sent on the connection picked at `poll_ready`.
+    #[inline]
     pub(crate) fn sent(
         future: S::Future,
         in_flight: InFlight,
         peer: Peer,
         resend: Resend<S, B>,
         end: CallEnd,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
         grpc: bool,
     ) -> Self {
         ResponseFuture {
@@ -226,6 +199,7 @@ where
             },
             end: Some(end),
             deadline,
+            timer: None,
             grpc,
         }
     }
@@ -235,13 +209,14 @@ where
         future: AttemptsOf<S, B>,
         shared: Arc<Shared<S>>,
         end: CallEnd,
-        deadline: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
         grpc: bool,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Waiting { future, shared },
             end: Some(end),
             deadline,
+            timer: None,
             grpc,
         }
     }
@@ -254,6 +229,7 @@ where
             },
             end: Some(end),
             deadline: None,
+            timer: None,
             grpc: false,
         }
     }
@@ -266,7 +242,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("deadline", &self.deadline.as_ref().map(|d| d.deadline()))
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -335,11 +311,13 @@ where
             }
             Step::Failed(status) => Err(status),
             Step::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                if !expired {
+                let Some(deadline) = *this.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 // Dropping the attempt under way resets its stream with
@@ -352,6 +330,8 @@ where
             }
         };
         this.kind.set(Kind::Done);
+        // The body makes its own timer if it ever waits.
+        *this.timer = None;
         match result {
             Ok(response) => {
                 let deadline = this.deadline.take();
@@ -362,7 +342,7 @@ where
                 })))
             }
             Err(mut status) => {
-                let past_deadline = this.deadline.as_ref().is_some_and(|d| d.is_elapsed());
+                let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
                 if past_deadline && status.code() == tonic::Code::Cancelled {
                     status = tonic::Status::deadline_exceeded(status.message().to_owned());
                 }
@@ -416,8 +396,8 @@ fn answered<ResBody>(
     in_flight.headers_arrived();
     response.extensions_mut().insert(peer);
     let http_ok = response.status() == http::StatusCode::OK;
-    let status = response.headers().get(&GRPC_STATUS);
-    let trailers_only = status.map(|status| status == "0");
+    let status = GrpcStatus::from_headers(response.headers());
+    let trailers_only = status.map(|status| status.is_ok());
     let not_grpc = grpc && status.is_none() && (!http_ok || !is_grpc(response.headers()));
     let Some(mut call) = end.take() else {
         return response.map(Some);
@@ -462,14 +442,45 @@ fn answered<ResBody>(
 }
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"))
+    let kind = if headers.len() <= SCANNED_HEADERS {
+        headers
+            .iter()
+            .find_map(|(name, value)| (name == http::header::CONTENT_TYPE).then_some(value))
+    } else {
+        headers.get(http::header::CONTENT_TYPE)
+    };
+    kind.is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Whether a request is a gRPC one, by its content-type.
-pub(crate) fn is_grpc_request<B>(request: &Request<B>) -> bool {
-    is_grpc(request.headers())
+/// Up to how many headers a lookup on the call path compares names in one
+/// pass instead of hashing the name (which costs more for a short list).
+const SCANNED_HEADERS: usize = 8;
+
+/// A request's own deadline (`grpc-timeout`) and whether it is a gRPC one
+/// (its content-type). A short header list is read in one pass, comparing
+/// names, which costs less than two hashed lookups; a long one is looked up.
+pub(crate) fn read_request_headers(
+    headers: &http::HeaderMap,
+) -> (Option<std::time::Duration>, bool) {
+    let (timeout, kind) = if headers.len() <= SCANNED_HEADERS {
+        let mut timeout = None;
+        let mut kind = None;
+        for (name, value) in headers {
+            if timeout.is_none() && *name == GRPC_TIMEOUT {
+                timeout = Some(value);
+            } else if kind.is_none() && name == http::header::CONTENT_TYPE {
+                kind = Some(value);
+            }
+        }
+        (timeout, kind)
+    } else {
+        (
+            headers.get(&GRPC_TIMEOUT),
+            headers.get(http::header::CONTENT_TYPE),
+        )
+    };
+    let grpc = kind.is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"));
+    (timeout.and_then(grpc_timeout::parse_value), grpc)
 }
 
 /// The attempts after the first, and the channel they wait on.
@@ -524,7 +535,7 @@ where
     ResBody: Send + 'static,
 {
     let (parts, body) = request.into_parts();
-    let head = Head::of(&parts);
+    let head = Head::of(&parts, plan.deadline.is_some());
     let (body, replay) = body.keep(crate::replay::REPLAY_BUFFER_LIMIT);
     Box::pin(attempts(shared, head, body, replay, plan, Tries::default()))
 }
@@ -664,4 +675,43 @@ where
 /// fails any other RPC it cannot send: no caller cancelled them.
 pub(crate) fn closed() -> tonic::Status {
     tonic::Status::unavailable("channel is closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unpin<T: Unpin>() {}
+
+    /// Callers poll them by `&mut` (`Pin::new`), as they could before the
+    /// deadline's timer and the retry state were kept in them.
+    #[test]
+    fn a_channels_futures_and_bodies_stay_unpin() {
+        type Connection = grpc_lb_connect::Http2Connection<tonic::body::Body>;
+        unpin::<ResponseFuture<Connection, tonic::body::Body>>();
+        unpin::<ResponseBody<grpc_lb_connect::Http2Body>>();
+    }
+
+    #[test]
+    fn request_headers_are_read_in_one_pass_or_looked_up() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
+        headers.insert(&GRPC_TIMEOUT, "5m".parse().unwrap());
+        let five_ms = Some(std::time::Duration::from_millis(5));
+        assert_eq!(read_request_headers(&headers), (five_ms, true));
+        for i in 0..10 {
+            headers.insert(
+                http::HeaderName::try_from(format!("x-{i}")).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        assert_eq!(read_request_headers(&headers), (five_ms, true));
+        headers.insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        headers.remove(&GRPC_TIMEOUT);
+        assert_eq!(read_request_headers(&headers), (None, false));
+        assert_eq!(read_request_headers(&http::HeaderMap::new()), (None, false));
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use grpc_lb_balance::outlier::OutlierDetectionConfig;
 use grpc_lb_balance::{LoadBalancer, PolicyRegistry};
-use grpc_lb_core::{grpc_timeout, BoxError, Connectivity, ConnectivityState, ResolveNow};
+use grpc_lb_core::{BoxError, Connectivity, ConnectivityState, ResolveNow};
 use grpc_lb_reconnect::Reconnect;
 use grpc_lb_resolve::{Address, ResolverStatus};
 use grpc_lb_service_config::ServiceConfig;
@@ -18,10 +18,10 @@ use tower_service::Service;
 
 use crate::body::{CallEnd, InFlight, ResponseBody};
 use crate::call::{
-    closed, is_grpc_request, stamp_deadline, wait_then_send, Head, Plan, Resend, ResponseFuture,
+    closed, read_request_headers, stamp_deadline, wait_then_send, Plan, Resend, ResponseFuture,
 };
 use crate::observe::{CallRecord, ChannelEvent, ChannelStats, SubchannelInfo};
-use crate::replay::{ReplayableBody, REPLAY_BUFFER_LIMIT};
+use crate::replay::{Head, ReplayableBody, REPLAY_BUFFER_LIMIT};
 use crate::snapshot::{Picked, Shared};
 use crate::worker::{IdleMode, Worker};
 
@@ -461,10 +461,7 @@ where
             CallRecord::start(&shared.calls),
             shared.activity.as_ref().map(|a| a.begin()),
         );
-        let own = request
-            .headers()
-            .get(grpc_timeout::HEADER_NAME)
-            .and_then(grpc_timeout::parse_value);
+        let (own, grpc) = read_request_headers(request.headers());
         // The sooner of the request's own deadline, its method's and the
         // channel's default (grpc-go's `newClientStreamWithParams`): the
         // clock is read, and a timer made, only for a call that has one.
@@ -474,8 +471,6 @@ where
             .min();
         let now = timeout.map(|_| Instant::now());
         let deadline = now.zip(timeout).map(|(now, timeout)| now + timeout);
-        let sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        let grpc = is_grpc_request(&request);
         let plan = Plan {
             deadline,
             wait_for_ready: request
@@ -495,7 +490,7 @@ where
                 return ResponseFuture::failed(closed(), end);
             }
             let attempts = wait_then_send(shared.clone(), request, plan);
-            return ResponseFuture::waiting(attempts, shared.clone(), end, sleep, grpc);
+            return ResponseFuture::waiting(attempts, shared.clone(), end, deadline, grpc);
         };
         // Sent now: the time left is the timeout, so a request whose own
         // `grpc-timeout` is the soonest keeps it as it is.
@@ -509,14 +504,14 @@ where
         let (body, replay) = body.keep(REPLAY_BUFFER_LIMIT);
         let resend = Resend {
             shared: shared.clone(),
-            head: Head::of(&parts),
+            head: Head::of(&parts, deadline.is_some()),
             replay,
             plan,
         };
         let in_flight = InFlight::start(load, outcome, timed);
         end.headers(true, false);
         let future = connection.call(http::Request::from_parts(parts, body));
-        ResponseFuture::sent(future, in_flight, peer, resend, end, sleep, grpc)
+        ResponseFuture::sent(future, in_flight, peer, resend, end, deadline, grpc)
     }
 }
 
@@ -539,6 +534,8 @@ fn apply_method_config<B>(
 
 #[cfg(test)]
 mod tests {
+    use grpc_lb_core::grpc_timeout;
+
     use super::*;
 
     fn request(path: &str, timeout: Option<&str>, wait: Option<bool>) -> http::Request<()> {

@@ -60,7 +60,7 @@ pub use crate::error::{BuildError, Error};
 pub use crate::idle::DEFAULT_IDLE_TIMEOUT;
 pub use crate::observe::{ChannelEvent, ChannelStats, Peer, SubchannelInfo, EVENT_CAPACITY};
 pub use crate::rate_limit::{RateLimit, RateLimitLayer};
-pub use crate::replay::{ReplayableBody, REPLAY_BUFFER_LIMIT};
+pub use crate::replay::{ReplayableBody, TonicReplay, REPLAY_BUFFER_LIMIT};
 pub use crate::worker::Worker;
 #[cfg(feature = "tls")]
 pub use grpc_lb_connect::tls::{TlsConfig, TlsError, TlsErrorKind};

@@ -329,10 +329,6 @@ impl CallCounters {
     }
 }
 
-/// A `HeaderName` made once: looking up by `&str` parsed the name again on
-/// every call (an eighth of a call's instructions in the channel, callgrind).
-pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
-
 /// Records one call: started when made, finished once.
 pub(crate) struct CallRecord {
     counters: Option<Arc<CallCounters>>,

@@ -1208,15 +1208,20 @@ where
         // Each subchannel's load lives as long as the subchannel, so equal
         // addresses and loads mean an unchanged picker: compare before cloning
         // any connection, since this runs after every round of events.
+        // One map lookup per endpoint (the connections and outcomes below
+        // are read from these, not looked up again): this is the O(ready)
+        // part of a publish, paid whenever the ready set changes.
+        let mut chosen = Vec::with_capacity(pickable.len());
         let mut peers = Vec::with_capacity(pickable.len());
         let mut loads = Vec::with_capacity(pickable.len());
-        for address in pickable {
-            let Some(subchannel) = self.subchannels.get(&address) else {
+        for address in &pickable {
+            let Some(subchannel) = self.subchannels.get(address) else {
                 continue;
             };
             if subchannel.reconnect.connection().is_some() && subchannel.usable() {
                 loads.push(subchannel.load.clone());
                 peers.push(subchannel.peer.clone());
+                chosen.push(&**subchannel);
             }
         }
         let same_error = match (&current.last_error, &last_error) {
@@ -1240,22 +1245,18 @@ where
             return;
         }
         drop(current);
-        let connections = peers
+        let connections = chosen
             .iter()
-            .filter_map(|peer| {
-                self.subchannels[peer.address()]
-                    .reconnect
-                    .connection()
-                    .cloned()
-            })
+            .filter_map(|subchannel| subchannel.reconnect.connection().cloned())
             .collect();
         let outcomes = match self.outlier {
-            Some(_) => peers
+            Some(_) => chosen
                 .iter()
-                .filter_map(|peer| self.subchannels[peer.address()].outcomes.clone())
+                .filter_map(|subchannel| subchannel.outcomes.clone())
                 .collect(),
             None => Vec::new(),
         };
+        drop(chosen);
         let previous = self.shared.connectivity.borrow().state;
         if previous != state {
             self.shared.record(state);
