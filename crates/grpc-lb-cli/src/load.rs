@@ -11,7 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::channel::{GrpcChannel, PeerSlot};
+use crate::channel::{Client, PeerSlot};
 use crate::options::StackSettings;
 use crate::rpc::{CallSettings, Caller, Rpc};
 use crate::schedule::Schedule;
@@ -227,7 +227,7 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
 /// Sends the planned calls through `channel` and returns the merged tally;
 /// the schedule's time 0 is `start`.
 pub(crate) async fn run(
-    channel: &GrpcChannel,
+    channel: &Client,
     plan: &Plan,
     live: &Arc<Live>,
     start: Instant,
@@ -293,7 +293,7 @@ async fn worker(
             Ok(_) => (tonic::Code::Ok, String::new()),
             Err(status) => (status.code(), status.message().to_owned()),
         };
-        let peer = slot.get().map(|p| p.address().to_string());
+        let peer = slot.get().map(ToString::to_string);
         if n < plan.skip_first {
             tally.skipped += 1;
         } else {

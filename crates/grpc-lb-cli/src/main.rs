@@ -25,6 +25,7 @@ mod call;
 mod channel;
 mod codec;
 mod demo;
+mod grpclb;
 mod describe;
 mod html;
 mod in_force;

@@ -22,7 +22,10 @@ pub(crate) struct Report<'a> {
     pub(crate) elapsed: Duration,
     pub(crate) tally: &'a Tally,
     pub(crate) seen: &'a Seen,
-    pub(crate) channel: &'a GrpcChannel,
+    /// `None` for a grpclb target (no channel; its facts are in `grpclb`).
+    pub(crate) channel: Option<&'a GrpcChannel>,
+    /// A grpclb target's facts (crate::grpclb).
+    pub(crate) grpclb: Option<Value>,
     /// The service config in force at the end, as parsed.
     pub(crate) service_config: Option<Value>,
     pub(crate) service_config_source: &'static str,
@@ -136,7 +139,8 @@ impl Report<'_> {
             .collect();
         let subchannels: Vec<Value> = self
             .channel
-            .subchannels()
+            .map(|channel| channel.subchannels())
+            .unwrap_or_default()
             .into_iter()
             .map(|s| {
                 json!({
@@ -167,7 +171,7 @@ impl Report<'_> {
             .collect();
         let mut load = self.schedule.json();
         load["windows"] = json!(windows);
-        json!({
+        let mut object = json!({
             "target": self.target,
             "method": self.method,
             "policy": self.policy,
@@ -194,7 +198,11 @@ impl Report<'_> {
             "service_config": self.service_config,
             "service_config_source": self.service_config_source,
             "options": self.options,
-        })
+        });
+        if let Some(grpclb) = &self.grpclb {
+            object["grpclb"] = grpclb.clone();
+        }
+        object
     }
 
     /// The summary for people (`--format summary`, the default).
