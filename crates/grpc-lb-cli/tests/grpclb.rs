@@ -131,9 +131,11 @@ async fn with_no_balancer_the_calls_fall_back_to_the_resolvers_backends() {
     assert_eq!(grpclb["balancer_connected"], false);
     assert_eq!(grpclb["server_list"], Value::Null);
     assert_eq!(grpclb["dropped"], 0);
-    // The fallback runs under the default child policy, round robin.
-    assert_eq!(count(&report, one.addr()), 20, "{report}");
-    assert_eq!(count(&report, two.addr()), 20, "{report}");
+    // The fallback runs under the default child policy, round robin (the
+    // first calls may find one backend READY before the other).
+    let (to_one, to_two) = (count(&report, one.addr()), count(&report, two.addr()));
+    assert_eq!(to_one + to_two, 40, "{report}");
+    assert!(to_one >= 10 && to_two >= 10, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
