@@ -13,17 +13,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::StreamExt;
 use grpc_lb::balance::service::{Balance, ByConnectivity, HttpCalls};
 use grpc_lb::balance::tree::{PickFirst, RoundRobin};
 use grpc_lb::connect::{Http2Config, Http2Connector};
 use grpc_lb::core::{Connectivity, ResolveNow, Subchannel};
 use grpc_lb::reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb::resolve::dns::{DnsConfig, DnsResolver};
-use grpc_lb::resolve::{Address, Endpoint, ManualResolver, Registry};
+use grpc_lb::resolve::{
+    Address, Endpoint, ManualResolver, Registry, ServiceConfigUpdate, Target, Update, UpdateStream,
+};
 use grpc_lb::service_config::ServiceConfig;
 use grpc_lb::{AddressConnector, Channel};
 use grpc_lb_grpclb::{
-    ChildPolicy, Grpclb, GrpclbConfig, GrpclbDiscover, GrpclbDrop, Mode, TaskGuard, DROP_MESSAGE,
+    ChildPolicy, Grpclb, GrpclbConfig, GrpclbConfigError, GrpclbDiscover, GrpclbDrop, Mode,
+    TaskGuard, DROP_MESSAGE,
 };
 use pin_project_lite::pin_project;
 use serde_json::{json, Value};
@@ -61,7 +65,7 @@ pub(crate) type GrpclbBody = <Stack as Service<http::Request<Body>>>::Response;
 /// The grpclb config `config` selects: its first supported
 /// `loadBalancingConfig` entry (grpc-go's choice, `grpclb` counted as
 /// supported) is `grpclb`. `Ok(None)`: it selects something else, or nothing.
-pub(crate) fn selected(config: &ServiceConfig) -> Result<Option<GrpclbConfig>, CliError> {
+pub(crate) fn selected(config: &ServiceConfig) -> Result<Option<GrpclbConfig>, GrpclbConfigError> {
     let registry = grpc_lb::balance::PolicyRegistry::with_defaults();
     let chosen = config.choose_policy(|name| {
         name == GRPCLB
@@ -69,11 +73,56 @@ pub(crate) fn selected(config: &ServiceConfig) -> Result<Option<GrpclbConfig>, C
             || name == grpc_lb::service_config::OUTLIER_DETECTION
     });
     match chosen {
-        Ok(Some(entry)) if entry.name() == GRPCLB => GrpclbConfig::from_value(entry.config())
-            .map(Some)
-            .map_err(|error| CliError::usage(format!("--service-config: grpclb: {error}"))),
+        Ok(Some(entry)) if entry.name() == GRPCLB => {
+            GrpclbConfig::from_value(entry.config()).map(Some)
+        }
         _ => Ok(None),
     }
+}
+
+/// The target's resolver, with SRV lookups of `_grpclb._tcp.<host>` for
+/// dns targets (grpc-go's EnableSRVLookups), started on `target`.
+pub(crate) fn resolve(target: &str) -> Result<(Target, UpdateStream), CliError> {
+    let mut registry = Registry::with_defaults();
+    registry.register(DnsResolver::new(
+        DnsConfig::default().grpclb_balancers(true),
+    ));
+    let bad = |error: &dyn fmt::Display| CliError::usage(format!("bad target {target:?}: {error}"));
+    let parsed = registry.parse(target).map_err(|e| bad(&e))?;
+    let updates = registry
+        .resolve_target(&parsed, ResolveNow::new())
+        .map_err(|e| bad(&e))?;
+    Ok((parsed, updates))
+}
+
+/// Whether `target` is a dns target, the one built-in resolver that can
+/// carry a service config (its TXT record).
+pub(crate) fn is_dns(target: &str) -> bool {
+    Registry::with_defaults()
+        .parse(target)
+        .is_ok_and(|parsed| parsed.scheme() == "dns")
+}
+
+/// The service config of the resolver's first resolution: the DNS resolver
+/// reports it just before the addresses, so the updates are read up to the
+/// first that is not a config; they are put back in front of the stream.
+pub(crate) async fn peek_config(
+    mut updates: UpdateStream,
+) -> (Option<Arc<ServiceConfig>>, UpdateStream) {
+    let mut read = Vec::new();
+    let mut config = None;
+    while let Some(update) = updates.next().await {
+        let last = !matches!(update, Ok(Update::ServiceConfig(_)));
+        if let Ok(Update::ServiceConfig(ServiceConfigUpdate::Config(found))) = &update {
+            config = Some(found.clone());
+        }
+        read.push(update);
+        if last {
+            break;
+        }
+    }
+    let replayed: UpdateStream = Box::pin(futures::stream::iter(read).chain(updates));
+    (config, replayed)
 }
 
 /// A grpclb target's stack and what the report says about it.
@@ -84,7 +133,8 @@ pub(crate) struct GrpclbClient {
     pub(crate) balancer_channel: GrpcChannel,
     /// Where the balancer addresses came from: `flag` or `dns`.
     pub(crate) balancers_from: &'static str,
-    /// `--service-config`, for the retry and message-size layers.
+    /// The config in force (the resolver's first, else `--service-config`),
+    /// for the retry and message-size layers.
     pub(crate) config: Option<Arc<ServiceConfig>>,
     _forwarding: Option<TaskGuard>,
 }
@@ -97,12 +147,13 @@ impl fmt::Debug for GrpclbClient {
     }
 }
 
-/// Builds the grpclb stack to `target` (inside the runtime).
+/// Builds the grpclb stack over the target's resolver `updates` (inside the
+/// runtime); `in_force` is the service config the layers above follow.
 pub(crate) async fn build(
     args: &ChannelArgs,
-    target: &str,
+    (parsed, updates): (Target, UpdateStream),
     config: GrpclbConfig,
-    default_config: Option<&ServiceConfig>,
+    in_force: Option<Arc<ServiceConfig>>,
 ) -> Result<GrpclbClient, CliError> {
     if args.tls {
         return Err(CliError::usage(
@@ -114,16 +165,6 @@ pub(crate) async fn build(
     if let Some(ms) = args.grpclb_fallback_timeout_ms {
         config = config.with_fallback_timeout(Duration::from_millis(ms));
     }
-    // The target's resolver, with SRV lookups of `_grpclb._tcp.<host>` for
-    // dns targets (grpc-go's EnableSRVLookups).
-    let mut registry = Registry::with_defaults();
-    registry.register(DnsResolver::new(DnsConfig::default().grpclb_balancers(true)));
-    let parsed = registry
-        .parse(target)
-        .map_err(|error| CliError::usage(format!("bad target {target:?}: {error}")))?;
-    let updates = registry
-        .resolve_target(&parsed, ResolveNow::new())
-        .map_err(|error| CliError::usage(format!("bad target {target:?}: {error}")))?;
     let given = balancer_flags(&args.grpclb_balancer).await?;
 
     // grpc-go dials the balancers with pick_first, over a manual resolver.
@@ -174,7 +215,7 @@ pub(crate) async fn build(
         service,
         balancer_channel,
         balancers_from,
-        config: default_config.cloned().map(Arc::new),
+        config: in_force,
         _forwarding: forwarding,
     })
 }

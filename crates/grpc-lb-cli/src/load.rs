@@ -226,12 +226,7 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
 
 /// Sends the planned calls through `channel` and returns the merged tally;
 /// the schedule's time 0 is `start`.
-pub(crate) async fn run(
-    channel: &Client,
-    plan: &Plan,
-    live: &Arc<Live>,
-    start: Instant,
-) -> Tally {
+pub(crate) async fn run(channel: &Client, plan: &Plan, live: &Arc<Live>, start: Instant) -> Tally {
     let issued = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     let stack = call_stack(channel, plan.stack);

@@ -11,8 +11,8 @@ use grpc_lb::backoff::BackoffConfig;
 use grpc_lb::balance::outlier::OutlierDetectionConfig;
 use grpc_lb::balance::PolicyRegistry;
 use grpc_lb::connect::KeepaliveConfig;
-use grpc_lb::service_config::{ServiceConfig, OUTLIER_DETECTION};
 use grpc_lb::connect::{Http2Connector, TcpConnector};
+use grpc_lb::service_config::{ServiceConfig, OUTLIER_DETECTION};
 use grpc_lb::{AddressConnector, BuildError, Channel, TlsConfig, TlsError};
 use grpc_lb_grpclb::GrpclbConfig;
 use serde_json::{json, Value};
@@ -347,9 +347,14 @@ impl ChannelArgs {
 
     /// The grpclb config, when `--service-config` selects grpclb, or
     /// `--policy grpclb` does while it names no policy.
-    fn grpclb(&self, default_config: Option<&ServiceConfig>) -> Result<Option<GrpclbConfig>, CliError> {
+    fn grpclb(
+        &self,
+        default_config: Option<&ServiceConfig>,
+    ) -> Result<Option<GrpclbConfig>, CliError> {
         if let Some(config) = default_config {
-            if let Some(grpclb) = crate::grpclb::selected(config)? {
+            let selected = crate::grpclb::selected(config)
+                .map_err(|error| CliError::usage(format!("--service-config: grpclb: {error}")))?;
+            if let Some(grpclb) = selected {
                 return Ok(Some(grpclb));
             }
             if crate::in_force::names_a_policy(config) {
@@ -367,7 +372,27 @@ impl ChannelArgs {
         wait_for_ready: bool,
     ) -> Result<BuiltClient, CliError> {
         let default_config = self.service_config()?;
-        let Some(grpclb) = self.grpclb(default_config.as_ref())? else {
+        let mut chosen = self.grpclb(default_config.as_ref())?.map(|grpclb| {
+            (
+                grpclb,
+                default_config.clone().map(std::sync::Arc::new),
+                None,
+            )
+        });
+        if chosen.is_none() && crate::grpclb::is_dns(target) {
+            // The resolver's config (a TXT record) may select grpclb: look
+            // at its first resolution, and go on with that stream if so.
+            let (parsed, updates) = crate::grpclb::resolve(target)?;
+            let (config, updates) = crate::grpclb::peek_config(updates).await;
+            if let Some(config) = config {
+                // A grpclb entry the policy cannot read is passed over, as
+                // an unusable resolver config is.
+                if let Ok(Some(grpclb)) = crate::grpclb::selected(&config) {
+                    chosen = Some((grpclb, Some(config), Some((parsed, updates))));
+                }
+            }
+        }
+        let Some((grpclb, in_force, resolved)) = chosen else {
             if !self.grpclb_balancer.is_empty() || self.grpclb_fallback_timeout_ms.is_some() {
                 return Err(CliError::usage(
                     "--grpclb-balancer and --grpclb-fallback-timeout-ms need grpclb \
@@ -382,8 +407,11 @@ impl ChannelArgs {
                 stack: built.stack,
             });
         };
-        let client =
-            crate::grpclb::build(self, target, grpclb, default_config.as_ref()).await?;
+        let resolved = match resolved {
+            Some(resolved) => resolved,
+            None => crate::grpclb::resolve(target)?,
+        };
+        let client = crate::grpclb::build(self, resolved, grpclb, in_force).await?;
         let mut options = self.options_json(&self.keepalive(), None);
         options["grpclb_balancer"] = json!(self.grpclb_balancer);
         options["grpclb_fallback_timeout_ms"] = json!(self.grpclb_fallback_timeout_ms);
@@ -405,9 +433,7 @@ impl ChannelArgs {
 
     /// The connector of a grpclb target's backends, from the flags that
     /// apply to one HTTP/2 connection.
-    pub(crate) fn backend_connector(
-        &self,
-    ) -> Http2Connector<tonic::body::Body, AddressConnector> {
+    pub(crate) fn backend_connector(&self) -> Http2Connector<tonic::body::Body, AddressConnector> {
         let transport = AddressConnector::with_tcp(
             TcpConnector::new()
                 .with_nodelay(self.tcp_nodelay)

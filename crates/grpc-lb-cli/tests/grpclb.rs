@@ -17,8 +17,7 @@ use grpclb_support::{backend, drop_entry, server, KillableServer, TestBalancer};
 use serde_json::Value;
 use support::{dead_port, grpc_lb, ipv4, json_of, stderr_of};
 
-const ROUND_ROBIN: &str =
-    r#"{"loadBalancingConfig":[{"grpclb":{"childPolicy":[{"round_robin":{}}]}},{"pick_first":{}}]}"#;
+const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"grpclb":{"childPolicy":[{"round_robin":{}}]}},{"pick_first":{}}]}"#;
 
 /// Runs the tool off the runtime that serves the balancer and backends.
 async fn run(args: Vec<String>, code: i32) -> Value {
@@ -203,4 +202,56 @@ async fn a_dns_target_finds_its_balancer_in_srv_records() {
     // Each run asked for the config's serviceName.
     let received = balancer.received().borrow().clone();
     assert_eq!(received.names, ["greeter.service", "greeter.service"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_txt_service_config_selecting_grpclb_is_followed() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let fallback = backend("fallback").await;
+    let balancer = TestBalancer::new(None);
+    let lb = KillableServer::start(balancer.routes()).await;
+    balancer.set_servers(vec![server(a.addr(), "tok-a"), server(b.addr(), "tok-b")]);
+    // The config as a TXT record (gRFC A2), in a dnsmasq conf file (the
+    // quotes of a JSON record do not survive a command line).
+    let record = r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"grpclb":{"childPolicy":[{"round_robin":{}}]}},{"pick_first":{}}]}}]"#;
+    let conf = std::env::temp_dir().join(format!(
+        "grpc-lb-cli-grpclb-txt-{}.conf",
+        std::process::id()
+    ));
+    std::fs::write(
+        &conf,
+        format!(
+            "txt-record=_grpc_config.greeter.test,\"{}\"\nsrv-host=_grpclb._tcp.greeter.test,lb.test,{},0,0\n",
+            record.replace('"', "\\\""),
+            lb.addr().port()
+        ),
+    )
+    .unwrap();
+    let dns = Dnsmasq::start(
+        "127.0.0.1 greeter.test\n127.0.0.1 lb.test\n",
+        &[&format!("--conf-file={}", conf.display())],
+    );
+    let target = format!(
+        "dns://{}/greeter.test:{}",
+        dns.authority(),
+        fallback.addr().port()
+    );
+    let report = run(args(&["call", &target, "--requests", "100", "--json"]), 0).await;
+    let _ = std::fs::remove_file(&conf);
+
+    assert_eq!(report["policy"], "grpclb", "{report}");
+    assert_eq!(report["service_config_source"], "resolver", "{report}");
+    assert_eq!(
+        report["service_config"]["loadBalancingConfig"][0]["grpclb"]["childPolicy"][0],
+        serde_json::json!({"round_robin": {}}),
+        "{report}"
+    );
+    let grpclb = &report["grpclb"];
+    assert_eq!(grpclb["balancers_from"], "dns");
+    assert_eq!(grpclb["balancers"][0], lb.addr().to_string(), "{report}");
+    assert_eq!(grpclb["mode"], "balancer", "{report}");
+    let (to_a, to_b) = (count(&report, a.addr()), count(&report, b.addr()));
+    assert_eq!(to_a + to_b, 100, "{report}");
+    assert!(to_a >= 40 && to_b >= 40, "{report}");
 }
