@@ -110,9 +110,16 @@ impl Service<Request> for ClientService {
             ClientService::Channel(channel) => ClientFuture::Channel {
                 inner: channel.call(request),
             },
-            ClientService::Grpclb(stack) => ClientFuture::Grpclb {
-                inner: stack.call(request),
-            },
+            ClientService::Grpclb(stack) => {
+                // The channel enforces a call's deadline; without one the
+                // grpclb path does it here, so that a call no backend takes
+                // (no list yet, say) ends at its deadline.
+                let deadline = grpc_timeout(request.headers()).map(tokio::time::sleep);
+                ClientFuture::Grpclb {
+                    inner: stack.call(request),
+                    deadline,
+                }
+            }
         }
     }
 }
@@ -122,7 +129,10 @@ pin_project! {
     #[project = ClientFutureProj]
     pub(crate) enum ClientFuture {
         Channel { #[pin] inner: <GrpcChannel as Service<Request>>::Future },
-        Grpclb { #[pin] inner: <GrpclbService as Service<Request>>::Future },
+        Grpclb {
+            #[pin] inner: <GrpclbService as Service<Request>>::Future,
+            #[pin] deadline: Option<tokio::time::Sleep>,
+        },
     }
 }
 
@@ -141,10 +151,61 @@ impl Future for ClientFuture {
                 .poll(cx)
                 .map_ok(|response| response.map(http_body_util::Either::Left))
                 .map_err(Into::into),
-            ClientFutureProj::Grpclb { inner } => inner
-                .poll(cx)
-                .map_ok(|response| response.map(http_body_util::Either::Right)),
+            ClientFutureProj::Grpclb { inner, deadline } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(
+                        result.map(|response| response.map(http_body_util::Either::Right)),
+                    );
+                }
+                match deadline.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        Poll::Ready(Err(Box::new(tonic::Status::deadline_exceeded(
+                            "deadline exceeded before a backend answered",
+                        ))))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
         }
+    }
+}
+
+/// A request's `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit = text.chars().last()?;
+    let value: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        'H' => Duration::from_secs(value.saturating_mul(3600)),
+        'M' => Duration::from_secs(value.saturating_mul(60)),
+        'S' => Duration::from_secs(value),
+        'm' => Duration::from_millis(value),
+        'u' => Duration::from_micros(value),
+        'n' => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit() {
+        let read = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&headers)
+        };
+        use std::time::Duration;
+        assert_eq!(read("5000m"), Some(Duration::from_millis(5000)));
+        assert_eq!(read("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(read("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(read("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(read("x"), None);
+        assert_eq!(read("12q"), None);
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }
 

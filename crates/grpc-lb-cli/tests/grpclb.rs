@@ -255,3 +255,32 @@ async fn a_dns_txt_service_config_selecting_grpclb_is_followed() {
     assert_eq!(to_a + to_b, 100, "{report}");
     assert!(to_a >= 40 && to_b >= 40, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_no_backend_takes_ends_at_its_deadline() {
+    let fallback = backend("fallback").await;
+    let nobody = dead_port();
+    // No balancer, and fallback only after grpc-go's 10 s: the calls wait
+    // for backends until their deadline.
+    let report = run(
+        args(&[
+            "call",
+            &ipv4(&[fallback.addr()]),
+            "--policy",
+            "grpclb",
+            "--grpclb-balancer",
+            &nobody.to_string(),
+            "--timeout-ms",
+            "200",
+            "--requests",
+            "2",
+            "--json",
+        ]),
+        1,
+    )
+    .await;
+    assert_eq!(report["codes"]["DEADLINE_EXCEEDED"], 2, "{report}");
+    assert_eq!(report["grpclb"]["mode"], "waiting", "{report}");
+    assert_eq!(report["grpclb"]["fallback_timeout_ms"], 10_000);
+    assert_eq!(report["backends"], serde_json::json!({}));
+}
