@@ -129,10 +129,12 @@ pub(crate) async fn peek_config(
 pub(crate) struct GrpclbClient {
     pub(crate) grpclb: Grpclb,
     pub(crate) service: GrpclbService,
-    /// The pick_first channel to the balancers.
+    /// The pick_first channel to the balancers (its state is reported).
     pub(crate) balancer_channel: GrpcChannel,
     /// Where the balancer addresses came from: `flag` or `dns`.
     pub(crate) balancers_from: &'static str,
+    /// `--grpclb-balancer`'s addresses (empty: from DNS).
+    given: Vec<SocketAddr>,
     /// The config in force (the resolver's first, else `--service-config`),
     /// for the retry and message-size layers.
     pub(crate) config: Option<Arc<ServiceConfig>>,
@@ -191,7 +193,7 @@ pub(crate) async fn build(
     let (forwarding, balancers_from) = if given.is_empty() {
         (Some(grpclb.forward_balancer_addresses(handle)), "dns")
     } else {
-        handle.reset(given.into_iter().map(Endpoint::from));
+        handle.reset(given.iter().copied().map(Endpoint::from));
         (None, "flag")
     };
 
@@ -215,6 +217,7 @@ pub(crate) async fn build(
         service,
         balancer_channel,
         balancers_from,
+        given,
         config: in_force,
         _forwarding: forwarding,
     })
@@ -245,12 +248,7 @@ impl GrpclbClient {
         let mode = *self.grpclb.mode().borrow();
         let resolved = self.grpclb.resolved().borrow().clone();
         let balancers: Vec<String> = match self.balancers_from {
-            "flag" => self
-                .balancer_channel
-                .subchannels()
-                .iter()
-                .map(|s| s.address.to_string())
-                .collect(),
+            "flag" => self.given.iter().map(ToString::to_string).collect(),
             _ => resolved
                 .balancers
                 .iter()
@@ -287,6 +285,7 @@ impl GrpclbClient {
             "lists_used": mode.lists_used,
             "fallback_backends": fallback,
             "balancer_connected": status.connected,
+            "balancer_channel_state": self.balancer_channel.state().as_str(),
             "server_lists": status.server_lists,
             "server_list": server_list,
             "fallback_responses": status.fallback_responses,

@@ -218,6 +218,16 @@ impl Report<'_> {
                 self.service_config_source
             );
         }
+        if let Some(grpclb) = &self.grpclb {
+            let _ = writeln!(
+                out,
+                "grpclb     balancers {} (from {}), mode {} at the end, {} dropped",
+                grpclb["balancers"],
+                grpclb["balancers_from"].as_str().unwrap_or(""),
+                grpclb["mode"].as_str().unwrap_or(""),
+                grpclb["dropped"]
+            );
+        }
         let _ = writeln!(
             out,
             "requests   {} in {:.2} s ({:.1}/s): {} OK, {} failed",

@@ -76,6 +76,8 @@ async fn calls_follow_the_balancers_list_and_its_drops_are_counted() {
     assert_eq!(grpclb["balancers_from"], "flag");
     assert_eq!(grpclb["mode"], "balancer", "{report}");
     assert_eq!(grpclb["in_fallback"], false);
+    assert_eq!(grpclb["balancer_connected"], true);
+    assert_eq!(grpclb["balancer_channel_state"], "READY", "{report}");
     assert_eq!(grpclb["child_policy"], "round_robin");
     assert_eq!(grpclb["fallback_backends"][0], fallback.addr().to_string());
     assert_eq!(grpclb["server_list"].as_array().unwrap().len(), 3);
@@ -128,6 +130,7 @@ async fn with_no_balancer_the_calls_fall_back_to_the_resolvers_backends() {
     assert_eq!(grpclb["in_fallback"], true);
     assert_eq!(grpclb["fallback_timeout_ms"], 300);
     assert_eq!(grpclb["balancer_connected"], false);
+    assert_ne!(grpclb["balancer_channel_state"], "READY", "{report}");
     assert_eq!(grpclb["server_list"], Value::Null);
     assert_eq!(grpclb["dropped"], 0);
     // The fallback runs under the default child policy, round robin (the
