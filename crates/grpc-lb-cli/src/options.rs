@@ -380,6 +380,8 @@ impl ChannelArgs {
             )
         });
         if chosen.is_none() && crate::grpclb::is_dns(target) {
+            // The flags are checked before anything is sent.
+            self.check_for_channel(default_config.as_ref(), true)?;
             // The resolver's config (a TXT record) may select grpclb: look
             // at its first resolution, and go on with that stream if so.
             let (parsed, updates) = crate::grpclb::resolve(target)?;
@@ -399,7 +401,7 @@ impl ChannelArgs {
                      (--policy grpclb, or a --service-config selecting it)",
                 ));
             }
-            let built = self.build(target, wait_for_ready)?;
+            let built = self.build_channel(target, wait_for_ready, true)?;
             return Ok(BuiltClient {
                 client: Client::Channel(built.channel),
                 default_config: built.default_config,
@@ -454,26 +456,57 @@ impl ChannelArgs {
         connector
     }
 
-    /// Builds the channel to `target` (inside the runtime, which runs its
-    /// worker). Every problem with the flags or the target is a usage error.
-    pub(crate) fn build(&self, target: &str, wait_for_ready: bool) -> Result<Built, CliError> {
-        if self.policy == crate::grpclb::GRPCLB {
+    /// The checks of [`build`](Self::build) that need no channel: the
+    /// config's policy, backoff, outlier detection, TLS.
+    fn check_for_channel(
+        &self,
+        default_config: Option<&ServiceConfig>,
+        for_call: bool,
+    ) -> Result<(), CliError> {
+        if self.policy == crate::grpclb::GRPCLB && !for_call {
             return Err(CliError::usage(
                 "--policy grpclb: only `call` takes grpclb targets",
             ));
         }
-        let default_config = self.service_config()?;
-        if let Some(config) = &default_config {
+        if let Some(config) = default_config {
             // The library refuses such a config too; say which flag it was.
             let registry = PolicyRegistry::with_defaults();
             config
                 .choose_policy(|name| registry.contains(name) || name == OUTLIER_DETECTION)
                 .map_err(|error| CliError::usage(format!("--service-config: {error}")))?;
         }
+        self.backoff()?;
+        self.outlier_detection()?;
+        self.tls_config()?;
+        Ok(())
+    }
+
+    /// Builds the channel to `target` (inside the runtime, which runs its
+    /// worker). Every problem with the flags or the target is a usage error.
+    pub(crate) fn build(&self, target: &str, wait_for_ready: bool) -> Result<Built, CliError> {
+        self.build_channel(target, wait_for_ready, false)
+    }
+
+    /// [`build`](Self::build); `for_call`: `--policy grpclb` was passed over
+    /// because the config in force names a policy (it wins over `--policy`,
+    /// which then falls back to pick_first, gRPC's default).
+    fn build_channel(
+        &self,
+        target: &str,
+        wait_for_ready: bool,
+        for_call: bool,
+    ) -> Result<Built, CliError> {
+        let default_config = self.service_config()?;
+        self.check_for_channel(default_config.as_ref(), for_call)?;
+        let policy = if self.policy == crate::grpclb::GRPCLB {
+            "pick_first".to_owned()
+        } else {
+            self.policy.clone()
+        };
         let keepalive = self.keepalive();
         let outlier = self.outlier_detection()?;
         let mut builder = Channel::builder(target)
-            .policy(self.policy.clone())
+            .policy(policy)
             .backoff(self.backoff()?)
             .wait_for_ready(wait_for_ready)
             .keepalive(keepalive)

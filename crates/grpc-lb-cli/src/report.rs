@@ -287,7 +287,10 @@ impl Report<'_> {
             .iter()
             .map(|s| format!("{:.1} ms {}", s.t.as_secs_f64() * 1000.0, s.state))
             .collect();
-        let _ = writeln!(out, "states     {}", states.join(" -> "));
+        // A grpclb target has no channel, so no states.
+        if !states.is_empty() {
+            let _ = writeln!(out, "states     {}", states.join(" -> "));
+        }
         let mut label = "errors";
         for (code, message, count) in t.top_errors(5) {
             let _ = writeln!(out, "{label:<10} {count} x {code}: {message}");
