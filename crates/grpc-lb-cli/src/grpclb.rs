@@ -18,6 +18,7 @@ use grpc_lb::balance::service::{Balance, ByConnectivity, HttpCalls};
 use grpc_lb::balance::tree::{PickFirst, RoundRobin};
 use grpc_lb::connect::{Http2Config, Http2Connector};
 use grpc_lb::core::{Connectivity, ResolveNow, Subchannel};
+use grpc_lb::failfast::FailFast;
 use grpc_lb::reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb::resolve::dns::{DnsConfig, DnsResolver};
 use grpc_lb::resolve::{
@@ -51,8 +52,13 @@ type Body = tonic::body::Body;
 type Connector = Http2Connector<Body, AddressConnector>;
 /// One backend: a reconnecting subchannel that names itself in responses.
 type Backend = TagBackend<Reconnect<Connector, Address>>;
-type Stack =
-    GrpclbDrop<Balance<GrpclbDiscover<Backend>, http::Request<Body>, ByConnectivity, HttpCalls>>;
+/// Fail-fast over the drops over the balanced backends: while no backend
+/// can be reached (TRANSIENT_FAILURE) a call fails at once with UNAVAILABLE
+/// and takes no drop entry, as grpc-go's grpclb picks with an error picker
+/// then.
+type Stack = FailFast<
+    GrpclbDrop<Balance<GrpclbDiscover<Backend>, http::Request<Body>, ByConnectivity, HttpCalls>>,
+>;
 type StackFuture = <Stack as Service<http::Request<Body>>>::Future;
 
 /// The grpclb stack, shared by every worker through a buffer (a `Balance` is
@@ -156,6 +162,7 @@ pub(crate) async fn build(
     (parsed, updates): (Target, UpdateStream),
     config: GrpclbConfig,
     in_force: Option<Arc<ServiceConfig>>,
+    wait_for_ready: bool,
 ) -> Result<GrpclbClient, CliError> {
     if args.tls {
         return Err(CliError::usage(
@@ -164,10 +171,14 @@ pub(crate) async fn build(
     }
     let backoff = args.backoff()?;
     let mut config = config.with_backoff(backoff);
+    let given = balancer_flags(&args.grpclb_balancer).await?;
     if let Some(ms) = args.grpclb_fallback_timeout_ms {
         config = config.with_fallback_timeout(Duration::from_millis(ms));
+    } else if given.is_empty() && parsed.scheme() != "dns" {
+        // No balancer can be found (no flag, no SRV records): grpc-go falls
+        // back at once when the resolver gives no balancer address.
+        config = config.with_fallback_timeout(Duration::ZERO);
     }
-    let given = balancer_flags(&args.grpclb_balancer).await?;
 
     // grpc-go dials the balancers with pick_first, over a manual resolver.
     let (balancers, handle) = ManualResolver::new(BALANCERS_SCHEME);
@@ -209,8 +220,10 @@ pub(crate) async fn build(
     }
     .subchannels()
     .http();
-    grpclb.watch_backends(balance.connectivity());
-    let stack = grpclb.drop_layer().layer(balance);
+    let connectivity = balance.connectivity();
+    grpclb.watch_backends(connectivity.clone());
+    let stack = FailFast::new(grpclb.drop_layer().layer(balance), connectivity)
+        .wait_for_ready(wait_for_ready);
     let service = Buffer::new(stack, args.max_waiting.max(1));
     Ok(GrpclbClient {
         grpclb,

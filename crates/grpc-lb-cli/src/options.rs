@@ -413,7 +413,7 @@ impl ChannelArgs {
             Some(resolved) => resolved,
             None => crate::grpclb::resolve(target)?,
         };
-        let client = crate::grpclb::build(self, resolved, grpclb, in_force).await?;
+        let client = crate::grpclb::build(self, resolved, grpclb, in_force, wait_for_ready).await?;
         let mut options = self.options_json(&self.keepalive(), None);
         options["grpclb_balancer"] = json!(self.grpclb_balancer);
         options["grpclb_fallback_timeout_ms"] = json!(self.grpclb_fallback_timeout_ms);

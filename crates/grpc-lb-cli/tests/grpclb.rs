@@ -292,3 +292,30 @@ async fn a_call_no_backend_takes_ends_at_its_deadline() {
     assert_eq!(report["grpclb"]["fallback_timeout_ms"], 10_000);
     assert_eq!(report["backends"], serde_json::json!({}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_any_balancer_address_the_fallback_is_at_once_and_fails_fast_when_down() {
+    // An ipv4 target, no --grpclb-balancer: no balancer can be found, so
+    // the resolver's backends are used at once (grpc-go); the one backend
+    // is down, so calls fail fast with UNAVAILABLE, as without grpclb.
+    let down = dead_port();
+    let report = run(
+        args(&[
+            "call",
+            &ipv4(&[down]),
+            "--policy",
+            "grpclb",
+            "--requests",
+            "3",
+            "--json",
+        ]),
+        1,
+    )
+    .await;
+    assert_eq!(report["codes"]["UNAVAILABLE"], 3, "{report}");
+    let message = report["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains(&down.to_string()), "{report}");
+    assert_eq!(report["grpclb"]["mode"], "fallback", "{report}");
+    assert_eq!(report["grpclb"]["fallback_timeout_ms"], 0);
+    assert_eq!(report["grpclb"]["balancers"], serde_json::json!([]));
+}
