@@ -137,7 +137,8 @@ pub(crate) struct GrpclbClient {
     pub(crate) service: GrpclbService,
     /// The pick_first channel to the balancers (its state is reported).
     pub(crate) balancer_channel: GrpcChannel,
-    /// Where the balancer addresses came from: `flag` or `dns`.
+    /// Where the balancer addresses came from: `flag`, or `resolver` (DNS
+    /// SRV records).
     pub(crate) balancers_from: &'static str,
     /// `--grpclb-balancer`'s addresses (empty: from DNS).
     given: Vec<SocketAddr>,
@@ -164,11 +165,6 @@ pub(crate) async fn build(
     in_force: Option<Arc<ServiceConfig>>,
     wait_for_ready: bool,
 ) -> Result<GrpclbClient, CliError> {
-    if args.tls {
-        return Err(CliError::usage(
-            "grpclb targets are plaintext here: --tls is not supported with grpclb",
-        ));
-    }
     let backoff = args.backoff()?;
     let mut config = config.with_backoff(backoff);
     let given = balancer_flags(&args.grpclb_balancer).await?;
@@ -202,7 +198,7 @@ pub(crate) async fn build(
     let name = parsed.authority();
     let grpclb = Grpclb::new(config, &name, updates, balancer_channel.clone());
     let (forwarding, balancers_from) = if given.is_empty() {
-        (Some(grpclb.forward_balancer_addresses(handle)), "dns")
+        (Some(grpclb.forward_balancer_addresses(handle)), "resolver")
     } else {
         handle.reset(given.iter().copied().map(Endpoint::from));
         (None, "flag")
@@ -234,6 +230,17 @@ pub(crate) async fn build(
         config: in_force,
         _forwarding: forwarding,
     })
+}
+
+/// The flags a grpclb target cannot take, refused before anything is sent.
+pub(crate) fn check_flags(args: &ChannelArgs) -> Result<(), CliError> {
+    if args.tls {
+        return Err(CliError::usage(
+            "grpclb targets are plaintext here: --tls is not supported with grpclb",
+        ));
+    }
+    args.backoff()?;
+    Ok(())
 }
 
 /// `--grpclb-balancer HOST:PORT` values, looked up once.

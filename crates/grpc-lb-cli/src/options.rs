@@ -409,6 +409,7 @@ impl ChannelArgs {
                 stack: built.stack,
             });
         };
+        crate::grpclb::check_flags(self)?;
         let resolved = match resolved {
             Some(resolved) => resolved,
             None => crate::grpclb::resolve(target)?,

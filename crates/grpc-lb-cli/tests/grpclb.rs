@@ -182,7 +182,7 @@ async fn a_dns_target_finds_its_balancer_in_srv_records() {
     .await;
     assert_eq!(report["policy"], "grpclb", "{report}");
     let grpclb = &report["grpclb"];
-    assert_eq!(grpclb["balancers_from"], "dns");
+    assert_eq!(grpclb["balancers_from"], "resolver");
     assert_eq!(grpclb["balancers"][0], lb.addr().to_string(), "{report}");
     assert_eq!(grpclb["fallback_backends"][0], fallback.addr().to_string());
     assert_eq!(grpclb["mode"], "balancer");
@@ -206,7 +206,7 @@ async fn a_dns_target_finds_its_balancer_in_srv_records() {
     assert_eq!(report["policy"], "grpclb", "{report}");
     assert_eq!(report["backend"], a.addr().to_string(), "{report}");
     assert_eq!(report["responses"][0]["message"], "a tok-a", "{report}");
-    assert_eq!(report["grpclb"]["balancers_from"], "dns");
+    assert_eq!(report["grpclb"]["balancers_from"], "resolver");
     // Each run asked for the config's serviceName.
     let received = balancer.received().borrow().clone();
     assert_eq!(received.names, ["greeter.service", "greeter.service"]);
@@ -256,7 +256,7 @@ async fn a_dns_txt_service_config_selecting_grpclb_is_followed() {
         "{report}"
     );
     let grpclb = &report["grpclb"];
-    assert_eq!(grpclb["balancers_from"], "dns");
+    assert_eq!(grpclb["balancers_from"], "resolver");
     assert_eq!(grpclb["balancers"][0], lb.addr().to_string(), "{report}");
     assert_eq!(grpclb["mode"], "balancer", "{report}");
     let (to_a, to_b) = (count(&report, a.addr()), count(&report, b.addr()));
