@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::in_force;
 use crate::invoke::{self, Invocation, Lookup};
 use crate::load::{self, Live, Plan};
-use crate::options::{Built, ChannelArgs};
+use crate::options::{BuiltClient, ChannelArgs};
 use crate::progress::Progress;
 use crate::report::Report;
 use crate::request::{self, HeaderArgs};
@@ -25,7 +25,7 @@ use crate::rpc::{CallSettings, Rpc};
 use crate::schedule::{Schedule, ScheduleFlags};
 use crate::schema::SchemaArgs;
 use crate::stack::call_stack;
-use crate::timeline::Timeline;
+use crate::timeline::{Seen, Timeline};
 use crate::{CliError, CliResult};
 
 /// Calls made when neither --requests nor --duration is given.
@@ -253,13 +253,17 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         })
         .transpose()?;
     let start = Instant::now();
-    let Built {
-        channel,
+    let BuiltClient {
+        client: channel,
         default_config,
         options,
         stack,
-    } = args.channel.build(&args.target, args.wait_for_ready)?;
-    let timeline = Timeline::start(&channel, start);
+    } = args
+        .channel
+        .build_client(&args.target, args.wait_for_ready)
+        .await?;
+    // A grpclb stack has no channel events: its timeline stays empty.
+    let timeline = channel.channel().map(|c| Timeline::start(c, start));
     let rpc = if any_method {
         // The schema as a single call finds it, through the same stack.
         let lookup = Lookup {
@@ -300,13 +304,19 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
     let tally = load::run(&channel, &plan, &live, traffic_start).await;
     let elapsed = traffic_start.elapsed();
     progress.finish();
-    let seen = timeline.finish().await;
+    let seen = match timeline {
+        Some(timeline) => timeline.finish().await,
+        None => Seen::default(),
+    };
     // What is in force now, the resolver's config included.
     let config = channel.service_config();
-    let policy = seen
-        .policy
-        .clone()
-        .unwrap_or_else(|| in_force::policy(config.as_deref(), &args.channel.policy));
+    let policy = match channel.grpclb() {
+        Some(_) => crate::grpclb::GRPCLB.to_owned(),
+        None => seen
+            .policy
+            .clone()
+            .unwrap_or_else(|| in_force::policy(config.as_deref(), &args.channel.policy)),
+    };
     let config_json = config.as_deref().map(in_force::config_json);
     let source = in_force::source(config.as_deref(), default_config.as_ref());
     let load_offset = traffic_start - start;
@@ -324,7 +334,8 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         elapsed,
         tally: &tally,
         seen: &seen,
-        channel: &channel,
+        channel: channel.channel(),
+        grpclb: channel.grpclb().map(|grpclb| grpclb.json(Some(&tally))),
         service_config: config_json,
         service_config_source: source,
         options,

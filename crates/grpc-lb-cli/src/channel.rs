@@ -7,21 +7,216 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use grpc_lb::core::BoxError;
+use grpc_lb::resolve::Address;
+use grpc_lb::service_config::ServiceConfig;
 use grpc_lb::{Channel, Peer};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::grpclb::{BackendAddress, GrpclbBody, GrpclbClient, GrpclbService};
+
 /// The channel type every subcommand uses: tonic bodies over HTTP/2.
 pub(crate) type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
+
+/// What `call` sends through: the channel, or, for a grpclb target, the
+/// grpclb stack (crate::grpclb).
+#[derive(Clone, Debug)]
+pub(crate) enum Client {
+    Channel(GrpcChannel),
+    Grpclb(Arc<GrpclbClient>),
+}
+
+impl Client {
+    /// The service config in force: the channel's (the resolver's, else
+    /// `--service-config`), or `--service-config` on the grpclb path.
+    pub(crate) fn service_config(&self) -> Option<Arc<ServiceConfig>> {
+        match self {
+            Client::Channel(channel) => channel.service_config(),
+            Client::Grpclb(grpclb) => grpclb.config.clone(),
+        }
+    }
+
+    /// The channel, unless this is a grpclb stack.
+    pub(crate) fn channel(&self) -> Option<&GrpcChannel> {
+        match self {
+            Client::Channel(channel) => Some(channel),
+            Client::Grpclb(_) => None,
+        }
+    }
+
+    /// The grpclb stack, if this is one.
+    pub(crate) fn grpclb(&self) -> Option<&GrpclbClient> {
+        match self {
+            Client::Channel(_) => None,
+            Client::Grpclb(grpclb) => Some(grpclb),
+        }
+    }
+
+    /// The service at the bottom of the call stack.
+    pub(crate) fn service(&self) -> ClientService {
+        match self {
+            Client::Channel(channel) => ClientService::Channel(channel.clone()),
+            Client::Grpclb(grpclb) => ClientService::Grpclb(grpclb.service.clone()),
+        }
+    }
+}
+
+/// The body type of an `http::Response`.
+pub(crate) trait ResponseBodyOf {
+    type Body;
+}
+
+impl<B> ResponseBodyOf for http::Response<B> {
+    type Body = B;
+}
+
+type Request = http::Request<tonic::body::Body>;
+type ChannelBody = <<GrpcChannel as Service<Request>>::Response as ResponseBodyOf>::Body;
+type StackBody = <GrpclbBody as ResponseBodyOf>::Body;
+
+/// The service at the bottom of the call stack: the channel as it always
+/// was, or the grpclb stack's buffer. Each branch is its own service; only
+/// the body and error types are joined.
+#[derive(Clone)]
+pub(crate) enum ClientService {
+    Channel(GrpcChannel),
+    Grpclb(GrpclbService),
+}
+
+impl fmt::Debug for ClientService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientService::Channel(channel) => f.debug_tuple("Channel").field(channel).finish(),
+            ClientService::Grpclb(_) => f.write_str("Grpclb"),
+        }
+    }
+}
+
+impl Service<Request> for ClientService {
+    type Response = http::Response<http_body_util::Either<ChannelBody, StackBody>>;
+    type Error = BoxError;
+    type Future = ClientFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            ClientService::Channel(channel) => channel.poll_ready(cx).map_err(Into::into),
+            ClientService::Grpclb(stack) => stack.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self {
+            ClientService::Channel(channel) => ClientFuture::Channel {
+                inner: channel.call(request),
+            },
+            ClientService::Grpclb(stack) => {
+                // The channel enforces a call's deadline; without one the
+                // grpclb path does it here, so that a call no backend takes
+                // (no list yet, say) ends at its deadline.
+                let deadline = grpc_timeout(request.headers()).map(tokio::time::sleep);
+                ClientFuture::Grpclb {
+                    inner: stack.call(request),
+                    deadline,
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`ClientService`].
+    #[project = ClientFutureProj]
+    pub(crate) enum ClientFuture {
+        Channel { #[pin] inner: <GrpcChannel as Service<Request>>::Future },
+        Grpclb {
+            #[pin] inner: <GrpclbService as Service<Request>>::Future,
+            #[pin] deadline: Option<tokio::time::Sleep>,
+        },
+    }
+}
+
+impl fmt::Debug for ClientFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ClientFuture {
+    type Output = Result<http::Response<http_body_util::Either<ChannelBody, StackBody>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ClientFutureProj::Channel { inner } => inner
+                .poll(cx)
+                .map_ok(|response| response.map(http_body_util::Either::Left))
+                .map_err(Into::into),
+            ClientFutureProj::Grpclb { inner, deadline } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(
+                        result.map(|response| response.map(http_body_util::Either::Right)),
+                    );
+                }
+                match deadline.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        Poll::Ready(Err(Box::new(tonic::Status::deadline_exceeded(
+                            "deadline exceeded before a backend answered",
+                        ))))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// A request's `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let text = headers.get("grpc-timeout")?.to_str().ok()?;
+    let unit = text.chars().last()?;
+    let value: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        'H' => Duration::from_secs(value.saturating_mul(3600)),
+        'M' => Duration::from_secs(value.saturating_mul(60)),
+        'S' => Duration::from_secs(value),
+        'm' => Duration::from_millis(value),
+        'u' => Duration::from_micros(value),
+        'n' => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit() {
+        let read = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&headers)
+        };
+        use std::time::Duration;
+        assert_eq!(read("5000m"), Some(Duration::from_millis(5000)));
+        assert_eq!(read("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(read("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(read("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(read("x"), None);
+        assert_eq!(read("12q"), None);
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+}
 
 /// Where [`RecordPeer`] puts the address that answered one call. Put a fresh
 /// one in each request's extensions.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct PeerSlot(Arc<OnceLock<Peer>>);
+pub(crate) struct PeerSlot(Arc<OnceLock<Address>>);
 
 impl PeerSlot {
     /// The backend that answered, if a response came back.
-    pub(crate) fn get(&self) -> Option<&Peer> {
+    pub(crate) fn get(&self) -> Option<&Address> {
         self.0.get()
     }
 }
@@ -87,7 +282,9 @@ where
         let result = std::task::ready!(this.inner.poll(cx));
         if let (Ok(response), Some(slot)) = (&result, this.slot.take()) {
             if let Some(peer) = response.extensions().get::<Peer>() {
-                let _ = slot.0.set(peer.clone());
+                let _ = slot.0.set(peer.address().clone());
+            } else if let Some(backend) = response.extensions().get::<BackendAddress>() {
+                let _ = slot.0.set(backend.0.clone());
             }
         }
         Poll::Ready(result)

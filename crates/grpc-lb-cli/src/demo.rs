@@ -378,7 +378,7 @@ pub(crate) async fn run(args: DemoArgs) -> CliResult {
         stack: Default::default(),
     };
     let traffic = {
-        let channel = channel.clone();
+        let channel = crate::channel::Client::Channel(channel.clone());
         let live = live.clone();
         tokio::spawn(
             async move { load::run(&channel, &plan, &live, tokio::time::Instant::now()).await },

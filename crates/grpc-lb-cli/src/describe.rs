@@ -66,7 +66,10 @@ impl LookupArgs {
         let metadata = self.headers.metadata()?;
         let built = self.channel.build(&self.target, false)?;
         let timeout = (self.timeout_ms > 0).then(|| Duration::from_millis(self.timeout_ms));
-        let stack = call_stack(&built.channel, built.stack);
+        let stack = call_stack(
+            &crate::channel::Client::Channel(built.channel.clone()),
+            built.stack,
+        );
         let schema = Schema::new(&self.schema, || {
             Reflection::new(stack, &self.target, metadata, timeout)
         })?;

@@ -33,6 +33,12 @@ pub(crate) fn policy(config: Option<&ServiceConfig>, fallback: &str) -> String {
     }
 }
 
+/// Whether `config` names a policy at all (a `loadBalancingConfig` or a
+/// `loadBalancingPolicy`), so that `--policy` gives way to it.
+pub(crate) fn names_a_policy(config: &ServiceConfig) -> bool {
+    !config.load_balancing_config().is_empty() || config.load_balancing_policy().is_some()
+}
+
 /// Where the config in force came from.
 pub(crate) fn source(
     in_force: Option<&ServiceConfig>,

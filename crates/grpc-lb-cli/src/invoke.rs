@@ -19,7 +19,7 @@ use crate::body;
 use crate::channel::PeerSlot;
 use crate::codec::DynamicCodec;
 use crate::in_force;
-use crate::options::{Built, ChannelArgs};
+use crate::options::{BuiltClient, ChannelArgs};
 use crate::request::{self, HeaderArgs};
 use crate::schema::{Reflection, Schema, SchemaArgs, DEFAULT_METHOD};
 use crate::stack::{call_stack, CallStack};
@@ -46,14 +46,15 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
     // Everything the flags alone decide is checked before connecting.
     let metadata = invocation.headers.metadata()?;
     let text = invocation.data.map(request::body_text).transpose()?;
-    let Built {
-        channel,
+    let BuiltClient {
+        client: channel,
         default_config,
         options,
         stack,
     } = invocation
         .channel
-        .build(invocation.target, invocation.wait_for_ready)?;
+        .build_client(invocation.target, invocation.wait_for_ready)
+        .await?;
     let stack = call_stack(&channel, stack);
     let method = resolve(
         &Lookup {
@@ -93,19 +94,23 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
             Ok(()) => (Code::Ok, String::new()),
             Err(status) => (status.code(), status.message().to_owned()),
         };
-        let report = json!({
+        let mut report = json!({
             "target": invocation.target,
             "method": name,
             "code": crate::load::code_name(code),
             "message": message,
             "responses": printer.responses,
-            "backend": slot.get().map(|peer| peer.address().to_string()),
+            "backend": slot.get().map(ToString::to_string),
             "duration_ms": (elapsed.as_secs_f64() * 1e6).round() / 1000.0,
             "policy": in_force::policy(config.as_deref(), &invocation.channel.policy),
             "service_config": config.as_deref().map(in_force::config_json),
             "service_config_source": in_force::source(config.as_deref(), default_config.as_ref()),
             "options": options,
         });
+        if let Some(grpclb) = channel.grpclb() {
+            report["policy"] = json!(crate::grpclb::GRPCLB);
+            report["grpclb"] = grpclb.json(None);
+        }
         println!("{report}");
     }
     match result {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::channel::{GrpcChannel, PeerSlot};
+use crate::channel::{Client, PeerSlot};
 use crate::options::StackSettings;
 use crate::rpc::{CallSettings, Caller, Rpc};
 use crate::schedule::Schedule;
@@ -226,12 +226,7 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
 
 /// Sends the planned calls through `channel` and returns the merged tally;
 /// the schedule's time 0 is `start`.
-pub(crate) async fn run(
-    channel: &GrpcChannel,
-    plan: &Plan,
-    live: &Arc<Live>,
-    start: Instant,
-) -> Tally {
+pub(crate) async fn run(channel: &Client, plan: &Plan, live: &Arc<Live>, start: Instant) -> Tally {
     let issued = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     let stack = call_stack(channel, plan.stack);
@@ -293,7 +288,7 @@ async fn worker(
             Ok(_) => (tonic::Code::Ok, String::new()),
             Err(status) => (status.code(), status.message().to_owned()),
         };
-        let peer = slot.get().map(|p| p.address().to_string());
+        let peer = slot.get().map(ToString::to_string);
         if n < plan.skip_first {
             tally.skipped += 1;
         } else {

@@ -26,6 +26,7 @@ mod channel;
 mod codec;
 mod demo;
 mod describe;
+mod grpclb;
 mod html;
 mod in_force;
 mod invoke;

@@ -11,24 +11,45 @@ use grpc_lb::backoff::BackoffConfig;
 use grpc_lb::balance::outlier::OutlierDetectionConfig;
 use grpc_lb::balance::PolicyRegistry;
 use grpc_lb::connect::KeepaliveConfig;
+use grpc_lb::connect::{Http2Connector, TcpConnector};
 use grpc_lb::service_config::{ServiceConfig, OUTLIER_DETECTION};
-use grpc_lb::{BuildError, Channel, TlsConfig, TlsError};
+use grpc_lb::{AddressConnector, BuildError, Channel, TlsConfig, TlsError};
+use grpc_lb_grpclb::GrpclbConfig;
 use serde_json::{json, Value};
 
-use crate::channel::GrpcChannel;
+use crate::channel::{Client, GrpcChannel};
 use crate::CliError;
 
-/// The policies a user can name (the default registry's).
-pub(crate) const POLICIES: [&str; 4] = ["pick_first", "round_robin", "p2c", "least_request"];
+/// What `--policy` takes: the default registry's policies, and grpclb
+/// (`call` only).
+const POLICY_FLAG: [&str; 5] = [
+    "pick_first",
+    "round_robin",
+    "p2c",
+    "least_request",
+    crate::grpclb::GRPCLB,
+];
 
 /// How to build the channel: every setting of `grpc_lb::Builder` (and of the
 /// retry and message-size layers the tool puts around it).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ChannelArgs {
     /// Load-balancing policy (used while the service config in force names
-    /// none).
-    #[arg(long, default_value = "pick_first", value_parser = POLICIES)]
+    /// none); grpclb (`call` only) balances with a grpclb balancer.
+    #[arg(long, default_value = "pick_first", value_parser = POLICY_FLAG)]
     pub(crate) policy: String,
+
+    /// grpclb: a balancer's HOST:PORT, instead of the DNS SRV records
+    /// `_grpclb._tcp.<host>` (repeatable; for ipv4:, ipv6: and other
+    /// targets without SRV records).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) grpclb_balancer: Vec<String>,
+
+    /// grpclb: how long to wait for the balancer's first server list before
+    /// falling back to the resolver's backends, in ms (default: grpc-go's
+    /// 10 000).
+    #[arg(long, value_name = "MS")]
+    pub(crate) grpclb_fallback_timeout_ms: Option<u64>,
 
     /// The default service config (JSON), applied in full: policy, outlier
     /// detection, health checking, each method's timeout, waitForReady,
@@ -195,6 +216,18 @@ pub(crate) struct StackSettings {
     pub(crate) max_receive: Option<usize>,
 }
 
+/// The call path's client (a channel, or a grpclb stack), and what the flags
+/// gave it.
+#[derive(Debug)]
+pub(crate) struct BuiltClient {
+    pub(crate) client: Client,
+    /// `--service-config`, parsed.
+    pub(crate) default_config: Option<ServiceConfig>,
+    /// The settings given to the builder, as the JSON reports them.
+    pub(crate) options: Value,
+    pub(crate) stack: StackSettings,
+}
+
 /// The channel, and what the flags gave it.
 #[derive(Debug)]
 pub(crate) struct Built {
@@ -230,7 +263,7 @@ impl ChannelArgs {
         .map_err(|error| CliError::usage(format!("bad backoff flags: {error}")))
     }
 
-    fn keepalive(&self) -> KeepaliveConfig {
+    pub(crate) fn keepalive(&self) -> KeepaliveConfig {
         let mut keepalive = KeepaliveConfig::new()
             .timeout(Duration::from_millis(self.keepalive_timeout_ms))
             .permit_without_calls(self.keepalive_permit_without_calls);
@@ -312,21 +345,169 @@ impl ChannelArgs {
         Ok(Some(config))
     }
 
-    /// Builds the channel to `target` (inside the runtime, which runs its
-    /// worker). Every problem with the flags or the target is a usage error.
-    pub(crate) fn build(&self, target: &str, wait_for_ready: bool) -> Result<Built, CliError> {
+    /// The grpclb config, when `--service-config` selects grpclb, or
+    /// `--policy grpclb` does while it names no policy.
+    fn grpclb(
+        &self,
+        default_config: Option<&ServiceConfig>,
+    ) -> Result<Option<GrpclbConfig>, CliError> {
+        if let Some(config) = default_config {
+            let selected = crate::grpclb::selected(config)
+                .map_err(|error| CliError::usage(format!("--service-config: grpclb: {error}")))?;
+            if let Some(grpclb) = selected {
+                return Ok(Some(grpclb));
+            }
+            if crate::in_force::names_a_policy(config) {
+                return Ok(None);
+            }
+        }
+        Ok((self.policy == crate::grpclb::GRPCLB).then(GrpclbConfig::default))
+    }
+
+    /// The client of `call`: the grpclb stack when grpclb is selected, else
+    /// the channel of [`build`](Self::build).
+    pub(crate) async fn build_client(
+        &self,
+        target: &str,
+        wait_for_ready: bool,
+    ) -> Result<BuiltClient, CliError> {
         let default_config = self.service_config()?;
-        if let Some(config) = &default_config {
+        let mut chosen = self.grpclb(default_config.as_ref())?.map(|grpclb| {
+            (
+                grpclb,
+                default_config.clone().map(std::sync::Arc::new),
+                None,
+            )
+        });
+        if chosen.is_none() && crate::grpclb::is_dns(target) {
+            // The flags are checked before anything is sent.
+            self.check_for_channel(default_config.as_ref(), true)?;
+            // The resolver's config (a TXT record) may select grpclb: look
+            // at its first resolution, and go on with that stream if so.
+            let (parsed, updates) = crate::grpclb::resolve(target)?;
+            let (config, updates) = crate::grpclb::peek_config(updates).await;
+            if let Some(config) = config {
+                // A grpclb entry the policy cannot read is passed over, as
+                // an unusable resolver config is.
+                if let Ok(Some(grpclb)) = crate::grpclb::selected(&config) {
+                    chosen = Some((grpclb, Some(config), Some((parsed, updates))));
+                }
+            }
+        }
+        let Some((grpclb, in_force, resolved)) = chosen else {
+            if !self.grpclb_balancer.is_empty() || self.grpclb_fallback_timeout_ms.is_some() {
+                return Err(CliError::usage(
+                    "--grpclb-balancer and --grpclb-fallback-timeout-ms need grpclb \
+                     (--policy grpclb, or a --service-config selecting it)",
+                ));
+            }
+            let built = self.build_channel(target, wait_for_ready, true)?;
+            return Ok(BuiltClient {
+                client: Client::Channel(built.channel),
+                default_config: built.default_config,
+                options: built.options,
+                stack: built.stack,
+            });
+        };
+        crate::grpclb::check_flags(self)?;
+        let resolved = match resolved {
+            Some(resolved) => resolved,
+            None => crate::grpclb::resolve(target)?,
+        };
+        let client = crate::grpclb::build(self, resolved, grpclb, in_force, wait_for_ready).await?;
+        let mut options = self.options_json(&self.keepalive(), None);
+        options["grpclb_balancer"] = json!(self.grpclb_balancer);
+        options["grpclb_fallback_timeout_ms"] = json!(self.grpclb_fallback_timeout_ms);
+        Ok(BuiltClient {
+            client: Client::Grpclb(std::sync::Arc::new(client)),
+            default_config,
+            options,
+            stack: self.stack_settings(),
+        })
+    }
+
+    fn stack_settings(&self) -> StackSettings {
+        StackSettings {
+            disable_retry: self.disable_retry,
+            max_send: self.max_send_message_size,
+            max_receive: self.max_receive_message_size,
+        }
+    }
+
+    /// The connector of a grpclb target's backends, from the flags that
+    /// apply to one HTTP/2 connection.
+    pub(crate) fn backend_connector(&self) -> Http2Connector<tonic::body::Body, AddressConnector> {
+        let transport = AddressConnector::with_tcp(
+            TcpConnector::new()
+                .with_nodelay(self.tcp_nodelay)
+                .with_keepalive(self.tcp_keepalive_ms.map(Duration::from_millis))
+                .with_local_address(self.local_address),
+        );
+        let mut connector = Http2Connector::new()
+            .with_transport(transport)
+            .with_keepalive(self.keepalive())
+            .with_http2(crate::grpclb::http2_config(self))
+            .with_max_connections(self.max_connections_per_subchannel as usize)
+            .with_connect_timeout(self.connect_timeout_ms.map(Duration::from_millis));
+        if let Some(user_agent) = &self.user_agent {
+            if let Ok(value) = http::HeaderValue::from_str(user_agent) {
+                connector = connector.with_user_agent(Some(value));
+            }
+        }
+        connector
+    }
+
+    /// The checks of [`build`](Self::build) that need no channel: the
+    /// config's policy, backoff, outlier detection, TLS.
+    fn check_for_channel(
+        &self,
+        default_config: Option<&ServiceConfig>,
+        for_call: bool,
+    ) -> Result<(), CliError> {
+        if self.policy == crate::grpclb::GRPCLB && !for_call {
+            return Err(CliError::usage(
+                "--policy grpclb: only `call` takes grpclb targets",
+            ));
+        }
+        if let Some(config) = default_config {
             // The library refuses such a config too; say which flag it was.
             let registry = PolicyRegistry::with_defaults();
             config
                 .choose_policy(|name| registry.contains(name) || name == OUTLIER_DETECTION)
                 .map_err(|error| CliError::usage(format!("--service-config: {error}")))?;
         }
+        self.backoff()?;
+        self.outlier_detection()?;
+        self.tls_config()?;
+        Ok(())
+    }
+
+    /// Builds the channel to `target` (inside the runtime, which runs its
+    /// worker). Every problem with the flags or the target is a usage error.
+    pub(crate) fn build(&self, target: &str, wait_for_ready: bool) -> Result<Built, CliError> {
+        self.build_channel(target, wait_for_ready, false)
+    }
+
+    /// [`build`](Self::build); `for_call`: `--policy grpclb` was passed over
+    /// because the config in force names a policy (it wins over `--policy`,
+    /// which then falls back to pick_first, gRPC's default).
+    fn build_channel(
+        &self,
+        target: &str,
+        wait_for_ready: bool,
+        for_call: bool,
+    ) -> Result<Built, CliError> {
+        let default_config = self.service_config()?;
+        self.check_for_channel(default_config.as_ref(), for_call)?;
+        let policy = if self.policy == crate::grpclb::GRPCLB {
+            "pick_first".to_owned()
+        } else {
+            self.policy.clone()
+        };
         let keepalive = self.keepalive();
         let outlier = self.outlier_detection()?;
         let mut builder = Channel::builder(target)
-            .policy(self.policy.clone())
+            .policy(policy)
             .backoff(self.backoff()?)
             .wait_for_ready(wait_for_ready)
             .keepalive(keepalive)
@@ -378,11 +559,7 @@ impl ChannelArgs {
             channel,
             default_config,
             options,
-            stack: StackSettings {
-                disable_retry: self.disable_retry,
-                max_send: self.max_send_message_size,
-                max_receive: self.max_receive_message_size,
-            },
+            stack: self.stack_settings(),
         })
     }
 

@@ -22,7 +22,10 @@ pub(crate) struct Report<'a> {
     pub(crate) elapsed: Duration,
     pub(crate) tally: &'a Tally,
     pub(crate) seen: &'a Seen,
-    pub(crate) channel: &'a GrpcChannel,
+    /// `None` for a grpclb target (no channel; its facts are in `grpclb`).
+    pub(crate) channel: Option<&'a GrpcChannel>,
+    /// A grpclb target's facts (crate::grpclb).
+    pub(crate) grpclb: Option<Value>,
     /// The service config in force at the end, as parsed.
     pub(crate) service_config: Option<Value>,
     pub(crate) service_config_source: &'static str,
@@ -136,7 +139,8 @@ impl Report<'_> {
             .collect();
         let subchannels: Vec<Value> = self
             .channel
-            .subchannels()
+            .map(|channel| channel.subchannels())
+            .unwrap_or_default()
             .into_iter()
             .map(|s| {
                 json!({
@@ -167,7 +171,7 @@ impl Report<'_> {
             .collect();
         let mut load = self.schedule.json();
         load["windows"] = json!(windows);
-        json!({
+        let mut object = json!({
             "target": self.target,
             "method": self.method,
             "policy": self.policy,
@@ -194,7 +198,11 @@ impl Report<'_> {
             "service_config": self.service_config,
             "service_config_source": self.service_config_source,
             "options": self.options,
-        })
+        });
+        if let Some(grpclb) = &self.grpclb {
+            object["grpclb"] = grpclb.clone();
+        }
+        object
     }
 
     /// The summary for people (`--format summary`, the default).
@@ -208,6 +216,16 @@ impl Report<'_> {
                 out,
                 "config     {config} (from {})",
                 self.service_config_source
+            );
+        }
+        if let Some(grpclb) = &self.grpclb {
+            let _ = writeln!(
+                out,
+                "grpclb     balancers {} (from {}), mode {} at the end, {} dropped",
+                grpclb["balancers"],
+                grpclb["balancers_from"].as_str().unwrap_or(""),
+                grpclb["mode"].as_str().unwrap_or(""),
+                grpclb["dropped"]
             );
         }
         let _ = writeln!(
@@ -269,7 +287,10 @@ impl Report<'_> {
             .iter()
             .map(|s| format!("{:.1} ms {}", s.t.as_secs_f64() * 1000.0, s.state))
             .collect();
-        let _ = writeln!(out, "states     {}", states.join(" -> "));
+        // A grpclb target has no channel, so no states.
+        if !states.is_empty() {
+            let _ = writeln!(out, "states     {}", states.join(" -> "));
+        }
         let mut label = "errors";
         for (code, message, count) in t.top_errors(5) {
             let _ = writeln!(out, "{label:<10} {count} x {code}: {message}");

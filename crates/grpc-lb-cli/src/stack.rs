@@ -14,15 +14,15 @@ use grpc_lb::service_config::ServiceConfig;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::channel::{GrpcChannel, RecordPeer};
+use crate::channel::{Client, ClientService, RecordPeer};
 use crate::options::StackSettings;
 
 /// What each worker's client calls: peer recording, message sizes, retries,
-/// the channel.
-pub(crate) type CallStack = RecordPeer<MessageSizeFollowing<Retry<GrpcChannel>>>;
+/// the channel (or a grpclb target's stack).
+pub(crate) type CallStack = RecordPeer<MessageSizeFollowing<Retry<ClientService>>>;
 
 /// Builds the call path over `channel`; every worker gets a clone.
-pub(crate) fn call_stack(channel: &GrpcChannel, settings: StackSettings) -> CallStack {
+pub(crate) fn call_stack(channel: &Client, settings: StackSettings) -> CallStack {
     let retry = if settings.disable_retry {
         // No policy, ever: only the transparent retries grpc-go keeps too.
         RetryLayer::following(|| None)
@@ -31,7 +31,7 @@ pub(crate) fn call_stack(channel: &GrpcChannel, settings: StackSettings) -> Call
         RetryLayer::following(move || followed.service_config())
     };
     RecordPeer::new(MessageSizeFollowing::new(
-        retry.layer(channel.clone()),
+        retry.layer(channel.service()),
         channel.clone(),
         settings,
     ))
@@ -44,7 +44,7 @@ pub(crate) fn call_stack(channel: &GrpcChannel, settings: StackSettings) -> Call
 #[derive(Clone, Debug)]
 pub(crate) struct MessageSizeFollowing<S> {
     inner: S,
-    channel: GrpcChannel,
+    channel: Client,
     settings: StackSettings,
     /// The config the layer was built from (`None`: none in force).
     built_from: Option<Arc<ServiceConfig>>,
@@ -52,7 +52,7 @@ pub(crate) struct MessageSizeFollowing<S> {
 }
 
 impl<S> MessageSizeFollowing<S> {
-    fn new(inner: S, channel: GrpcChannel, settings: StackSettings) -> Self {
+    fn new(inner: S, channel: Client, settings: StackSettings) -> Self {
         MessageSizeFollowing {
             inner,
             channel,

@@ -201,8 +201,9 @@ fn bad_usage_exits_2_with_one_clear_line() {
             "invalid service config: not JSON",
         ),
         (
+            // `call` takes grpclb targets (tests/grpclb.rs); `watch` not.
             &[
-                "call",
+                "watch",
                 &dead,
                 "--service-config",
                 r#"{"loadBalancingConfig":[{"grpclb":{}}]}"#,
