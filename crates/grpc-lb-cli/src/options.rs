@@ -484,7 +484,8 @@ impl ChannelArgs {
                     tree,
                     in_force,
                     wait_for_ready,
-                )?;
+                )
+                .await?;
                 let mut options = self.options_json(&self.keepalive(), None);
                 options["ring_hash_header"] = json!(self.ring_hash_header);
                 return Ok(BuiltClient {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use grpc_lb::balance::tree::{
-    LeastRequest, Policy, RingHash, RingHashConfig, RingHashConfigError,
+    Endpoint, EndpointId, Helper, LeastRequest, Policy, SubchannelId, RingHash, RingHashConfig, RingHashConfigError,
     WeightedRoundRobin, WrrConfig, WrrConfigError,
 };
 use grpc_lb::service_config::ServiceConfig;
@@ -87,7 +87,7 @@ impl TreePolicy {
     /// The tree policy to run.
     pub(crate) fn build(&self) -> Box<dyn Policy> {
         match self {
-            TreePolicy::RingHash(config) => Box::new(RingHash::new(config.clone())),
+            TreePolicy::RingHash(config) => Box::new(ConnectEvery(RingHash::new(config.clone()))),
             TreePolicy::WeightedRoundRobin(config) => {
                 Box::new(WeightedRoundRobin::new(config.clone()))
             }
@@ -133,6 +133,63 @@ impl TreePolicy {
             }),
             TreePolicy::LeastRequest { choice_count } => json!({ "choiceCount": choice_count }),
         }
+    }
+}
+
+/// ring_hash as the tool runs it: each endpoint is connected when it is
+/// added, not when a pick first lands on it (A42's lazy connection).
+///
+/// Why: `Balance` reserves an endpoint in `poll_ready`, before it has the
+/// request; a hashed call whose endpoint is still IDLE then goes to the
+/// reserved endpoint (grpc-go queues it until its endpoint connects), so
+/// the first call of each key could land elsewhere. With every endpoint
+/// connected (and crate::tree_stack waiting for that before the calls), a
+/// key's calls reach its endpoint from the first on.
+struct ConnectEvery<P>(P);
+
+impl<P: Policy> Policy for ConnectEvery<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn add_endpoint(&mut self, endpoint: Endpoint<'_>, helper: &mut dyn Helper) {
+        self.0.add_endpoint(endpoint, helper);
+        // ring_hash's exit_idle connects one IDLE endpoint: one per added
+        // endpoint connects them all.
+        self.0.exit_idle(helper);
+    }
+
+    fn remove_endpoint(&mut self, endpoint: EndpointId, helper: &mut dyn Helper) {
+        self.0.remove_endpoint(endpoint, helper)
+    }
+
+    fn subchannel_state(
+        &mut self,
+        subchannel: SubchannelId,
+        state: &grpc_lb::core::Connectivity,
+        helper: &mut dyn Helper,
+    ) {
+        self.0.subchannel_state(subchannel, state, helper)
+    }
+
+    fn resolver_error(&mut self, error: &grpc_lb::core::SharedError, helper: &mut dyn Helper) {
+        self.0.resolver_error(error, helper)
+    }
+
+    fn timer_fired(&mut self, timer: grpc_lb::balance::tree::TimerId, helper: &mut dyn Helper) {
+        self.0.timer_fired(timer, helper)
+    }
+
+    fn exit_idle(&mut self, helper: &mut dyn Helper) {
+        self.0.exit_idle(helper)
+    }
+
+    fn uses_pick_info(&self) -> bool {
+        self.0.uses_pick_info()
+    }
+
+    fn pick_queued(&mut self, helper: &mut dyn Helper) {
+        self.0.pick_queued(helper)
     }
 }
 

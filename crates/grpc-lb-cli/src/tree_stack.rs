@@ -5,10 +5,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use grpc_lb::balance::service::{Balance, ByConnectivity, HttpCalls};
 use grpc_lb::balance::tree::EndpointAttributes;
-use grpc_lb::core::{Connectivity, ResolveNow};
+use grpc_lb::core::{Connectivity, ConnectivityState, ResolveNow, Subchannel};
 use grpc_lb::failfast::FailFast;
 use grpc_lb::reconnect::{Reconnect, ReconnectConfig};
 use grpc_lb::resolve::{Address, Endpoint, ResolverDiscover, ResolverStatus, UpdateStream};
@@ -63,7 +65,7 @@ impl fmt::Debug for TreeClient {
 
 /// Builds the tree stack over the resolver's `updates` (inside the runtime);
 /// `resolve_now` is the signal those updates were started with.
-pub(crate) fn build(
+pub(crate) async fn build(
     args: &ChannelArgs,
     (updates, resolve_now): (UpdateStream, ResolveNow),
     policy: TreePolicy,
@@ -73,25 +75,36 @@ pub(crate) fn build(
     let backoff = args.backoff()?;
     let connector = args.backend_connector();
     let reconnect = ReconnectConfig::default().backoff(backoff);
+    let eager = matches!(policy, TreePolicy::RingHash(_));
     let make: MakeBackend = Box::new(move |endpoint: &Endpoint| {
-        TagBackend::new(
+        let mut backend = TagBackend::new(
             Reconnect::with_config(
                 connector.clone(),
                 endpoint.address.clone(),
                 reconnect.clone(),
             ),
             endpoint.address.clone(),
-        )
+        );
+        if eager {
+            Subchannel::<Request>::connect(&mut backend);
+        }
+        backend
     });
     let discover = ResolverDiscover::new(updates, make);
     let resolver = discover.status();
-    let balance = Balance::new(discover, policy.build())
+    let mut balance = Balance::new(discover, policy.build())
         .resolve_now(resolve_now.clone())
         // ring_hash hashes each endpoint's address as text, as grpc-go does,
         // so that every client builds the same ring.
         .describe_endpoints(|address: &Address| EndpointAttributes::named(address.to_string()))
         .subchannels()
         .http();
+    if eager {
+        let limit = args
+            .connect_timeout_ms
+            .map_or(WARM_UP_LIMIT, Duration::from_millis);
+        warm_up(&mut balance, &resolver, limit).await;
+    }
     let connectivity = balance.connectivity();
     let stack = FailFast::new(balance, connectivity.clone()).wait_for_ready(wait_for_ready);
     let service = Buffer::new(stack, args.max_waiting.max(1));
@@ -103,6 +116,49 @@ pub(crate) fn build(
         resolver,
         resolve_now,
     })
+}
+
+/// The longest the ring_hash warm-up waits for the first connections,
+/// without `--connect-timeout-ms` (gRPC's minimum connect timeout).
+const WARM_UP_LIMIT: Duration = Duration::from_secs(20);
+
+/// ring_hash only: runs the balancer's events, with no call made, until the
+/// resolver's first endpoints have all left CONNECTING (each was told to
+/// connect when it was made), or `limit` passes.
+///
+/// Why: `Balance` picks for readiness without the request, and a hashed
+/// call whose endpoint is not READY yet goes to the endpoint reserved for
+/// readiness (the policy connects the wanted one for the next call), where
+/// grpc-go queues the call. With every endpoint connected first, each call
+/// reaches its hash's endpoint from the first call on.
+async fn warm_up(
+    balance: &mut Balance<Discover, Request, ByConnectivity, HttpCalls>,
+    resolver: &watch::Receiver<ResolverStatus>,
+    limit: Duration,
+) {
+    let settled = std::future::poll_fn(|cx| {
+        if let Poll::Ready(Err(_)) = balance.poll_events(cx) {
+            // Discovery ended with no endpoints: the calls report it.
+            return Poll::Ready(());
+        }
+        let status = resolver.borrow();
+        let connected = status.resolved
+            && balance.len() == status.endpoints
+            && balance.endpoints().all(|(_, state)| {
+                !matches!(
+                    state,
+                    ConnectivityState::Connecting | ConnectivityState::Idle
+                )
+            });
+        if connected || status.last_error.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    if tokio::time::timeout(limit, settled).await.is_err() {
+        tracing::warn!(?limit, "ring_hash: not every endpoint connected before the calls start");
+    }
 }
 
 /// The flags the tree path cannot take, refused before anything is sent.
