@@ -189,7 +189,7 @@ fn bad_usage_exits_2_with_one_clear_line() {
         (&["call", &dead, "--tcp-nodelay", "maybe"], "invalid value"),
         (&["call", "ipv4:not-an-address"], "bad target"),
         (&["call", "unix:"], "bad target"),
-        (&["call", &dead, "--policy", "ring_hash"], "invalid value"),
+        (&["call", &dead, "--policy", "maglev"], "invalid value"),
         (&["call", &dead, "--bogus"], "unexpected argument"),
         (&["call", &dead, "--requests", "0"], "invalid value"),
         (
