@@ -185,17 +185,20 @@ impl Future for ClientFuture {
                 .map_err(Into::into),
             ClientFutureProj::Grpclb { inner, deadline } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    return Poll::Ready(result.map(|response| {
-                        response.map(|body| Either::Right(Either::Left(body)))
-                    }));
+                    return Poll::Ready(
+                        result
+                            .map(|response| response.map(|body| Either::Right(Either::Left(body)))),
+                    );
                 }
                 poll_deadline(deadline, cx)
             }
             ClientFutureProj::Tree { inner, deadline } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    return Poll::Ready(result.map(|response| {
-                        response.map(|body| Either::Right(Either::Right(body)))
-                    }));
+                    return Poll::Ready(
+                        result.map(|response| {
+                            response.map(|body| Either::Right(Either::Right(body)))
+                        }),
+                    );
                 }
                 poll_deadline(deadline, cx)
             }

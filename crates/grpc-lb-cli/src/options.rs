@@ -606,13 +606,12 @@ impl ChannelArgs {
     ) -> Result<Built, CliError> {
         let default_config = self.service_config()?;
         self.check_for_channel(default_config.as_ref(), for_call)?;
-        let policy = if self.policy == crate::grpclb::GRPCLB
-            || crate::tree_policy::is_tree(&self.policy)
-        {
-            "pick_first".to_owned()
-        } else {
-            self.policy.clone()
-        };
+        let policy =
+            if self.policy == crate::grpclb::GRPCLB || crate::tree_policy::is_tree(&self.policy) {
+                "pick_first".to_owned()
+            } else {
+                self.policy.clone()
+            };
         let keepalive = self.keepalive();
         let outlier = self.outlier_detection()?;
         let mut builder = Channel::builder(target)

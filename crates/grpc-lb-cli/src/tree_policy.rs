@@ -10,8 +10,8 @@ use std::fmt;
 use std::time::Duration;
 
 use grpc_lb::balance::tree::{
-    Endpoint, EndpointId, Helper, LeastRequest, Policy, SubchannelId, RingHash, RingHashConfig, RingHashConfigError,
-    WeightedRoundRobin, WrrConfig, WrrConfigError,
+    Endpoint, EndpointId, Helper, LeastRequest, Policy, RingHash, RingHashConfig,
+    RingHashConfigError, SubchannelId, WeightedRoundRobin, WrrConfig, WrrConfigError,
 };
 use grpc_lb::service_config::ServiceConfig;
 use serde_json::{json, Map, Value};
@@ -91,9 +91,7 @@ impl TreePolicy {
             TreePolicy::WeightedRoundRobin(config) => {
                 Box::new(WeightedRoundRobin::new(config.clone()))
             }
-            TreePolicy::LeastRequest { choice_count } => {
-                Box::new(LeastRequest::new(*choice_count))
-            }
+            TreePolicy::LeastRequest { choice_count } => Box::new(LeastRequest::new(*choice_count)),
         }
     }
 
@@ -215,7 +213,9 @@ pub(crate) fn selected(config: &ServiceConfig) -> Result<Option<TreePolicy>, Tre
             || name == grpc_lb::service_config::OUTLIER_DETECTION
     });
     match chosen {
-        Ok(Some(entry)) if is_tree(entry.name()) => from_json(entry.name(), entry.config()).map(Some),
+        Ok(Some(entry)) if is_tree(entry.name()) => {
+            from_json(entry.name(), entry.config()).map(Some)
+        }
         _ => Ok(None),
     }
 }
@@ -254,7 +254,10 @@ fn from_json(name: &str, value: &Value) -> Result<TreePolicy, TreePolicyError> {
         let durations = [
             ("oobReportingPeriod", &mut config.oob_reporting_period),
             ("blackoutPeriod", &mut config.blackout_period),
-            ("weightExpirationPeriod", &mut config.weight_expiration_period),
+            (
+                "weightExpirationPeriod",
+                &mut config.weight_expiration_period,
+            ),
             ("weightUpdatePeriod", &mut config.weight_update_period),
         ];
         for (field, slot) in durations {
@@ -430,22 +433,26 @@ mod tests {
             r#"{"loadBalancingConfig":[{"weighted_round_robin":{"blackoutPeriod":"10"}}]}"#,
         ))
         .unwrap_err();
-        assert!(bad.to_string().starts_with("weighted_round_robin blackoutPeriod:"));
+        assert!(bad
+            .to_string()
+            .starts_with("weighted_round_robin blackoutPeriod:"));
         let oob = by_name(WRR).unwrap().unwrap();
         assert!(oob.with_hash_header(Some("x")).is_err());
     }
 
     #[test]
     fn the_first_supported_entry_decides() {
-        let first_rr = config(
-            r#"{"loadBalancingConfig":[{"round_robin":{}},{"ring_hash_experimental":{}}]}"#,
-        );
+        let first_rr =
+            config(r#"{"loadBalancingConfig":[{"round_robin":{}},{"ring_hash_experimental":{}}]}"#);
         assert!(selected(&first_rr).unwrap().is_none());
         let unknown_first = config(
             r#"{"loadBalancingConfig":[{"no_such":{}},{"least_request_experimental":{"choiceCount":3}}]}"#,
         );
         let chosen = selected(&unknown_first).unwrap().unwrap();
-        assert!(matches!(chosen, TreePolicy::LeastRequest { choice_count: 3 }));
+        assert!(matches!(
+            chosen,
+            TreePolicy::LeastRequest { choice_count: 3 }
+        ));
     }
 
     #[test]

@@ -157,7 +157,10 @@ async fn warm_up(
         }
     });
     if tokio::time::timeout(limit, settled).await.is_err() {
-        tracing::warn!(?limit, "ring_hash: not every endpoint connected before the calls start");
+        tracing::warn!(
+            ?limit,
+            "ring_hash: not every endpoint connected before the calls start"
+        );
     }
 }
 

@@ -263,7 +263,7 @@ fn the_service_config_selects_the_policy() {
         "call",
         &serve.target(),
         "--service-config",
-        r#"{"loadBalancingConfig":[{"weighted_round_robin":{}},{"round_robin":{}}]}"#,
+        r#"{"loadBalancingConfig":[{"no_such_policy":{}},{"round_robin":{}}]}"#,
         "--requests",
         "30",
         "--json",

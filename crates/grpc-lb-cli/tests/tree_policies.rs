@@ -67,7 +67,10 @@ fn ring_hash_keeps_one_header_value_on_one_backend_and_spreads_values() {
         assert!(serve.addrs.iter().any(|a| a.to_string() == answered[0].0));
         chosen.insert(answered[0].0.clone());
     }
-    eprintln!("measured: 12 header values reached {} of 4 backends", chosen.len());
+    eprintln!(
+        "measured: 12 header values reached {} of 4 backends",
+        chosen.len()
+    );
     // Twelve values over four backends: more than one backend is used.
     assert!(chosen.len() > 1, "{chosen:?}");
     // The same value again: the same backend (the ring depends only on the
