@@ -4,6 +4,8 @@
 //! weighted_round_robin (selected by the service config, no ORCA reports)
 //! falls back to round-robin over every backend (gRFC A58).
 
+#[path = "../../grpc-lb-resolve/tests/support/dnsmasq.rs"]
+mod dnsmasq;
 mod support;
 
 use serde_json::Value;
@@ -183,4 +185,42 @@ fn least_request_experimental_by_name_spreads_over_the_backends() {
     // Both backends take calls; least_request's share depends on load, so
     // only that each got some is asserted.
     assert_eq!(answered(&report).len(), 2, "{report}");
+}
+
+#[test]
+fn a_dns_txt_service_config_selecting_weighted_round_robin_is_followed() {
+    let serve = Serve::start(1, &[]);
+    // The config as a TXT record (gRFC A2), in a dnsmasq conf file (the
+    // quotes of a JSON record do not survive a command line).
+    let record = r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"weighted_round_robin":{"errorUtilizationPenalty":0.5}},{"pick_first":{}}]}}]"#;
+    let conf =
+        std::env::temp_dir().join(format!("grpc-lb-cli-tree-txt-{}.conf", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!(
+            "txt-record=_grpc_config.greeter.test,\"{}\"\n",
+            record.replace('"', "\\\"")
+        ),
+    )
+    .unwrap();
+    let dns = dnsmasq::Dnsmasq::start(
+        "127.0.0.1 greeter.test\n",
+        &[&format!("--conf-file={}", conf.display())],
+    );
+    let target = format!(
+        "dns://{}/greeter.test:{}",
+        dns.authority(),
+        serve.addrs[0].port()
+    );
+    let report = run(&["call", &target, "--requests", "20", "--json"], 0);
+    let _ = std::fs::remove_file(&conf);
+    assert_eq!(report["policy"], "weighted_round_robin", "{report}");
+    assert_eq!(report["service_config_source"], "resolver", "{report}");
+    assert_eq!(report["tree"]["config"]["errorUtilizationPenalty"], 0.5);
+    assert_eq!(report["ok"], 20, "{report}");
+    assert_eq!(
+        answered(&report),
+        [(serve.addrs[0].to_string(), 20)],
+        "{report}"
+    );
 }
