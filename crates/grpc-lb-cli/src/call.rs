@@ -310,9 +310,10 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
     };
     // What is in force now, the resolver's config included.
     let config = channel.service_config();
-    let policy = match channel.grpclb() {
-        Some(_) => crate::grpclb::GRPCLB.to_owned(),
-        None => seen
+    let policy = match (channel.grpclb(), channel.tree()) {
+        (Some(_), _) => crate::grpclb::GRPCLB.to_owned(),
+        (_, Some(tree)) => tree.policy.name().to_owned(),
+        (None, None) => seen
             .policy
             .clone()
             .unwrap_or_else(|| in_force::policy(config.as_deref(), &args.channel.policy)),
@@ -336,6 +337,7 @@ pub(crate) async fn run(args: CallArgs) -> CliResult {
         seen: &seen,
         channel: channel.channel(),
         grpclb: channel.grpclb().map(|grpclb| grpclb.json(Some(&tally))),
+        tree: channel.tree().map(crate::tree_stack::TreeClient::json),
         service_config: config_json,
         service_config_source: source,
         options,

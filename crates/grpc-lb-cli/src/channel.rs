@@ -11,20 +11,24 @@ use grpc_lb::core::BoxError;
 use grpc_lb::resolve::Address;
 use grpc_lb::service_config::ServiceConfig;
 use grpc_lb::{Channel, Peer};
+use http_body_util::Either;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::grpclb::{BackendAddress, GrpclbBody, GrpclbClient, GrpclbService};
+use crate::tree_stack::{TreeBody, TreeClient, TreeService};
 
 /// The channel type every subcommand uses: tonic bodies over HTTP/2.
 pub(crate) type GrpcChannel = Channel<grpc_lb::connect::Http2Connection<tonic::body::Body>>;
 
 /// What `call` sends through: the channel, or, for a grpclb target, the
-/// grpclb stack (crate::grpclb).
+/// grpclb stack (crate::grpclb), or a tree policy's stack
+/// (crate::tree_stack).
 #[derive(Clone, Debug)]
 pub(crate) enum Client {
     Channel(GrpcChannel),
     Grpclb(Arc<GrpclbClient>),
+    Tree(Arc<TreeClient>),
 }
 
 impl Client {
@@ -34,6 +38,7 @@ impl Client {
         match self {
             Client::Channel(channel) => channel.service_config(),
             Client::Grpclb(grpclb) => grpclb.config.clone(),
+            Client::Tree(tree) => tree.config.clone(),
         }
     }
 
@@ -41,15 +46,23 @@ impl Client {
     pub(crate) fn channel(&self) -> Option<&GrpcChannel> {
         match self {
             Client::Channel(channel) => Some(channel),
-            Client::Grpclb(_) => None,
+            Client::Grpclb(_) | Client::Tree(_) => None,
         }
     }
 
     /// The grpclb stack, if this is one.
     pub(crate) fn grpclb(&self) -> Option<&GrpclbClient> {
         match self {
-            Client::Channel(_) => None,
             Client::Grpclb(grpclb) => Some(grpclb),
+            Client::Channel(_) | Client::Tree(_) => None,
+        }
+    }
+
+    /// The tree policy's stack, if this is one.
+    pub(crate) fn tree(&self) -> Option<&TreeClient> {
+        match self {
+            Client::Tree(tree) => Some(tree),
+            Client::Channel(_) | Client::Grpclb(_) => None,
         }
     }
 
@@ -58,6 +71,7 @@ impl Client {
         match self {
             Client::Channel(channel) => ClientService::Channel(channel.clone()),
             Client::Grpclb(grpclb) => ClientService::Grpclb(grpclb.service.clone()),
+            Client::Tree(tree) => ClientService::Tree(tree.service.clone()),
         }
     }
 }
@@ -74,14 +88,17 @@ impl<B> ResponseBodyOf for http::Response<B> {
 type Request = http::Request<tonic::body::Body>;
 type ChannelBody = <<GrpcChannel as Service<Request>>::Response as ResponseBodyOf>::Body;
 type StackBody = <GrpclbBody as ResponseBodyOf>::Body;
+type TreeStackBody = <TreeBody as ResponseBodyOf>::Body;
+type Joined = http_body_util::Either<ChannelBody, http_body_util::Either<StackBody, TreeStackBody>>;
 
 /// The service at the bottom of the call stack: the channel as it always
-/// was, or the grpclb stack's buffer. Each branch is its own service; only
-/// the body and error types are joined.
+/// was, or the grpclb stack's buffer, or a tree policy stack's buffer. Each
+/// branch is its own service; only the body and error types are joined.
 #[derive(Clone)]
 pub(crate) enum ClientService {
     Channel(GrpcChannel),
     Grpclb(GrpclbService),
+    Tree(TreeService),
 }
 
 impl fmt::Debug for ClientService {
@@ -89,12 +106,13 @@ impl fmt::Debug for ClientService {
         match self {
             ClientService::Channel(channel) => f.debug_tuple("Channel").field(channel).finish(),
             ClientService::Grpclb(_) => f.write_str("Grpclb"),
+            ClientService::Tree(_) => f.write_str("Tree"),
         }
     }
 }
 
 impl Service<Request> for ClientService {
-    type Response = http::Response<http_body_util::Either<ChannelBody, StackBody>>;
+    type Response = http::Response<Joined>;
     type Error = BoxError;
     type Future = ClientFuture;
 
@@ -102,6 +120,7 @@ impl Service<Request> for ClientService {
         match self {
             ClientService::Channel(channel) => channel.poll_ready(cx).map_err(Into::into),
             ClientService::Grpclb(stack) => stack.poll_ready(cx),
+            ClientService::Tree(stack) => stack.poll_ready(cx),
         }
     }
 
@@ -120,6 +139,15 @@ impl Service<Request> for ClientService {
                     deadline,
                 }
             }
+            ClientService::Tree(stack) => {
+                // As on the grpclb path: the deadline of a call no endpoint
+                // takes.
+                let deadline = grpc_timeout(request.headers()).map(tokio::time::sleep);
+                ClientFuture::Tree {
+                    inner: stack.call(request),
+                    deadline,
+                }
+            }
         }
     }
 }
@@ -133,6 +161,10 @@ pin_project! {
             #[pin] inner: <GrpclbService as Service<Request>>::Future,
             #[pin] deadline: Option<tokio::time::Sleep>,
         },
+        Tree {
+            #[pin] inner: <TreeService as Service<Request>>::Future,
+            #[pin] deadline: Option<tokio::time::Sleep>,
+        },
     }
 }
 
@@ -143,7 +175,7 @@ impl fmt::Debug for ClientFuture {
 }
 
 impl Future for ClientFuture {
-    type Output = Result<http::Response<http_body_util::Either<ChannelBody, StackBody>>, BoxError>;
+    type Output = Result<http::Response<Joined>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
@@ -154,19 +186,36 @@ impl Future for ClientFuture {
             ClientFutureProj::Grpclb { inner, deadline } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
                     return Poll::Ready(
-                        result.map(|response| response.map(http_body_util::Either::Right)),
+                        result
+                            .map(|response| response.map(|body| Either::Right(Either::Left(body)))),
                     );
                 }
-                match deadline.as_pin_mut().map(|sleep| sleep.poll(cx)) {
-                    Some(Poll::Ready(())) => {
-                        Poll::Ready(Err(Box::new(tonic::Status::deadline_exceeded(
-                            "deadline exceeded before a backend answered",
-                        ))))
-                    }
-                    _ => Poll::Pending,
+                poll_deadline(deadline, cx)
+            }
+            ClientFutureProj::Tree { inner, deadline } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    return Poll::Ready(
+                        result.map(|response| {
+                            response.map(|body| Either::Right(Either::Right(body)))
+                        }),
+                    );
                 }
+                poll_deadline(deadline, cx)
             }
         }
+    }
+}
+
+/// The deadline of a call on a stack without the channel's own.
+fn poll_deadline<T>(
+    deadline: Pin<&mut Option<tokio::time::Sleep>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, BoxError>> {
+    match deadline.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+        Some(Poll::Ready(())) => Poll::Ready(Err(Box::new(tonic::Status::deadline_exceeded(
+            "deadline exceeded before a backend answered",
+        )))),
+        _ => Poll::Pending,
     }
 }
 

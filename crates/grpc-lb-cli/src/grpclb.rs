@@ -76,6 +76,7 @@ pub(crate) fn selected(config: &ServiceConfig) -> Result<Option<GrpclbConfig>, G
     let chosen = config.choose_policy(|name| {
         name == GRPCLB
             || registry.contains(name)
+            || crate::tree_policy::is_tree(name)
             || name == grpc_lb::service_config::OUTLIER_DETECTION
     });
     match chosen {
@@ -89,6 +90,14 @@ pub(crate) fn selected(config: &ServiceConfig) -> Result<Option<GrpclbConfig>, G
 /// The target's resolver, with SRV lookups of `_grpclb._tcp.<host>` for
 /// dns targets (grpc-go's EnableSRVLookups), started on `target`.
 pub(crate) fn resolve(target: &str) -> Result<(Target, UpdateStream), CliError> {
+    resolve_with(target, ResolveNow::new())
+}
+
+/// [`resolve`], re-resolving when `signal` is raised.
+pub(crate) fn resolve_with(
+    target: &str,
+    signal: ResolveNow,
+) -> Result<(Target, UpdateStream), CliError> {
     let mut registry = Registry::with_defaults();
     registry.register(DnsResolver::new(
         DnsConfig::default().grpclb_balancers(true),
@@ -96,7 +105,7 @@ pub(crate) fn resolve(target: &str) -> Result<(Target, UpdateStream), CliError> 
     let bad = |error: &dyn fmt::Display| CliError::usage(format!("bad target {target:?}: {error}"));
     let parsed = registry.parse(target).map_err(|e| bad(&e))?;
     let updates = registry
-        .resolve_target(&parsed, ResolveNow::new())
+        .resolve_target(&parsed, signal)
         .map_err(|e| bad(&e))?;
     Ok((parsed, updates))
 }
@@ -206,9 +215,11 @@ pub(crate) async fn build(
 
     let connector = args.backend_connector();
     let reconnect = ReconnectConfig::default().backoff(backoff);
-    let discover = grpclb.discover(move |address| TagBackend {
-        inner: Reconnect::with_config(connector.clone(), address.clone(), reconnect.clone()),
-        address: address.clone(),
+    let discover = grpclb.discover(move |address| {
+        TagBackend::new(
+            Reconnect::with_config(connector.clone(), address.clone(), reconnect.clone()),
+            address.clone(),
+        )
     });
     let balance = match grpclb.config().child_policy() {
         ChildPolicy::RoundRobin => Balance::new(discover, RoundRobin::new()),
@@ -349,6 +360,13 @@ pub(crate) struct BackendAddress(pub(crate) Address);
 pub(crate) struct TagBackend<S> {
     inner: S,
     address: Address,
+}
+
+impl<S> TagBackend<S> {
+    /// `inner`, naming `address` in its responses.
+    pub(crate) fn new(inner: S, address: Address) -> Self {
+        TagBackend { inner, address }
+    }
 }
 
 impl<S, Req, RB> Service<Req> for TagBackend<S>

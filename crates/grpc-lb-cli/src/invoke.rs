@@ -111,6 +111,10 @@ pub(crate) async fn run(invocation: Invocation<'_>) -> CliResult {
             report["policy"] = json!(crate::grpclb::GRPCLB);
             report["grpclb"] = grpclb.json(None);
         }
+        if let Some(tree) = channel.tree() {
+            report["policy"] = json!(tree.policy.name());
+            report["tree"] = tree.json();
+        }
         println!("{report}");
     }
     match result {

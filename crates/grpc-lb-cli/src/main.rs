@@ -42,6 +42,8 @@ mod serve;
 mod stack;
 mod time;
 mod timeline;
+mod tree_policy;
+mod tree_stack;
 mod watch;
 
 use std::process::ExitCode;

@@ -18,16 +18,27 @@ use grpc_lb_grpclb::GrpclbConfig;
 use serde_json::{json, Value};
 
 use crate::channel::{Client, GrpcChannel};
+use crate::tree_policy::{TreePolicy, TreePolicyError};
+
+/// The stack `call` runs instead of the channel.
+enum Path {
+    Grpclb(GrpclbConfig),
+    Tree(TreePolicy),
+}
 use crate::CliError;
 
-/// What `--policy` takes: the default registry's policies, and grpclb
-/// (`call` only).
-const POLICY_FLAG: [&str; 5] = [
+/// What `--policy` takes: the default registry's policies, and grpclb and
+/// the tree policies (`call` only).
+const POLICY_FLAG: [&str; 9] = [
     "pick_first",
     "round_robin",
     "p2c",
     "least_request",
     crate::grpclb::GRPCLB,
+    crate::tree_policy::NAMES[0],
+    crate::tree_policy::NAMES[1],
+    crate::tree_policy::NAMES[2],
+    crate::tree_policy::NAMES[3],
 ];
 
 /// How to build the channel: every setting of `grpc_lb::Builder` (and of the
@@ -35,9 +46,16 @@ const POLICY_FLAG: [&str; 5] = [
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ChannelArgs {
     /// Load-balancing policy (used while the service config in force names
-    /// none); grpclb (`call` only) balances with a grpclb balancer.
+    /// none); grpclb (`call` only) balances with a grpclb balancer;
+    /// ring_hash, weighted_round_robin and least_request_experimental
+    /// (`call` only) run the policy tree.
     #[arg(long, default_value = "pick_first", value_parser = POLICY_FLAG)]
     pub(crate) policy: String,
+
+    /// ring_hash: the request header whose value is hashed to pick the
+    /// endpoint (requestHashHeader, gRFC A76); send it with `-H 'NAME: value'`.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) ring_hash_header: Option<String>,
 
     /// grpclb: a balancer's HOST:PORT, instead of the DNS SRV records
     /// `_grpclb._tcp.<host>` (repeatable; for ipv4:, ipv6: and other
@@ -364,41 +382,83 @@ impl ChannelArgs {
         Ok((self.policy == crate::grpclb::GRPCLB).then(GrpclbConfig::default))
     }
 
-    /// The client of `call`: the grpclb stack when grpclb is selected, else
-    /// the channel of [`build`](Self::build).
+    /// The tree policy, when `--service-config` selects one, or `--policy`
+    /// names one while the config names no policy.
+    fn tree_policy(
+        &self,
+        default_config: Option<&ServiceConfig>,
+    ) -> Result<Option<TreePolicy>, CliError> {
+        let usage = |error: TreePolicyError| CliError::usage(format!("--service-config: {error}"));
+        if let Some(config) = default_config {
+            if let Some(policy) = crate::tree_policy::selected(config).map_err(usage)? {
+                return Ok(Some(policy));
+            }
+            if crate::in_force::names_a_policy(config) {
+                return Ok(None);
+            }
+        }
+        crate::tree_policy::by_name(&self.policy)
+            .map_err(|error| CliError::usage(format!("--policy {}: {error}", self.policy)))
+    }
+
+    /// `--ring-hash-header` applied to the tree policy in force.
+    fn with_hash_header(&self, policy: TreePolicy) -> Result<TreePolicy, CliError> {
+        policy
+            .with_hash_header(self.ring_hash_header.as_deref())
+            .map_err(|error| CliError::usage(error.to_string()))
+    }
+
+    /// The client of `call`: the grpclb stack when grpclb is selected, a
+    /// tree policy's stack when one is, else the channel of
+    /// [`build`](Self::build).
     pub(crate) async fn build_client(
         &self,
         target: &str,
         wait_for_ready: bool,
     ) -> Result<BuiltClient, CliError> {
         let default_config = self.service_config()?;
-        let mut chosen = self.grpclb(default_config.as_ref())?.map(|grpclb| {
-            (
-                grpclb,
-                default_config.clone().map(std::sync::Arc::new),
-                None,
-            )
-        });
+        let in_default = default_config.clone().map(std::sync::Arc::new);
+        let mut chosen = match self.grpclb(default_config.as_ref())? {
+            Some(grpclb) => Some((Path::Grpclb(grpclb), in_default.clone(), None)),
+            None => self
+                .tree_policy(default_config.as_ref())?
+                .map(|tree| (Path::Tree(tree), in_default.clone(), None)),
+        };
+        let resolve_now = grpc_lb::core::ResolveNow::new();
         if chosen.is_none() && crate::grpclb::is_dns(target) {
             // The flags are checked before anything is sent.
             self.check_for_channel(default_config.as_ref(), true)?;
-            // The resolver's config (a TXT record) may select grpclb: look
-            // at its first resolution, and go on with that stream if so.
-            let (parsed, updates) = crate::grpclb::resolve(target)?;
+            // The resolver's config (a TXT record) may select grpclb or a
+            // tree policy: look at its first resolution, and go on with that
+            // stream if so.
+            let (parsed, updates) = crate::grpclb::resolve_with(target, resolve_now.clone())?;
             let (config, updates) = crate::grpclb::peek_config(updates).await;
             if let Some(config) = config {
-                // A grpclb entry the policy cannot read is passed over, as
-                // an unusable resolver config is.
-                if let Ok(Some(grpclb)) = crate::grpclb::selected(&config) {
-                    chosen = Some((grpclb, Some(config), Some((parsed, updates))));
+                // An entry the policy cannot read is passed over, as an
+                // unusable resolver config is.
+                let path = match crate::grpclb::selected(&config) {
+                    Ok(Some(grpclb)) => Some(Path::Grpclb(grpclb)),
+                    _ => match crate::tree_policy::selected(&config) {
+                        Ok(Some(tree)) => Some(Path::Tree(tree)),
+                        _ => None,
+                    },
+                };
+                if let Some(path) = path {
+                    chosen = Some((path, Some(config), Some((parsed, updates))));
                 }
             }
         }
-        let Some((grpclb, in_force, resolved)) = chosen else {
+        let Some((path, in_force, resolved)) = chosen else {
             if !self.grpclb_balancer.is_empty() || self.grpclb_fallback_timeout_ms.is_some() {
                 return Err(CliError::usage(
                     "--grpclb-balancer and --grpclb-fallback-timeout-ms need grpclb \
                      (--policy grpclb, or a --service-config selecting it)",
+                ));
+            }
+            if self.ring_hash_header.is_some() {
+                return Err(CliError::usage(
+                    "--ring-hash-header needs ring_hash (--policy ring_hash, or a \
+                     --service-config selecting it)",
                 ));
             }
             let built = self.build_channel(target, wait_for_ready, true)?;
@@ -409,6 +469,38 @@ impl ChannelArgs {
                 stack: built.stack,
             });
         };
+        let grpclb = match path {
+            Path::Grpclb(grpclb) => grpclb,
+            Path::Tree(tree) => {
+                let tree = self.with_hash_header(tree)?;
+                crate::tree_stack::check_flags(self)?;
+                let updates = match resolved {
+                    Some((_, updates)) => updates,
+                    None => crate::grpclb::resolve_with(target, resolve_now.clone())?.1,
+                };
+                let client = crate::tree_stack::build(
+                    self,
+                    (updates, resolve_now),
+                    tree,
+                    in_force,
+                    wait_for_ready,
+                )
+                .await?;
+                let mut options = self.options_json(&self.keepalive(), None);
+                options["ring_hash_header"] = json!(self.ring_hash_header);
+                return Ok(BuiltClient {
+                    client: Client::Tree(std::sync::Arc::new(client)),
+                    default_config,
+                    options,
+                    stack: self.stack_settings(),
+                });
+            }
+        };
+        if self.ring_hash_header.is_some() {
+            return Err(CliError::usage(
+                "--ring-hash-header needs ring_hash, but the policy in force is grpclb",
+            ));
+        }
         crate::grpclb::check_flags(self)?;
         let resolved = match resolved {
             Some(resolved) => resolved,
@@ -469,11 +561,26 @@ impl ChannelArgs {
                 "--policy grpclb: only `call` takes grpclb targets",
             ));
         }
+        if crate::tree_policy::is_tree(&self.policy) && !for_call {
+            return Err(CliError::usage(format!(
+                "--policy {}: only `call` runs the tree policies",
+                self.policy
+            )));
+        }
+        if self.ring_hash_header.is_some() && !for_call {
+            return Err(CliError::usage(
+                "--ring-hash-header: only `call` runs ring_hash",
+            ));
+        }
         if let Some(config) = default_config {
             // The library refuses such a config too; say which flag it was.
             let registry = PolicyRegistry::with_defaults();
             config
-                .choose_policy(|name| registry.contains(name) || name == OUTLIER_DETECTION)
+                .choose_policy(|name| {
+                    registry.contains(name)
+                        || name == OUTLIER_DETECTION
+                        || (for_call && crate::tree_policy::is_tree(name))
+                })
                 .map_err(|error| CliError::usage(format!("--service-config: {error}")))?;
         }
         self.backoff()?;
@@ -499,11 +606,12 @@ impl ChannelArgs {
     ) -> Result<Built, CliError> {
         let default_config = self.service_config()?;
         self.check_for_channel(default_config.as_ref(), for_call)?;
-        let policy = if self.policy == crate::grpclb::GRPCLB {
-            "pick_first".to_owned()
-        } else {
-            self.policy.clone()
-        };
+        let policy =
+            if self.policy == crate::grpclb::GRPCLB || crate::tree_policy::is_tree(&self.policy) {
+                "pick_first".to_owned()
+            } else {
+                self.policy.clone()
+            };
         let keepalive = self.keepalive();
         let outlier = self.outlier_detection()?;
         let mut builder = Channel::builder(target)

@@ -26,6 +26,8 @@ pub(crate) struct Report<'a> {
     pub(crate) channel: Option<&'a GrpcChannel>,
     /// A grpclb target's facts (crate::grpclb).
     pub(crate) grpclb: Option<Value>,
+    /// A tree policy stack's facts (crate::tree_stack).
+    pub(crate) tree: Option<Value>,
     /// The service config in force at the end, as parsed.
     pub(crate) service_config: Option<Value>,
     pub(crate) service_config_source: &'static str,
@@ -201,6 +203,9 @@ impl Report<'_> {
         });
         if let Some(grpclb) = &self.grpclb {
             object["grpclb"] = grpclb.clone();
+        }
+        if let Some(tree) = &self.tree {
+            object["tree"] = tree.clone();
         }
         object
     }

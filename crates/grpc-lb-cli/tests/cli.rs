@@ -189,7 +189,7 @@ fn bad_usage_exits_2_with_one_clear_line() {
         (&["call", &dead, "--tcp-nodelay", "maybe"], "invalid value"),
         (&["call", "ipv4:not-an-address"], "bad target"),
         (&["call", "unix:"], "bad target"),
-        (&["call", &dead, "--policy", "ring_hash"], "invalid value"),
+        (&["call", &dead, "--policy", "maglev"], "invalid value"),
         (&["call", &dead, "--bogus"], "unexpected argument"),
         (&["call", &dead, "--requests", "0"], "invalid value"),
         (
@@ -263,7 +263,7 @@ fn the_service_config_selects_the_policy() {
         "call",
         &serve.target(),
         "--service-config",
-        r#"{"loadBalancingConfig":[{"weighted_round_robin":{}},{"round_robin":{}}]}"#,
+        r#"{"loadBalancingConfig":[{"no_such_policy":{}},{"round_robin":{}}]}"#,
         "--requests",
         "30",
         "--json",
