@@ -144,6 +144,7 @@ mod pick_first;
 mod picker;
 mod ring_hash;
 mod ring_hash_config;
+mod ring_index;
 mod round_robin;
 mod wrr;
 mod wrr_scheduler;
