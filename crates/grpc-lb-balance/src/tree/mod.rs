@@ -163,7 +163,7 @@ pub use self::outlier_detection::OutlierDetection;
 pub use self::pick::{DoneInfo, OnDone, Outcome, Pick, PickInfo, PickResult};
 pub use self::pick_first::PickFirst;
 pub use self::picker::{FixedPicker, Picker, WrappingHelper};
-pub use self::registry::{PolicyBuilder, PolicyConfigError, PolicyRegistry};
+pub use self::registry::{ChosenPolicy, PolicyBuilder, PolicyConfigError, PolicyRegistry};
 pub use self::ring_hash::{EndpointAttributes, RequestHash, RingHash};
 pub use self::ring_hash_config::{RingHashConfig, RingHashConfigError};
 pub use self::round_robin::RoundRobin;

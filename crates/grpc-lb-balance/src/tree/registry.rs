@@ -64,6 +64,10 @@ impl fmt::Display for PolicyConfigError {
 
 impl std::error::Error for PolicyConfigError {}
 
+/// The policy a service config chose: the name it was chosen by and the
+/// policy built from its config.
+pub type ChosenPolicy = (String, Box<dyn Policy>);
+
 /// Builds one kind of policy from its `loadBalancingConfig` object.
 pub trait PolicyBuilder: Send + Sync + 'static {
     /// A new policy from `config` (an empty object means every default).
@@ -190,7 +194,7 @@ impl PolicyRegistry {
     pub fn from_service_config(
         &self,
         config: &ServiceConfig,
-    ) -> Result<Option<(String, Box<dyn Policy>)>, PolicyConfigError> {
+    ) -> Result<Option<ChosenPolicy>, PolicyConfigError> {
         let chosen = config
             .choose_policy(|name| self.contains(name))
             .map_err(PolicyConfigError::ServiceConfig)?;
@@ -205,7 +209,7 @@ impl PolicyRegistry {
     pub fn from_service_config_json(
         &self,
         json: &str,
-    ) -> Result<Option<(String, Box<dyn Policy>)>, PolicyConfigError> {
+    ) -> Result<Option<ChosenPolicy>, PolicyConfigError> {
         let config = ServiceConfig::from_json(json).map_err(PolicyConfigError::ServiceConfig)?;
         self.from_service_config(&config)
     }
