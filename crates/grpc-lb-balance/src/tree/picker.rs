@@ -207,16 +207,16 @@ impl OnDone for Chained {
 /// `pick` with `outer` told of its call too; allocates only when the pick
 /// already has a callback of its own.
 pub(crate) fn with_outer_done(pick: Pick, outer: &Arc<dyn OnDone>) -> Pick {
+    with_owned_outer_done(pick, outer.clone())
+}
+
+/// [`with_outer_done`] with a callback the caller already cloned (one
+/// reference count increment per pick, not two and a decrement).
+pub(crate) fn with_owned_outer_done(pick: Pick, outer: Arc<dyn OnDone>) -> Pick {
     let subchannel = pick.subchannel();
     match pick.into_done() {
-        Some(inner) => Pick::with_done(
-            subchannel,
-            Arc::new(Chained {
-                outer: outer.clone(),
-                inner,
-            }),
-        ),
-        None => Pick::with_done(subchannel, outer.clone()),
+        Some(inner) => Pick::with_done(subchannel, Arc::new(Chained { outer, inner })),
+        None => Pick::with_done(subchannel, outer),
     }
 }
 

@@ -8,6 +8,7 @@ use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 use super::cow::ChunkedVec;
 use super::picker::fast_random;
+use super::ring_index::RingIndex;
 use super::round_robin::NoEndpoints;
 use super::{
     ChildSet, ChildUpdate, Endpoint, EndpointId, FixedPicker, Helper, PickFirst, PickInfo,
@@ -217,7 +218,7 @@ const NONE_WANTED: u64 = u64::MAX;
 /// state and picker when it was built.
 #[derive(Debug)]
 struct RingPicker {
-    ring: Arc<[(u64, u32)]>,
+    ring: Arc<RingIndex>,
     slots: ChunkedVec<Slot>,
     header: Option<http::HeaderName>,
     /// Where a pick leaves the endpoint it wants connected; shared with the
@@ -237,9 +238,13 @@ impl RingPicker {
             let Some(first) = values.next() else {
                 return (fast_random(), true);
             };
+            let Some(second) = values.next() else {
+                // The usual case, one value: the one-shot hash.
+                return (xxh64(first.as_bytes(), 0), false);
+            };
             let mut hasher = Xxh64::new(0);
             hasher.update(first.as_bytes());
-            for value in values {
+            for value in std::iter::once(second).chain(values) {
                 hasher.update(b",");
                 hasher.update(value.as_bytes());
             }
@@ -252,8 +257,7 @@ impl RingPicker {
     }
 
     fn slot(&self, step: usize, start: usize) -> Option<&Slot> {
-        let (_, position) = self.ring[(start + step) % self.ring.len()];
-        self.slots.get(position as usize)
+        self.slots.get(self.ring.position(start, step) as usize)
     }
 
     fn want(&self, endpoint: EndpointId) {
@@ -268,7 +272,7 @@ impl Picker for RingPicker {
             return PickResult::Fail(self.fallback_error.clone());
         }
         let (hash, random) = self.request_hash(info);
-        let start = ring_lookup_positions(&self.ring, hash);
+        let start = self.ring.lookup(hash);
         let mut first_idle = None;
         let mut connecting = false;
         // The walk ends at the first usable endpoint: one step while the
@@ -303,16 +307,6 @@ impl Picker for RingPicker {
             .and_then(|slot| slot.error.clone())
             .unwrap_or_else(|| self.fallback_error.clone());
         PickResult::Fail(error)
-    }
-}
-
-/// [`ring_lookup`] over a ring of positions.
-fn ring_lookup_positions(ring: &[(u64, u32)], hash: u64) -> usize {
-    let at = ring.partition_point(|entry| entry.0 < hash);
-    if at == ring.len() {
-        0
-    } else {
-        at
     }
 }
 
@@ -355,7 +349,7 @@ pub struct RingHash {
     keys: HashMap<EndpointId, (Arc<str>, u32)>,
     ring: Vec<Entry>,
     /// The ring as positions into `slots`, for the pickers.
-    ring_positions: Arc<[(u64, u32)]>,
+    ring_positions: Arc<RingIndex>,
     slots: ChunkedVec<Slot>,
     position: HashMap<EndpointId, usize>,
     stale: bool,
@@ -378,7 +372,7 @@ impl RingHash {
             children: ChildSet::new(|_| Lazy::default()),
             keys: HashMap::new(),
             ring: Vec::new(),
-            ring_positions: Arc::new([]),
+            ring_positions: Arc::default(),
             slots: ChunkedVec::default(),
             position: HashMap::new(),
             stale: false,
@@ -423,11 +417,12 @@ impl RingHash {
             self.config.min_ring_size,
             self.config.max_ring_size,
         );
-        self.ring_positions = self
+        let positions: Box<[(u64, u32)]> = self
             .ring
             .iter()
             .filter_map(|(hash, id)| Some((*hash, *self.position.get(id)? as u32)))
             .collect();
+        self.ring_positions = Arc::new(RingIndex::new(positions));
     }
 
     fn aggregate(&self) -> ConnectivityState {

@@ -8,7 +8,7 @@ use grpc_lb_core::{Connectivity, ConnectivityState, SharedError};
 use grpc_lb_orca::OrcaLoadReport;
 use tokio::time::Instant;
 
-use super::picker::with_outer_done;
+use super::picker::with_owned_outer_done;
 use super::round_robin::{ReadyList, Sharded};
 use super::wrr_scheduler::Scheduler;
 use super::{
@@ -261,13 +261,14 @@ struct WrrPicker {
 impl Picker for WrrPicker {
     fn pick(&self, info: &PickInfo<'_>) -> PickResult {
         let index = self.scheduler.next(&self.sequence);
-        let Some(child) = self.ready.get(index % self.ready.len().max(1)) else {
+        // The scheduler was built over exactly these children.
+        let Some(child) = self.ready.get(index) else {
             return PickResult::Queue;
         };
         match child.picker.pick(info) {
             PickResult::Pick(pick) => {
                 let weight: Arc<dyn OnDone> = child.extra.clone();
-                PickResult::Pick(with_outer_done(pick, &weight))
+                PickResult::Pick(with_owned_outer_done(pick, weight))
             }
             other => other,
         }
