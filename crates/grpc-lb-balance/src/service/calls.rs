@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use grpc_lb_core::status::GrpcStatus;
+
 use crate::tree::{DoneInfo, OnDone, Outcome, PickInfo};
 
 /// What a balancer reads from the calls it sends: the [`PickInfo`] of a
@@ -131,21 +133,22 @@ where
     }
 }
 
-/// Tells `done` the `grpc-status` in `headers`, if there is one.
+/// Tells `done` the `grpc-status` in `headers`, if there is one (read by
+/// `grpc_lb_core`'s one reader: UNKNOWN when unparsable, the message
+/// percent-decoded).
 fn status_in(headers: &http::HeaderMap, done: &dyn OnDone) -> bool {
-    let Some(code) = headers.get("grpc-status") else {
+    let Some(status) = GrpcStatus::from_headers(headers) else {
         return false;
     };
-    let code: i32 = code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2); // UNKNOWN, as gRPC reads an unparsable status
-    let outcome = match code {
-        0 => Outcome::Ok,
-        code => Outcome::Status {
-            code,
-            message: headers
-                .get("grpc-message")
-                .and_then(|m| m.to_str().ok())
-                .unwrap_or(""),
-        },
+    let message;
+    let outcome = if status.is_ok() {
+        Outcome::Ok
+    } else {
+        message = status.message();
+        Outcome::Status {
+            code: status.code(),
+            message: &message,
+        }
     };
     done.on_done(&DoneInfo::new(outcome).with_trailers(headers));
     true
