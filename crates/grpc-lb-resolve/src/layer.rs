@@ -14,6 +14,7 @@ use tower::discover::Change;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::attributes::ResolvedAttributes;
 use crate::discover::{ResolverDiscover, ResolverStatus};
 use crate::resolver::{Registry, ResolveError, UpdateStream};
 use crate::target::Target;
@@ -156,6 +157,7 @@ where
     channel_id: u64,
     status: watch::Receiver<ResolverStatus>,
     last_error: Option<SharedError>,
+    attributes: ResolvedAttributes,
 }
 
 impl<M> ResolveDiscover<M>
@@ -181,6 +183,7 @@ where
             channel_id: grpc_lb_core::next_channelz_id(),
             status,
             last_error: None,
+            attributes: ResolvedAttributes::default(),
         }
     }
 
@@ -196,6 +199,12 @@ where
     /// observers and tests.
     pub fn resolve_now(&self) -> ResolveNow {
         self.resolve_now.clone()
+    }
+
+    /// What the resolver said about each endpoint yielded (its weight and
+    /// metadata), for a balancer to read as endpoints are added.
+    pub fn attributes(&self) -> ResolvedAttributes {
+        self.attributes.clone()
     }
 
     /// The channel id given to the subchannels, as shown in their logs.
@@ -241,7 +250,10 @@ where
                 return Poll::Ready(None);
             };
             match endpoints.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(Change::Insert(address, _endpoint)))) => {
+                Poll::Ready(Some(Ok(Change::Insert(address, endpoint)))) => {
+                    // Known before the endpoint is yielded, so a balancer
+                    // adding it can read it.
+                    this.attributes.insert(address.clone(), endpoint.attributes);
                     if let Err(error) = std::task::ready!(this.make.poll_ready(cx)) {
                         return Poll::Ready(Some(Err(error.into())));
                     }
@@ -253,7 +265,8 @@ where
                     this.making = Some((address, Box::pin(this.make.call(request))));
                 }
                 Poll::Ready(Some(Ok(Change::Remove(address)))) => {
-                    return Poll::Ready(Some(Ok(Change::Remove(address))))
+                    this.attributes.remove(&address);
+                    return Poll::Ready(Some(Ok(Change::Remove(address))));
                 }
                 Poll::Ready(Some(Err(never))) => match never {},
                 Poll::Ready(None) => {

@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod attributes;
 pub mod discover;
 #[cfg(feature = "dns")]
 pub mod dns;
@@ -60,6 +61,7 @@ pub mod service_config;
 pub mod target;
 mod update;
 
+pub use crate::attributes::ResolvedAttributes;
 pub use crate::discover::{ResolverDiscover, ResolverStatus};
 pub use crate::fixed::static_list;
 pub use crate::from_discover::discover_updates;

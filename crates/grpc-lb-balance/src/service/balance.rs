@@ -32,6 +32,9 @@ const EVENT_BUDGET: usize = 4096;
 /// Picks tried per `poll_ready` before yielding (each failed one changed a
 /// state, which the policy has already seen).
 const PICK_ATTEMPTS: usize = 4;
+/// The resolver metadata key of an endpoint's ring_hash key (gRFC A76's
+/// `hash_key` endpoint attribute).
+const HASH_KEY: &str = "hash_key";
 
 /// A balancer over any `Discover`, run by a [`Policy`]; `poll_ready` is the
 /// picker. See the [module docs](crate::service).
@@ -224,6 +227,51 @@ where
     ) -> Self {
         self.core.describe = Some(Arc::new(describe));
         self
+    }
+
+    /// [`describe_endpoints`](Self::describe_endpoints) from what the resolver
+    /// said (a [`ResolveDiscover`](grpc_lb_resolve::ResolveDiscover)'s
+    /// [`attributes`](grpc_lb_resolve::ResolveDiscover::attributes)): each
+    /// endpoint is named by its address as text (grpc-go's ring key), with
+    /// the resolver's weight and, if its metadata has one, its `hash_key`
+    /// (gRFC A76), so ring_hash honours both with no code of the user's.
+    ///
+    /// ```
+    /// use grpc_lb_balance::service::Balance;
+    /// use grpc_lb_balance::tree::{RingHash, RingHashConfig};
+    /// use grpc_lb_core::NewSubchannel;
+    /// use grpc_lb_resolve::{Address, ResolveLayer};
+    /// use tower::Layer;
+    /// # fn main() -> Result<(), grpc_lb_core::BoxError> {
+    /// let make = tower::service_fn(|_: NewSubchannel<Address>| async {
+    ///     Ok::<_, std::convert::Infallible>(tower::service_fn(|_: ()| async {
+    ///         Ok::<_, std::convert::Infallible>(())
+    ///     }))
+    /// });
+    /// let discover = ResolveLayer::new("ipv4:127.0.0.1:50051")?.layer(make);
+    /// let attributes = discover.attributes();
+    /// let ring = RingHash::new(RingHashConfig::default().validate()?);
+    /// let balance = Balance::new(discover, ring).describe_resolved(attributes);
+    /// # drop(balance);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn describe_resolved(self, attributes: grpc_lb_resolve::ResolvedAttributes) -> Self
+    where
+        D: Discover<Key = grpc_lb_resolve::Address>,
+    {
+        self.describe_endpoints(move |address: &grpc_lb_resolve::Address| {
+            let mut described = EndpointAttributes::named(address.to_string());
+            if let Some(resolved) = attributes.get(address) {
+                if let Some(weight) = resolved.weight {
+                    described = described.with_weight(weight);
+                }
+                if let Some(hash_key) = resolved.metadata.get(HASH_KEY) {
+                    described = described.with_hash_key(hash_key.as_str());
+                }
+            }
+            described
+        })
     }
 
     /// A watch on the root policy's state and its error, for a fail-fast

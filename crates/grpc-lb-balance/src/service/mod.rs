@@ -101,6 +101,8 @@ pub use self::layer::BalanceLayer;
 pub use self::probe::{ByConnectivity, ByReadiness, Probe, ReadinessState};
 
 #[cfg(test)]
+mod describe_tests;
+#[cfg(test)]
 mod handle_tests;
 #[cfg(test)]
 mod tests;
