@@ -2,7 +2,6 @@
 //! is counted (stats, least_request's load, outlier detection) and where its
 //! deadline keeps running after the response headers.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +14,9 @@ use grpc_lb_core::BoxError;
 use grpc_lb_failfast::to_status;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::deadline::Deadline;
 
 use crate::idle::OpenCall;
 use crate::observe::CallRecord;
@@ -184,11 +185,7 @@ pin_project! {
         #[pin]
         inner: Option<B>,
         end: Option<CallEnd>,
-        deadline: Option<Instant>,
-        // Made the first time the body is not ready: a response read at once
-        // (a unary one, all in the socket with its headers) makes no timer.
-        // Boxed, so that the body stays `Unpin` when the connection's is.
-        timer: Option<Pin<Box<Sleep>>>,
+        deadline: Deadline,
     }
 }
 
@@ -202,12 +199,13 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn new(inner: B, end: Option<CallEnd>, deadline: Option<Instant>) -> Self {
+    /// A body whose call's deadline (and its timer, if the call made one
+    /// while it waited) keeps running until the body ends.
+    pub(crate) fn new(inner: B, end: Option<CallEnd>, deadline: Deadline) -> Self {
         ResponseBody {
             inner: Some(inner),
             end,
             deadline,
-            timer: None,
         }
     }
 
@@ -217,8 +215,7 @@ impl<B> ResponseBody<B> {
         ResponseBody {
             inner: None,
             end: None,
-            deadline: None,
-            timer: None,
+            deadline: Deadline::default(),
         }
     }
 
@@ -269,8 +266,7 @@ where
                     if let Some(end) = this.end.take() {
                         end.finish(ok);
                     }
-                    *this.deadline = None;
-                    *this.timer = None;
+                    this.deadline.clear();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -278,14 +274,12 @@ where
                 if let Some(end) = this.end.take() {
                     end.finish_at_end();
                 }
-                *this.deadline = None;
-                *this.timer = None;
+                this.deadline.clear();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(error))) => {
                 let mut status = to_status(error.into());
-                let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
-                if past_deadline && status.code() == tonic::Code::Cancelled {
+                if this.deadline.has_passed() && status.code() == tonic::Code::Cancelled {
                     // The spec's §Client Cancellation: a CANCEL after the
                     // deadline is the deadline's.
                     status = deadline_exceeded();
@@ -293,25 +287,17 @@ where
                 if let Some(end) = this.end.take() {
                     end.finish(false);
                 }
-                *this.deadline = None;
-                *this.timer = None;
+                this.deadline.clear();
                 this.inner.set(None);
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => {
-                let Some(deadline) = *this.deadline else {
-                    return Poll::Pending;
-                };
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.as_mut().poll(cx).is_pending() {
+                if !this.deadline.poll_elapsed(cx) {
                     return Poll::Pending;
                 }
                 // Dropping the stream resets it with CANCEL: the server stops.
                 this.inner.set(None);
-                *this.deadline = None;
-                *this.timer = None;
+                this.deadline.clear();
                 if let Some(end) = this.end.take() {
                     end.finish(false);
                 }
@@ -376,7 +362,7 @@ mod tests {
         let response = ResponseBody::new(
             body(vec![Frame::data(Bytes::from_static(b"x")), trailers("14")]),
             Some(end),
-            None,
+            Deadline::default(),
         );
         assert_eq!(
             counters.stats().calls_failed,
@@ -389,14 +375,14 @@ mod tests {
 
         let mut end = CallEnd::new(CallRecord::start(&counters), None);
         end.headers(true, true);
-        let response = ResponseBody::new(body(vec![trailers("0")]), Some(end), None);
+        let response = ResponseBody::new(body(vec![trailers("0")]), Some(end), Deadline::default());
         response.collect().await.unwrap();
         assert_eq!(counters.stats().calls_succeeded, 1);
 
         // A gRPC response that ends without any status fails.
         let mut end = CallEnd::new(CallRecord::start(&counters), None);
         end.headers(true, true);
-        let response = ResponseBody::new(body(vec![]), Some(end), None);
+        let response = ResponseBody::new(body(vec![]), Some(end), Deadline::default());
         response.collect().await.unwrap();
         assert_eq!(counters.stats().calls_failed, 2);
     }
@@ -409,7 +395,7 @@ mod tests {
             Result<Frame<Bytes>, Infallible>,
         >());
         let deadline = Instant::now() + Duration::from_secs(1);
-        let mut response = ResponseBody::new(never, Some(end), Some(deadline));
+        let mut response = ResponseBody::new(never, Some(end), Deadline::new(Some(deadline)));
         let started = Instant::now();
         let status = response.frame().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);

@@ -17,10 +17,11 @@ use grpc_lb_failfast::{to_status, unavailable};
 use grpc_lb_retry::{http_status_to_code, transparent_retry, TransparentRetry};
 use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::body::{CallEnd, InFlight, ResponseBody};
+use crate::deadline::Deadline;
 use crate::observe::Peer;
 use crate::replay::{Head, ReplayableBody, GRPC_TIMEOUT};
 use crate::snapshot::{PickAttempt, Picked, Shared};
@@ -138,11 +139,7 @@ pin_project! {
         #[pin]
         kind: Kind<S, B>,
         end: Option<CallEnd>,
-        deadline: Option<Instant>,
-        // Made at the first Pending, so that an RPC that ends at once (it
-        // failed, or never left the client) makes no timer. Boxed, so that
-        // the future stays `Unpin` when the connection's is.
-        timer: Option<Pin<Box<Sleep>>>,
+        deadline: Deadline,
         // The request is gRPC: a response without a status gets one.
         grpc: bool,
     }
@@ -198,8 +195,7 @@ where
                 resend: Some(resend),
             },
             end: Some(end),
-            deadline,
-            timer: None,
+            deadline: Deadline::new(deadline),
             grpc,
         }
     }
@@ -215,8 +211,7 @@ where
         ResponseFuture {
             kind: Kind::Waiting { future, shared },
             end: Some(end),
-            deadline,
-            timer: None,
+            deadline: Deadline::new(deadline),
             grpc,
         }
     }
@@ -228,8 +223,7 @@ where
                 status: Some(status),
             },
             end: Some(end),
-            deadline: None,
-            timer: None,
+            deadline: Deadline::default(),
             grpc: false,
         }
     }
@@ -311,13 +305,7 @@ where
             }
             Step::Failed(status) => Err(status),
             Step::Pending => {
-                let Some(deadline) = *this.deadline else {
-                    return Poll::Pending;
-                };
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.as_mut().poll(cx).is_pending() {
+                if !this.deadline.poll_elapsed(cx) {
                     return Poll::Pending;
                 }
                 // Dropping the attempt under way resets its stream with
@@ -330,10 +318,9 @@ where
             }
         };
         this.kind.set(Kind::Done);
-        // The body makes its own timer if it ever waits.
-        *this.timer = None;
         match result {
             Ok(response) => {
+                // The body reads on under the same deadline, and its timer.
                 let deadline = this.deadline.take();
                 let end = this.end.take();
                 Poll::Ready(Ok(response.map(|body| match body {
@@ -342,14 +329,13 @@ where
                 })))
             }
             Err(mut status) => {
-                let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
-                if past_deadline && status.code() == tonic::Code::Cancelled {
+                if this.deadline.has_passed() && status.code() == tonic::Code::Cancelled {
                     status = tonic::Status::deadline_exceeded(status.message().to_owned());
                 }
                 if let Some(end) = this.end.take() {
                     end.finish(false);
                 }
-                *this.deadline = None;
+                this.deadline.clear();
                 Poll::Ready(Err(crate::Error::call(status.into())))
             }
         }

@@ -78,7 +78,11 @@ mod tests {
     /// A call's body holding the open-call guard, as the channel makes it.
     fn body<B>(inner: B, open: OpenCall) -> ResponseBody<B> {
         let record = CallRecord::start(&Arc::new(CallCounters::new(0)));
-        ResponseBody::new(inner, Some(CallEnd::new(record, Some(open))), None)
+        ResponseBody::new(
+            inner,
+            Some(CallEnd::new(record, Some(open))),
+            Default::default(),
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,6 +38,7 @@ mod call;
 mod channel;
 mod config;
 mod connector;
+mod deadline;
 mod error;
 mod idle;
 #[cfg(feature = "prometheus")]
