@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use grpc_lb::core::BoxError;
+use grpc_lb::core::{grpc_timeout, BoxError};
 use grpc_lb::resolve::Address;
 use grpc_lb::service_config::ServiceConfig;
 use grpc_lb::{Channel, Peer};
@@ -133,7 +133,7 @@ impl Service<Request> for ClientService {
                 // The channel enforces a call's deadline; without one the
                 // grpclb path does it here, so that a call no backend takes
                 // (no list yet, say) ends at its deadline.
-                let deadline = grpc_timeout(request.headers()).map(tokio::time::sleep);
+                let deadline = grpc_timeout::parse(request.headers()).map(tokio::time::sleep);
                 ClientFuture::Grpclb {
                     inner: stack.call(request),
                     deadline,
@@ -142,7 +142,7 @@ impl Service<Request> for ClientService {
             ClientService::Tree(stack) => {
                 // As on the grpclb path: the deadline of a call no endpoint
                 // takes.
-                let deadline = grpc_timeout(request.headers()).map(tokio::time::sleep);
+                let deadline = grpc_timeout::parse(request.headers()).map(tokio::time::sleep);
                 ClientFuture::Tree {
                     inner: stack.call(request),
                     deadline,
@@ -219,23 +219,6 @@ fn poll_deadline<T>(
     }
 }
 
-/// A request's `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit).
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
-    let text = headers.get("grpc-timeout")?.to_str().ok()?;
-    let unit = text.chars().last()?;
-    let value: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
-    use std::time::Duration;
-    Some(match unit {
-        'H' => Duration::from_secs(value.saturating_mul(3600)),
-        'M' => Duration::from_secs(value.saturating_mul(60)),
-        'S' => Duration::from_secs(value),
-        'm' => Duration::from_millis(value),
-        'u' => Duration::from_micros(value),
-        'n' => Duration::from_nanos(value),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,7 +228,7 @@ mod tests {
         let read = |value: &str| {
             let mut headers = http::HeaderMap::new();
             headers.insert("grpc-timeout", value.parse().unwrap());
-            grpc_timeout(&headers)
+            grpc_timeout::parse(&headers)
         };
         use std::time::Duration;
         assert_eq!(read("5000m"), Some(Duration::from_millis(5000)));
@@ -254,7 +237,7 @@ mod tests {
         assert_eq!(read("7u"), Some(Duration::from_micros(7)));
         assert_eq!(read("x"), None);
         assert_eq!(read("12q"), None);
-        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+        assert_eq!(grpc_timeout::parse(&http::HeaderMap::new()), None);
     }
 }
 
